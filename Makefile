@@ -1,0 +1,28 @@
+# `make book` and `make test` do all set-up themselves on a fresh clone: they create .venv
+# with Python 3.11, install requirements.txt and d2ldw (editable), then build or test.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: book test extract clean
+
+book: $(INSTALLED)
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+# Regenerate d2ldw's modules from the chapters' #@save cells (run as a script, so that it
+# works even when a generated module is broken or missing).
+extract: $(INSTALLED)
+	$(BIN)/python d2ldw/extract.py
+
+$(INSTALLED): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --progress-bar off -r requirements.txt
+	$(BIN)/python -m pip install --quiet --progress-bar off --no-deps -e .
+	touch $@
+
+clean:
+	rm -rf _build

@@ -1,0 +1,207 @@
+"""Extract the book's ``#@save <module>`` cells into the d2ldw package.
+
+    python -m d2ldw.extract           # regenerate d2ldw/<module>.py from the chapters
+    python -m d2ldw.extract --check   # exit 1 and list the files that are out of date
+
+A code cell whose first line is ``#@save <module>`` is copied, in book order (the
+order of ``_toc.yml``), into ``d2ldw/<module>.py``. The chapter is the source: the
+generated modules are never edited by hand. Three things are added per module:
+a header, an import guard for the framework it needs, and imports of the
+framework-free helpers (``shapes``, ``data``) that its code uses by bare name, as
+the chapters do. An import already made by an earlier cell of the same module is
+dropped, so every cell can carry the imports it needs to run on its own.
+"""
+import argparse
+import ast
+import builtins
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Module:
+    doc: str
+    core: bool = False  # framework-free: re-exported by `import d2ldw`
+    requires: tuple = ()  # (import name, pip requirement, d2ldw extra)
+
+
+MODULES = {
+    "shapes": Module("Output sizes and argument checking for convolutions.", core=True),
+    "data": Module("Seeded test data for convolutions, as NumPy arrays.", core=True),
+    "plotting": Module("The book's figures.", requires=("matplotlib", "matplotlib", "book")),
+    "numpy": Module("Reference implementations in NumPy."),
+    "torch": Module("PyTorch implementations.", requires=("torch", "torch==2.13.0", "torch")),
+    "mxnet": Module("MXNet implementations.", requires=("mxnet", "mxnet==1.9.1", "mxnet")),
+    "tvm": Module("TVM tensor-expression definitions and build helpers.",
+                  requires=("tvm", "apache-tvm==0.27.0.post1", "tvm")),
+}
+SAVE_MARK = re.compile(r"#@save(?:\s+(\S*))?\s*$")
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Block:
+    module: str
+    code: str
+    origin: str  # where the cell comes from, for the block's header line
+
+
+def book_order(root):
+    """The notebooks of the book in reading order, with their section numbers."""
+    import yaml  # only needed by maintainers, who have the book's requirements
+
+    toc = yaml.safe_load((Path(root) / "_toc.yml").read_text())
+    ordered = []
+    for chapter_number, chapter in enumerate(toc.get("chapters", []), start=1):
+        entries = [(f"{chapter_number}", chapter)]
+        entries += [(f"{chapter_number}.{n}", s)
+                    for n, s in enumerate(chapter.get("sections", []), start=1)]
+        for number, entry in entries:
+            path = Path(root) / (entry["file"] + ".ipynb")
+            if path.exists():
+                ordered.append((number, path))
+    return ordered
+
+
+def _title(cells):
+    for cell in cells:
+        if cell["cell_type"] == "markdown":
+            for line in "".join(cell["source"]).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return "untitled"
+
+
+def saved_blocks(number, notebook, root):
+    """The ``#@save`` cells of one notebook, as Blocks, in cell order."""
+    cells = json.loads(Path(notebook).read_text())["cells"]
+    where = f'Section {number}, "{_title(cells)}" ({Path(notebook).relative_to(root)})'
+    blocks = []
+    for cell in cells:
+        source = "".join(cell["source"])
+        first, _, body = source.partition("\n")
+        mark = SAVE_MARK.match(first.strip()) if cell["cell_type"] == "code" else None
+        if not mark:
+            continue
+        if mark.group(1) not in MODULES:
+            raise ValueError(f"{where}: '#@save {mark.group(1) or ''}' names no d2ldw module; "
+                             f"expected one of {', '.join(MODULES)}")
+        blocks.append(Block(mark.group(1), body.strip("\n"), where))
+    return blocks
+
+
+def _top_level_names(tree):
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def _drop_repeated_imports(code, seen):
+    """Remove top-level imports already in ``seen`` (which is updated)."""
+    lines = code.splitlines()
+    for node in reversed(ast.parse(code).body):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            text = ast.unparse(node)
+            if text in seen:
+                del lines[node.lineno - 1:node.end_lineno]
+            seen.add(text)
+    return "\n".join(lines).strip("\n")
+
+
+def _core_exports(blocks_by_module):
+    owner = {}
+    for name, blocks in blocks_by_module.items():
+        if not MODULES[name].core:
+            continue
+        for block in blocks:
+            for symbol in _top_level_names(ast.parse(block.code)):
+                if symbol.startswith("_"):
+                    continue
+                if owner.setdefault(symbol, name) != name:
+                    raise ValueError(f"'{symbol}' is defined in both d2ldw.{owner[symbol]} "
+                                     f"and d2ldw.{name}")
+    return owner
+
+
+def _render_module(name, blocks, core_owner):
+    spec = MODULES[name]
+    seen_imports = set()
+    codes = [_drop_repeated_imports(b.code, seen_imports) for b in blocks]
+    trees = [ast.parse(code) for code in codes]
+    defined = set().union(*(_top_level_names(t) for t in trees))
+    used = {n.id for t in trees for n in ast.walk(t) if isinstance(n, ast.Name)}
+    needed = {}
+    for symbol in sorted(used - defined - set(dir(builtins))):
+        source = core_owner.get(symbol)
+        if source and source != name:
+            if spec.core and list(MODULES).index(source) > list(MODULES).index(name):
+                raise ValueError(f"d2ldw.{name} uses '{symbol}' from the later core module "
+                                 f"d2ldw.{source}; move the cell or reorder MODULES")
+            needed.setdefault(source, []).append(symbol)
+    public = sorted(s for s in defined if not s.startswith("_"))
+    out = [f'"""{spec.doc}\n\nGenerated by ``python -m d2ldw.extract`` from the ``#@save {name}`` '
+           f"cells of the book's\nchapters. Do not edit: change the chapter and regenerate.\n"
+           f'"""']
+    if spec.requires:
+        import_name, pip_spec, extra = spec.requires
+        out.append(f"from d2ldw._requires import require\n\nrequire({import_name!r}, "
+                   f"{pip_spec!r}, module='d2ldw.{name}', extra={extra!r})")
+    if needed:
+        out.append("\n".join(f"from d2ldw.{source} import {', '.join(symbols)}"
+                             for source, symbols in sorted(needed.items())))
+    out.append("__all__ = [" + ", ".join(repr(s) for s in public) + "]")
+    for block, code in zip(blocks, codes):
+        out.append(f"\n# From {block.origin}\n{code}")
+    return "\n\n".join(out) + "\n"
+
+
+def render(root=PACKAGE_ROOT):
+    """The generated modules' text, keyed by path relative to ``root``."""
+    blocks_by_module = {name: [] for name in MODULES}
+    for number, notebook in book_order(root):
+        for block in saved_blocks(number, notebook, root):
+            blocks_by_module[block.module].append(block)
+    empty = [name for name, blocks in blocks_by_module.items() if not blocks]
+    if empty:
+        raise ValueError(f"no '#@save' cells for d2ldw module(s): {', '.join(empty)}")
+    core_owner = _core_exports(blocks_by_module)
+    return {Path("d2ldw") / f"{name}.py": _render_module(name, blocks, core_owner)
+            for name, blocks in blocks_by_module.items()}
+
+
+def out_of_date(root=PACKAGE_ROOT):
+    """Paths of generated modules whose committed text differs from the chapters."""
+    root = Path(root)
+    return [path for path, text in render(root).items()
+            if not (root / path).exists() or (root / path).read_text() != text]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m d2ldw.extract", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true",
+                        help="only report modules that differ from the chapters")
+    parser.add_argument("--root", type=Path, default=PACKAGE_ROOT,
+                        help="the book's root folder (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = out_of_date(args.root)
+        for path in stale:
+            print(f"out of date: {path} (run python -m d2ldw.extract)", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in render(args.root).items():
+        (args.root / path).write_text(text)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
