@@ -106,7 +106,9 @@ def conv2d_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, 
     batch = input_shape[0] if len(input_shape) == 4 else None
     in_channels, height, width = input_shape[-3:]
     out_channels, channels_per_group, kh, kw = weight_shape
-    groups = _int_pair(groups, "groups", 1)[0]
+    if isinstance(groups, bool) or not hasattr(groups, "__index__") or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    groups = operator.index(groups)
     if in_channels % groups or out_channels % groups:
         raise ValueError(f"groups={groups} must divide both in_channels={in_channels} and "
                          f"out_channels={out_channels}")

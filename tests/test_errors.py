@@ -81,7 +81,8 @@ def test_groups_other_than_one_is_refused_until_chapter_2(implementation):
 
 @pytest.mark.parametrize("groups, w_shape, message", [
     (2, (4, 3, 3, 3), "groups=2 must divide both in_channels=3 and out_channels=4"),
-    (0, (4, 3, 3, 3), "groups must be >= 1 along both axes, got 0"),
+    (0, (4, 3, 3, 3), "groups must be a positive int, got 0"),
+    ((1, 3), (4, 3, 3, 3), "groups must be a positive int, got (1, 3)"),
     (3, (6, 3, 3, 3), "with groups=3 the weight must have shape (6, 1, 3, 3); got (6, 3, 3, 3)"),
 ])
 def test_groups_are_validated_against_the_weight(groups, w_shape, message):
