@@ -7,9 +7,12 @@ A code cell whose first line is ``#@save <module>`` is copied, in book order (th
 order of ``_toc.yml``), into ``d2ldw/<module>.py``. The chapter is the source: the
 generated modules are never edited by hand. Three things are added per module:
 a header, an import guard for the framework it needs, and imports of the
-framework-free helpers (``shapes``, ``data``) that its code uses by bare name, as
-the chapters do. An import already made by an earlier cell of the same module is
-dropped, so every cell can carry the imports it needs to run on its own.
+framework-free helpers (``shapes``, ``data``, ...) that its code uses by bare name,
+as the chapters do. An import already made by an earlier cell of the same module is
+dropped, so every cell can carry the imports it needs to run on its own. A later
+section may generalise a function or class of an earlier one by defining it again
+(chapter 2 adds ``groups`` to chapter 1's convolutions): the module then keeps only
+the last definition, and its header line names the section it replaces.
 """
 import argparse
 import ast
@@ -31,6 +34,8 @@ class Module:
 MODULES = {
     "shapes": Module("Output sizes and argument checking for convolutions.", core=True),
     "data": Module("Seeded test data for convolutions, as NumPy arrays.", core=True),
+    "cost": Module("Multiply-adds, FLOPs and parameters of convolutions.", core=True),
+    "timing": Module("Timing candidates side by side, with medians.", core=True),
     "plotting": Module("The book's figures.", requires=("matplotlib", "matplotlib", "book")),
     "numpy": Module("Reference implementations in NumPy."),
     "torch": Module("PyTorch implementations.", requires=("torch", "torch==2.13.0", "torch")),
@@ -47,6 +52,7 @@ class Block:
     module: str
     code: str
     origin: str  # where the cell comes from, for the block's header line
+    section: str  # its section number, e.g. "1.3"
 
 
 def book_order(root):
@@ -89,7 +95,7 @@ def saved_blocks(number, notebook, root):
         if mark.group(1) not in MODULES:
             raise ValueError(f"{where}: '#@save {mark.group(1) or ''}' names no d2ldw module; "
                              f"expected one of {', '.join(MODULES)}")
-        blocks.append(Block(mark.group(1), body.strip("\n"), where))
+        blocks.append(Block(mark.group(1), body.strip("\n"), where, number))
     return blocks
 
 
@@ -102,6 +108,33 @@ def _top_level_names(tree):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
     return names
+
+
+def _definitions(tree):
+    return [node for node in tree.body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+
+
+def _drop_redefined(blocks):
+    """Blocks' code without the functions and classes a later block defines again.
+
+    Returns the codes and, per block, the notes ``"replaces NAME of Section N.M"``.
+    """
+    last_definer = {}
+    for index, block in enumerate(blocks):
+        for node in _definitions(ast.parse(block.code)):
+            last_definer[node.name] = index
+    codes, notes = [], [[] for _ in blocks]
+    for index, block in enumerate(blocks):
+        lines = block.code.splitlines()
+        for node in reversed(_definitions(ast.parse(block.code))):
+            if last_definer[node.name] != index:
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                del lines[first - 1:node.end_lineno]
+                notes[last_definer[node.name]].insert(
+                    0, f"replaces {node.name} of Section {block.section}")
+        codes.append(re.sub(r"\n{3,}", "\n\n\n", "\n".join(lines)).strip("\n"))
+    return codes, notes
 
 
 def _drop_repeated_imports(code, seen):
@@ -134,7 +167,10 @@ def _core_exports(blocks_by_module):
 def _render_module(name, blocks, core_owner):
     spec = MODULES[name]
     seen_imports = set()
-    codes = [_drop_repeated_imports(b.code, seen_imports) for b in blocks]
+    codes, notes = _drop_redefined(blocks)
+    codes = [_drop_repeated_imports(code, seen_imports) for code in codes]
+    kept = [i for i, code in enumerate(codes) if code]
+    blocks, codes, notes = ([b[i] for i in kept] for b in (blocks, codes, notes))
     trees = [ast.parse(code) for code in codes]
     defined = set().union(*(_top_level_names(t) for t in trees))
     used = {n.id for t in trees for n in ast.walk(t) if isinstance(n, ast.Name)}
@@ -158,8 +194,9 @@ def _render_module(name, blocks, core_owner):
         out.append("\n".join(f"from d2ldw.{source} import {', '.join(symbols)}"
                              for source, symbols in sorted(needed.items())))
     out.append("__all__ = [" + ", ".join(repr(s) for s in public) + "]")
-    for block, code in zip(blocks, codes):
-        out.append(f"\n# From {block.origin}\n{code}")
+    for block, code, replaced in zip(blocks, codes, notes):
+        header = "".join(f"\n# ({note})" for note in replaced)
+        out.append(f"\n# From {block.origin}{header}\n{code}")
     return "\n\n".join(out) + "\n"
 
 

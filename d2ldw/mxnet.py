@@ -29,14 +29,14 @@ from mxnet import gluon, nd
 
 
 # From Section 1.2, "Convolution in PyTorch and MXNet" (chapters/conv2d/frameworks.ipynb)
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """``nd.Convolution`` called with the arguments of ``torch.nn.functional.conv2d``.
 
-    ``x`` is an NDArray ``(N, C, H, W)`` or ``(C, H, W)``, ``w`` is ``(O, C, kH, kW)``,
+    ``x`` is an NDArray ``(N, C, H, W)`` or ``(C, H, W)``, ``w`` is ``(O, C/groups, kH, kW)``,
     ``b`` is ``(O,)`` or None. Asymmetric padding ('same' with an even kernel) is
     applied with ``nd.pad`` because ``nd.Convolution`` pads symmetrically only.
     """
-    g = conv2d_geometry(x.shape, w.shape, stride, padding, dilation,
+    g = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups,
                         bias_shape=None if b is None else b.shape)
     x4 = x if g.batch is not None else x.expand_dims(0)
     (top, bottom), (left, right) = g.padding
@@ -44,5 +44,6 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
         x4 = nd.pad(x4, mode="constant", pad_width=(0, 0, 0, 0, top, bottom, left, right))
         top = left = 0
     y = nd.Convolution(x4, w, b, kernel=g.kernel_size, stride=g.stride, dilate=g.dilation,
-                       pad=(top, left), num_filter=g.out_channels, no_bias=b is None)
+                       pad=(top, left), num_filter=g.out_channels, num_group=g.groups,
+                       no_bias=b is None)
     return y if g.batch is not None else y[0]

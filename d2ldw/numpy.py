@@ -13,31 +13,43 @@ __all__ = ['conv2d']
 import numpy as np
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    """Reference 2-D convolution (cross-correlation) in NumPy, NCHW.
+def _tap_windows(x, g):
+    """For each kernel tap (a, b), the (N, C, out_h, out_w) input values it multiplies.
 
-    Same arguments as ``torch.nn.functional.conv2d``: ``x`` is ``(N, C, H, W)``
-    or ``(C, H, W)``, ``w`` is ``(O, C, kH, kW)``, ``b`` is ``(O,)`` or None;
-    stride, padding ('valid', 'same', int or pair) and dilation per axis. The
-    result has dtype ``np.result_type(x, w, b)``.
+    ``g`` is the ConvGeometry of the call; an unbatched input gets a batch axis of 1.
     """
-    x, w = np.asarray(x), np.asarray(w)
-    g = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups,
-                        bias_shape=None if b is None else np.shape(b))
-    if g.groups != 1:
-        raise ValueError(f"groups={g.groups}: this version computes groups=1 only; "
-                         "grouped convolution is the subject of the next chapter")
     x4 = x if g.batch is not None else x[np.newaxis]
     (top, bottom), (left, right) = g.padding
     padded = np.pad(x4, ((0, 0), (0, 0), (top, bottom), (left, right)))
     (sh, sw), (dh, dw), (oh, ow) = g.stride, g.dilation, g.out_size
-    dtype = np.result_type(x, w) if b is None else np.result_type(x, w, b)
-    y = np.zeros((x4.shape[0], g.out_channels, oh, ow), dtype=dtype)
     for a in range(g.kernel_size[0]):
-        for c in range(g.kernel_size[1]):
-            window = padded[:, :, a * dh:a * dh + sh * (oh - 1) + 1:sh,
-                            c * dw:c * dw + sw * (ow - 1) + 1:sw]
-            y += np.einsum("nchw,oc->nohw", window, w[:, :, a, c])
+        for b in range(g.kernel_size[1]):
+            yield a, b, padded[:, :, a * dh:a * dh + sh * (oh - 1) + 1:sh,
+                               b * dw:b * dw + sw * (ow - 1) + 1:sw]
+
+
+# From Section 2.2, "Grouped convolution in four implementations" (chapters/grouped/implementations.ipynb)
+# (replaces conv2d of Section 1.1)
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """Reference 2-D convolution (cross-correlation) in NumPy, NCHW, with groups.
+
+    Same arguments as ``torch.nn.functional.conv2d``: ``x`` is ``(N, C, H, W)`` or
+    ``(C, H, W)``, ``w`` is ``(O, C/groups, kH, kW)``, ``b`` is ``(O,)`` or None;
+    stride, padding ('valid', 'same', int or pair) and dilation per axis; ``groups``
+    divides C and O. The result has dtype ``np.result_type(x, w, b)``.
+    """
+    x, w = np.asarray(x), np.asarray(w)
+    g = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups,
+                        bias_shape=None if b is None else np.shape(b))
+    dtype = np.result_type(x, w) if b is None else np.result_type(x, w, b)
+    batch, (oh, ow) = (1 if g.batch is None else g.batch), g.out_size
+    in_per_group, out_per_group = g.in_channels // g.groups, g.out_channels // g.groups
+    y = np.zeros((batch, g.groups, out_per_group, oh, ow), dtype=dtype)
+    for a, c, window in _tap_windows(x, g):
+        y += np.einsum("ngchw,goc->ngohw",
+                       window.reshape(batch, g.groups, in_per_group, oh, ow),
+                       w[:, :, a, c].reshape(g.groups, out_per_group, in_per_group))
+    y = y.reshape(batch, g.out_channels, oh, ow)
     if b is not None:
         y += np.asarray(b).reshape(1, -1, 1, 1)
     return y if g.batch is not None else y[0]

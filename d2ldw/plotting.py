@@ -8,9 +8,9 @@ from d2ldw._requires import require
 
 require('matplotlib', 'matplotlib', module='d2ldw.plotting', extra='book')
 
-from d2ldw.shapes import conv_out_size
+from d2ldw.shapes import channel_connections, conv_out_size
 
-__all__ = ['plot_sliding_window']
+__all__ = ['plot_connections', 'plot_sliding_window']
 
 
 # From Section 1.1, "Convolution from scratch" (chapters/conv2d/from_scratch.ipynb)
@@ -49,4 +49,24 @@ def plot_sliding_window(size, kernel_size, padding=0, stride=1, dilation=1,
     ax.set_title(f"input {size}, kernel {kernel_size}, pad {padding}, stride {stride}, "
                  f"dilation {dilation}\noutput {out}x{out}; taps of output {position}",
                  fontsize=9)
+    return ax
+
+
+# From Section 2.1, "What `groups` computes" (chapters/grouped/groups.ipynb)
+import numpy as np
+
+
+def plot_connections(in_channels, out_channels, groups=1, ax=None):
+    """Draw ``channel_connections`` as a grid: rows are output channels, columns inputs."""
+    matrix = channel_connections(in_channels, out_channels, groups)
+    ax = ax or plt.subplots(figsize=(3, 3))[1]
+    ax.imshow(matrix, cmap="Blues", vmin=-0.3, vmax=1.2)
+    ax.set_xticks(np.arange(-0.5, in_channels), minor=True)
+    ax.set_yticks(np.arange(-0.5, out_channels), minor=True)
+    ax.grid(which="minor", color="white", linewidth=1)
+    ax.tick_params(which="both", length=0, labelsize=7)
+    ax.set_xlabel("input channel c", fontsize=8)
+    ax.set_ylabel("output channel o", fontsize=8)
+    ax.set_title(f"C={in_channels}, O={out_channels}, groups={groups}\n"
+                 f"{int(matrix.sum())} of {matrix.size} pairs connected", fontsize=8)
     return ax

@@ -18,17 +18,13 @@ import torch
 from torch.nn import functional as F
 
 
-def conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """2-D convolution as one ``unfold`` and one ``matmul``, with the contract of ``F.conv2d``.
-
-    input ``(N, C, H, W)`` or ``(C, H, W)``; weight ``(O, C, kH, kW)``; bias ``(O,)`` or
-    None; stride, padding ('valid', 'same', int or pair) and dilation as in ``F.conv2d``.
-    """
+def _check_tensors(input, weight, bias, caller):
+    """Refuse what F.unfold cannot take, with an error that names the cause."""
     if not (torch.is_tensor(input) and torch.is_tensor(weight)):
         raise TypeError(f"input and weight must be tensors, got {type(input).__name__} "
                         f"and {type(weight).__name__}")
     if not (input.is_floating_point() or input.is_complex()):
-        raise TypeError(f"conv2d_unfold needs a floating or complex dtype, got {input.dtype}: "
+        raise TypeError(f"{caller} needs a floating or complex dtype, got {input.dtype}: "
                         "F.unfold has no integer kernel; convert to float64, which is exact "
                         "for integers below 2**53")
     dtypes = {input.dtype, weight.dtype} | ({bias.dtype} if bias is not None else set())
@@ -36,20 +32,38 @@ def conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1, gro
         raise TypeError(f"input, weight and bias must share one dtype, got input "
                         f"{input.dtype}, weight {weight.dtype}"
                         + (f", bias {bias.dtype}" if bias is not None else ""))
-    g = conv2d_geometry(input.shape, weight.shape, stride, padding, dilation, groups,
-                        bias_shape=None if bias is None else bias.shape)
-    if g.groups != 1:
-        raise ValueError(f"groups={g.groups}: this version computes groups=1 only; "
-                         "grouped convolution is the subject of the next chapter")
+
+
+def _unfold(input, g):
+    """Columns ``(N, C*kH*kW, L)`` of ``input`` for the ConvGeometry ``g``, batched."""
     x = input if g.batch is not None else input.unsqueeze(0)
     (top, bottom), (left, right) = g.padding
     if top != bottom or left != right:  # unfold pads both sides equally
         x = F.pad(x, (left, right, top, bottom))
         top = left = 0
-    columns = F.unfold(x, g.kernel_size, dilation=g.dilation, padding=(top, left),
-                       stride=g.stride)
-    out = weight.reshape(g.out_channels, -1) @ columns
+    return F.unfold(x, g.kernel_size, dilation=g.dilation, padding=(top, left),
+                    stride=g.stride)
+
+
+# From Section 2.2, "Grouped convolution in four implementations" (chapters/grouped/implementations.ipynb)
+# (replaces conv2d_unfold of Section 1.3)
+def conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution as one ``unfold`` and one batched ``matmul``, like ``F.conv2d``.
+
+    input ``(N, C, H, W)`` or ``(C, H, W)``; weight ``(O, C/groups, kH, kW)``; bias
+    ``(O,)`` or None; stride, padding ('valid', 'same', int or pair), dilation and
+    groups as in ``F.conv2d``.
+    """
+    _check_tensors(input, weight, bias, "conv2d_unfold")
+    g = conv2d_geometry(input.shape, weight.shape, stride, padding, dilation, groups,
+                        bias_shape=None if bias is None else bias.shape)
+    columns = _unfold(input, g)  # (N, C*kH*kW, L), rows ordered channel first
+    batch, rows, length = columns.shape
+    out_per_group = g.out_channels // g.groups
+    columns = columns.reshape(batch, g.groups, rows // g.groups, length)
+    filters = weight.reshape(g.groups, out_per_group, rows // g.groups)
+    out = (filters @ columns).reshape(batch, g.out_channels, length)
     if bias is not None:
         out = out + bias.reshape(-1, 1)
-    out = out.reshape(x.shape[0], g.out_channels, *g.out_size)
+    out = out.reshape(batch, g.out_channels, *g.out_size)
     return out if g.batch is not None else out.squeeze(0)

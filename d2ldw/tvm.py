@@ -10,7 +10,7 @@ require('tvm', 'apache-tvm==0.27.0.post1', module='d2ldw.tvm', extra='tvm')
 
 from d2ldw.shapes import conv2d_geometry
 
-__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'host_target', 'lower', 'padding', 'prim_module']
+__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'group_conv2d', 'host_target', 'lower', 'padding', 'prim_module']
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
@@ -125,3 +125,28 @@ def lower(module):
               tvm.tirx.transform.FlattenBuffer(),
               tvm.s_tir.transform.StmtSimplify()]
     return tvm.ir.transform.Sequential(passes)(module)
+
+
+# From Section 2.2, "Grouped convolution in four implementations" (chapters/grouped/implementations.ipynb)
+def group_conv2d(X, K, stride=1, padding=0, dilation=1, groups=1):
+    """TE definition of a batched NCHW grouped 2-D convolution (no bias).
+
+    ``X`` is ``(N, C, H, W)``, ``K`` is ``(O, C/groups, kH, kW)``; stride, padding
+    ('valid', 'same', int or pair), dilation and groups as in ``F.conv2d``. Output
+    channel ``o`` reads the input channels of group ``o // (O/groups)``.
+    """
+    g = conv2d_geometry(_static_shape(X), _static_shape(K), stride, padding, dilation, groups)
+    if g.batch is None:
+        raise ValueError(f"X must be batched (N, C, H, W), got shape {_static_shape(X)}")
+    (sh, sw), (dh, dw) = g.stride, g.dilation
+    in_per_group, out_per_group = g.in_channels // g.groups, g.out_channels // g.groups
+    PaddedX = _pad(X, *g.padding)
+    rc = te.reduce_axis((0, in_per_group), name="rc")
+    ri = te.reduce_axis((0, g.kernel_size[0]), name="ri")
+    rj = te.reduce_axis((0, g.kernel_size[1]), name="rj")
+    return te.compute(
+        g.output_shape,
+        lambda n, o, i, j: te.sum(
+            PaddedX[n, o // out_per_group * in_per_group + rc, i * sh + ri * dh, j * sw + rj * dw]
+            * K[o, rc, ri, rj], axis=[rc, ri, rj]),
+        name="Y")

@@ -26,12 +26,20 @@ def random_config(rng):
     extent = [dd * (k - 1) + 1 for dd, k in zip(d, kernel)]
     size = tuple(e + rng.randint(0, 6) for e in extent)  # fits even without padding
     batch = rng.choice([0, 1, 1, 3, None])  # None: unbatched (C, H, W) input
-    in_channels, out_channels = rng.randint(1, 4), rng.randint(1, 5)
+    kind = rng.choice(["dense", "grouped", "depthwise"])
+    if kind == "dense":
+        groups, in_channels, out_channels = 1, rng.randint(1, 4), rng.randint(1, 5)
+    elif kind == "grouped":  # 1 < groups < in_channels
+        groups = rng.choice([2, 3])
+        in_channels, out_channels = groups * rng.randint(2, 3), groups * rng.randint(1, 3)
+    else:  # groups == in_channels, with a channel multiplier of 1 to 3
+        groups = in_channels = rng.randint(1, 5)
+        out_channels = in_channels * rng.randint(1, 3)
     return dict(input_shape=((in_channels, *size) if batch is None
                              else (batch, in_channels, *size)),
-                weight_shape=(out_channels, in_channels, *kernel),
+                weight_shape=(out_channels, in_channels // groups, *kernel),
                 bias=rng.random() < 0.5,
-                kwargs=dict(stride=stride, padding=padding, dilation=dilation))
+                kwargs=dict(stride=stride, padding=padding, dilation=dilation, groups=groups))
 
 
 CONFIGS = [random_config(random.Random(seed)) for seed in range(SWEEP_SIZE)]
@@ -50,13 +58,15 @@ def torch_reference(x, w, b, kwargs):
     return F.conv2d(t(x), t(w), None if b is None else t(b), **kwargs).numpy()
 
 
-def te_conv2d(x, w, b, kwargs):
+def te_conv2d(x, w, b, kwargs, definition=None):
     from tvm import te
 
     x4 = x if x.ndim == 4 else x[np.newaxis]
     X = te.placeholder(x4.shape, str(x.dtype), name="X")
     K = te.placeholder(w.shape, str(w.dtype), name="K")
-    Y = d2l_tvm.conv2d(X, K, **kwargs)
+    if definition is None:  # Chapter 1's conv2d has no groups argument
+        kwargs = {k: v for k, v in kwargs.items() if k != "groups"}
+    Y = (definition or d2l_tvm.conv2d)(X, K, **kwargs)
     if b is None:
         y = d2l_tvm.build_and_run([X, K, Y], [x4, w])
     else:
@@ -78,8 +88,17 @@ IMPLEMENTATIONS = {
         torch.from_numpy(x), torch.from_numpy(w), None if b is None else torch.from_numpy(b),
         **kw).numpy(),
     "te": te_conv2d,
+    "te_grouped": lambda x, w, b, kw: te_conv2d(x, w, b, kw, definition=d2l_tvm.group_conv2d),
     "mxnet": mxnet_conv2d,
 }
+
+
+def groups_of(config):
+    return config["kwargs"]["groups"]
+
+
+def in_channels_of(config):
+    return config["input_shape"][-3]
 
 
 def test_sweep_covers_the_acceptance_cases():
@@ -93,7 +112,13 @@ def test_sweep_covers_the_acceptance_cases():
         "rectangular kernel": any(c["weight_shape"][2] != c["weight_shape"][3] for c in CONFIGS),
         "stride > 1": any(c["kwargs"]["stride"] != 1 for c in CONFIGS),
         "bias": any(c["bias"] for c in CONFIGS) and not all(c["bias"] for c in CONFIGS),
+        "groups=1": any(groups_of(c) == 1 for c in CONFIGS),
+        "1 < groups < C_in": any(1 < groups_of(c) < in_channels_of(c) for c in CONFIGS),
     }
+    for multiplier in (1, 2, 3):
+        kinds[f"groups == C_in > 1, multiplier {multiplier}"] = any(
+            groups_of(c) == in_channels_of(c) > 1
+            and c["weight_shape"][0] == multiplier * in_channels_of(c) for c in CONFIGS)
     assert all(kinds.values()), [k for k, present in kinds.items() if not present]
 
 
@@ -106,6 +131,8 @@ def test_agrees_with_torch_over_sweep(implementation, dtype):
         batch = config["input_shape"][0] if len(config["input_shape"]) == 4 else None
         if implementation == "mxnet" and batch == 0:
             continue  # MXNet 1.9 cannot create zero-size arrays at all (see Section 1.2)
+        if implementation == "te" and groups_of(config) != 1:
+            continue  # Chapter 1's TE conv2d has no groups; te_grouped covers them
         x, w, b = make_data(config, dtype, seed)
         expected = torch_reference(x, w, b, config["kwargs"])
         result = compute(x, w, b, config["kwargs"])
@@ -115,7 +142,7 @@ def test_agrees_with_torch_over_sweep(implementation, dtype):
         excess = np.abs(result - expected) - tolerance
         assert excess.size == 0 or excess.max() <= 0, (config, excess.max())
         checked += 1
-    assert checked >= SWEEP_SIZE * 0.75
+    assert checked >= SWEEP_SIZE * (0.25 if implementation == "te" else 0.75)
 
 
 def test_float32_differences_are_roundoff_not_bugs():

@@ -1,11 +1,13 @@
 """Bad arguments get a clear error naming what was expected and what came, everywhere."""
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from d2ldw import conv2d_geometry, conv_out_size, get_conv_data
+from d2ldw import channel_connections, conv2d_geometry, conv_out_size, get_conv_data
 from d2ldw import mxnet as d2l_mx
 from d2ldw import numpy as d2l_np
 from d2ldw import torch as d2l_torch
@@ -25,11 +27,16 @@ def call_te(x_shape, w_shape, **kwargs):
     return d2l_tvm.conv2d(te.placeholder(x_shape), te.placeholder(w_shape), **kwargs)
 
 
+def call_te_grouped(x_shape, w_shape, **kwargs):
+    from tvm import te
+    return d2l_tvm.group_conv2d(te.placeholder(x_shape), te.placeholder(w_shape), **kwargs)
+
+
 def call_mxnet(x_shape, w_shape, **kwargs):
     return d2l_mx.conv2d(d2l_mx.nd.zeros(x_shape), d2l_mx.nd.zeros(w_shape), **kwargs)
 
 
-IMPLEMENTATIONS = [call_numpy, call_unfold, call_te, call_mxnet]
+IMPLEMENTATIONS = [call_numpy, call_unfold, call_te, call_te_grouped, call_mxnet]
 
 BAD_INPUTS = [
     ("channel mismatch", (1, 3, 8, 8), (4, 2, 3, 3), {},
@@ -68,26 +75,77 @@ def test_bad_input_is_refused_clearly(implementation, name, x_shape, w_shape, kw
         implementation(x_shape, w_shape, **kwargs)
 
 
-def test_te_conv2d_needs_a_batched_input():
+@pytest.mark.parametrize("implementation", [call_te, call_te_grouped], ids=lambda f: f.__name__)
+def test_te_definitions_need_a_batched_input(implementation):
     with pytest.raises(ValueError, match=re.escape("X must be batched (N, C, H, W), got shape (3, 8, 8)")):
-        call_te((3, 8, 8), (4, 3, 3, 3))
+        implementation((3, 8, 8), (4, 3, 3, 3))
 
 
-@pytest.mark.parametrize("implementation", [call_numpy, call_unfold], ids=lambda f: f.__name__)
-def test_groups_other_than_one_is_refused_until_chapter_2(implementation):
-    with pytest.raises(ValueError, match="groups=3: this version computes groups=1 only"):
-        implementation((1, 3, 8, 8), (6, 1, 3, 3), groups=3)
+GROUPED_IMPLEMENTATIONS = [call_numpy, call_unfold, call_te_grouped, call_mxnet]
+
+# Input (1, 4, 8, 8) throughout: 4 input channels.
+BAD_GROUPS = [
+    ("groups does not divide C_in", 3, (6, 2, 3, 3),
+     "groups=3 must divide both in_channels=4 and out_channels=6 (valid: 1, 2); with groups=G "
+     "the weight has shape (6, 4/G, 3, 3); the weight given, (6, 2, 3, 3), is the one for "
+     "groups=2"),
+    ("groups does not divide C_out", 4, (6, 1, 3, 3),
+     "groups=4 must divide both in_channels=4 and out_channels=6 (valid: 1, 2); with groups=G "
+     "the weight has shape (6, 4/G, 3, 3)"),
+    ("zero groups", 0, (6, 2, 3, 3),
+     "groups must be a positive int, got 0; with groups=G the weight has shape (6, 4/G, 3, 3); "
+     "the weight given, (6, 2, 3, 3), is the one for groups=2"),
+    ("negative groups", -2, (6, 2, 3, 3), "groups must be a positive int, got -2"),
+    ("pair as groups", (1, 2), (6, 4, 3, 3), "groups must be a positive int, got (1, 2)"),
+    ("float groups", 2.0, (6, 2, 3, 3), "groups must be a positive int, got 2.0"),
+    ("weight made for groups=1", 2, (6, 4, 3, 3),
+     "input has 4 channels, so with groups=2 the weight must have shape (6, 2, 3, 3); "
+     "got (6, 4, 3, 3), the weight for groups=1"),
+    ("depthwise weight, groups=1", 1, (8, 1, 3, 3),
+     "input has 4 channels, so with groups=1 the weight must have shape (8, 4, 3, 3); "
+     "got (8, 1, 3, 3), the weight for groups=4"),
+    ("weight fits no groups", 2, (6, 3, 3, 3),
+     "with groups=2 the weight must have shape (6, 2, 3, 3); got (6, 3, 3, 3)"),
+]
 
 
-@pytest.mark.parametrize("groups, w_shape, message", [
-    (2, (4, 3, 3, 3), "groups=2 must divide both in_channels=3 and out_channels=4"),
-    (0, (4, 3, 3, 3), "groups must be a positive int, got 0"),
-    ((1, 3), (4, 3, 3, 3), "groups must be a positive int, got (1, 3)"),
-    (3, (6, 3, 3, 3), "with groups=3 the weight must have shape (6, 1, 3, 3); got (6, 3, 3, 3)"),
-])
-def test_groups_are_validated_against_the_weight(groups, w_shape, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
-        conv2d_geometry((1, 3, 8, 8), w_shape, groups=groups)
+@pytest.mark.parametrize("implementation", GROUPED_IMPLEMENTATIONS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("name, groups, w_shape, message", BAD_GROUPS,
+                         ids=[case[0] for case in BAD_GROUPS])
+def test_bad_groups_name_the_expected_weight_shape(implementation, name, groups, w_shape,
+                                                    message):
+    with pytest.raises(ValueError, match=re.escape(message)) as raised:
+        implementation((1, 4, 8, 8), w_shape, groups=groups)
+    if name == "weight fits no groups":
+        assert "the weight for groups" not in str(raised.value)
+
+
+def test_many_valid_groups_are_abbreviated():
+    with pytest.raises(ValueError, match=re.escape("(valid: 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, "
+                                                   "16, 20, ...)")):
+        conv2d_geometry((1, 960, 7, 7), (960, 1, 3, 3), groups=7)
+
+
+def test_mxnet_groups_zero_is_an_exception_not_a_crash():
+    # nd.Convolution(num_group=0) divides by zero in C++ and kills the process (Section 2.1);
+    # run in a child so that a regression fails this test instead of the whole session.
+    code = ("from d2ldw import mxnet as m\n"
+            "try:\n"
+            "    m.conv2d(m.nd.zeros((1, 4, 8, 8)), m.nd.zeros((6, 2, 3, 3)), groups=0)\n"
+            "except ValueError as error:\n"
+            "    print('ValueError:', error)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.returncode
+    assert result.stdout.startswith("ValueError: groups must be a positive int, got 0")
+
+
+def test_channel_connections_checks_groups():
+    with pytest.raises(ValueError, match=re.escape(
+            "groups must be a positive int dividing in_channels=4 and out_channels=6, got 3")):
+        channel_connections(4, 6, 3)
+    with pytest.raises(ValueError, match="got 0"):
+        channel_connections(4, 6, 0)
 
 
 def test_bias_shape_is_checked():

@@ -53,12 +53,43 @@ def edit_saved_cell(root, module, old, new):
 
 def test_editing_a_saved_cell_without_regenerating_is_caught(book_copy):
     assert extract.out_of_date(book_copy) == []
-    edit_saved_cell(book_copy, "numpy", "y += np.einsum", "y = y + np.einsum")
+    edit_saved_cell(book_copy, "numpy", 'y += np.einsum("ngchw', 'y = y + np.einsum("ngchw')
     assert extract.out_of_date(book_copy) == [Path("d2ldw/numpy.py")]
     assert extract.main(["--check", "--root", str(book_copy)]) == 1
     assert extract.main(["--root", str(book_copy)]) == 0
     assert extract.out_of_date(book_copy) == []
-    assert "y = y + np.einsum" in (book_copy / "d2ldw" / "numpy.py").read_text()
+    assert 'y = y + np.einsum("ngchw' in (book_copy / "d2ldw" / "numpy.py").read_text()
+
+
+def test_a_later_definition_replaces_an_earlier_one():
+    numpy_module = (REPO / "d2ldw" / "numpy.py").read_text()
+    torch_module = (REPO / "d2ldw" / "torch.py").read_text()
+    assert numpy_module.count("\ndef conv2d(") == 1
+    assert torch_module.count("\ndef conv2d_unfold(") == 1
+    assert "# (replaces conv2d of Section 1.1)\ndef conv2d(" in numpy_module
+    assert "# (replaces conv2d_unfold of Section 1.3)\ndef conv2d_unfold(" in torch_module
+    assert "this version computes groups=1 only" not in numpy_module + torch_module
+    # what the earlier cell defined besides the replaced function stays
+    assert "\ndef _tap_windows(" in numpy_module and "\ndef _unfold(" in torch_module
+
+
+def test_editing_a_replaced_definition_changes_nothing(book_copy):
+    edit_saved_cell(book_copy, "numpy", "this version computes groups=1 only",
+                    "this version computes one group only")
+    assert extract.out_of_date(book_copy) == []
+
+
+def test_redefinition_keeps_imports_and_drops_emptied_blocks():
+    blocks = [extract.Block("m", "import os\n\n\ndef f():\n    return 1", "A", "1.1"),
+              extract.Block("m", "def f():\n    return 2\n\n\ndef g():\n    return 3", "B", "1.2"),
+              extract.Block("m", "import os\n\n\ndef g():\n    return os.sep", "C", "2.1")]
+    codes, notes = extract._drop_redefined(blocks)
+    assert codes == ["import os", "def f():\n    return 2", "import os\n\n\ndef g():\n    return os.sep"]
+    assert notes == [[], ["replaces f of Section 1.1"], ["replaces g of Section 1.2"]]
+    text = extract._render_module("numpy", blocks, {})
+    namespace = {}
+    exec(text, namespace)
+    assert namespace["f"]() == 2 and namespace["g"]() == __import__("os").sep
 
 
 def test_a_save_mark_naming_no_module_is_an_error(book_copy):
