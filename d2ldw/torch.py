@@ -8,9 +8,9 @@ from d2ldw._requires import require
 
 require('torch', 'torch==2.13.0', module='d2ldw.torch', extra='torch')
 
-from d2ldw.shapes import conv2d_geometry
+from d2ldw.shapes import conv2d_geometry, depthwise_multiplier
 
-__all__ = ['conv2d_unfold']
+__all__ = ['conv2d_unfold', 'depthwise_conv2d_unfold']
 
 
 # From Section 1.3, "Convolution as matrix multiplication" (chapters/conv2d/as_matmul.ipynb)
@@ -49,6 +49,53 @@ def conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1, gro
     columns = F.unfold(x, g.kernel_size, dilation=g.dilation, padding=(top, left),
                        stride=g.stride)
     out = weight.reshape(g.out_channels, -1) @ columns
+    if bias is not None:
+        out = out + bias.reshape(-1, 1)
+    out = out.reshape(x.shape[0], g.out_channels, *g.out_size)
+    return out if g.batch is not None else out.squeeze(0)
+
+
+# From Section 2.3, "Depthwise convolution in PyTorch from unfold" (chapters/depthwise/depthwise_unfold.ipynb)
+def depthwise_conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1):
+    """Depthwise convolution as one ``unfold`` and one batched ``matmul``.
+
+    The contract of ``F.conv2d(input, weight, bias, stride, padding, dilation, groups=C)``:
+    input ``(N, C, H, W)`` or ``(C, H, W)``; weight ``(C*M, 1, kH, kW)`` for a channel
+    multiplier M, output channel ``o`` reading input channel ``o // M``; bias ``(C*M,)``
+    or None; padding 'valid', 'same', int or pair.
+    """
+    if not (torch.is_tensor(input) and torch.is_tensor(weight)):
+        raise TypeError(f"input and weight must be tensors, got {type(input).__name__} "
+                        f"and {type(weight).__name__}")
+    if not (input.is_floating_point() or input.is_complex()):
+        raise TypeError(f"depthwise_conv2d_unfold needs a floating or complex dtype, got "
+                        f"{input.dtype}: F.unfold has no integer kernel; convert to float64, "
+                        "which is exact for integers below 2**53")
+    dtypes = {input.dtype, weight.dtype} | ({bias.dtype} if bias is not None else set())
+    if len(dtypes) > 1:
+        raise TypeError(f"input, weight and bias must share one dtype, got input "
+                        f"{input.dtype}, weight {weight.dtype}"
+                        + (f", bias {bias.dtype}" if bias is not None else ""))
+    channels = input.shape[-3] if input.dim() in (3, 4) else None
+    if channels is not None:  # else conv2d_geometry names the input shapes it accepts
+        depthwise_multiplier(channels, weight.shape)
+    g = conv2d_geometry(input.shape, weight.shape, stride, padding, dilation, groups=channels,
+                        bias_shape=None if bias is None else bias.shape)
+    x = input if g.batch is not None else input.unsqueeze(0)
+    (top, bottom), (left, right) = g.padding
+    if top != bottom or left != right:  # unfold pads both sides equally
+        x = F.pad(x, (left, right, top, bottom))
+        top = left = 0
+    kh, kw = g.kernel_size
+    c, m = g.in_channels, g.out_channels // g.in_channels
+    positions = g.out_size[0] * g.out_size[1]                  # L; explicit for batch 0
+    columns = F.unfold(x, g.kernel_size, dilation=g.dilation, padding=(top, left),
+                       stride=g.stride)                       # (N, C*kH*kW, L)
+    columns = columns.reshape(x.shape[0], c, kh * kw, positions)
+    # (C, M, kH*kW) @ (N, C, kH*kW, L) -> (N, C, M, L): one matmul batched over N and C;
+    # row (c, m) of the result is output channel c*M + m, PyTorch's order.
+    out = weight.reshape(c, m, kh * kw) @ columns
+    out = out.reshape(x.shape[0], c * m, positions)
     if bias is not None:
         out = out + bias.reshape(-1, 1)
     out = out.reshape(x.shape[0], g.out_channels, *g.out_size)
