@@ -8,9 +8,9 @@ from d2ldw._requires import require
 
 require('torch', 'torch==2.13.0', module='d2ldw.torch', extra='torch')
 
-from d2ldw.shapes import conv2d_geometry
+from d2ldw.shapes import conv2d_geometry, depthwise_multiplier
 
-__all__ = ['conv2d_unfold']
+__all__ = ['DepthwiseConv2dUnfold', 'InvertedResidual', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'conv2d_unfold', 'depthwise_conv2d_unfold', 'is_depthwise', 'make_divisible', 'mobilenet_v1', 'mobilenet_v2', 'replace_depthwise']
 
 
 # From Section 1.3, "Convolution as matrix multiplication" (chapters/conv2d/as_matmul.ipynb)
@@ -67,3 +67,216 @@ def conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1, gro
         out = out + bias.reshape(-1, 1)
     out = out.reshape(batch, g.out_channels, *g.out_size)
     return out if g.batch is not None else out.squeeze(0)
+
+
+# From Section 3.3, "Depthwise convolution in PyTorch from unfold" (chapters/depthwise/depthwise_unfold.ipynb)
+def depthwise_conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1):
+    """Depthwise convolution as one ``unfold`` and one batched ``matmul``.
+
+    The contract of ``F.conv2d(input, weight, bias, stride, padding, dilation, groups=C)``:
+    input ``(N, C, H, W)`` or ``(C, H, W)``; weight ``(C*M, 1, kH, kW)`` for a channel
+    multiplier M, output channel ``o`` reading input channel ``o // M``; bias ``(C*M,)``
+    or None; padding 'valid', 'same', int or pair.
+    """
+    _check_tensors(input, weight, bias, "depthwise_conv2d_unfold")
+    channels = input.shape[-3] if input.dim() in (3, 4) else None
+    if channels is not None:  # else conv2d_geometry names the input shapes it accepts
+        depthwise_multiplier(channels, weight.shape)
+    g = conv2d_geometry(input.shape, weight.shape, stride, padding, dilation, groups=channels,
+                        bias_shape=None if bias is None else bias.shape)
+    kh, kw = g.kernel_size
+    c, m = g.in_channels, g.out_channels // g.in_channels
+    columns = _unfold(input, g)  # (N, C*kH*kW, L), padded as F.conv2d would
+    batch, _, positions = columns.shape
+    columns = columns.reshape(batch, c, kh * kw, positions)
+    # (C, M, kH*kW) @ (N, C, kH*kW, L) -> (N, C, M, L): one matmul batched over N and C;
+    # row (c, m) of the result is output channel c*M + m, PyTorch's order.
+    out = weight.reshape(c, m, kh * kw) @ columns
+    out = out.reshape(batch, c * m, positions)
+    if bias is not None:
+        out = out + bias.reshape(-1, 1)
+    out = out.reshape(batch, g.out_channels, *g.out_size)
+    return out if g.batch is not None else out.squeeze(0)
+
+
+# From Section 3.4, "Swapping every depthwise layer" (chapters/depthwise/mobilenets.ipynb)
+from torch import nn
+
+# Howard et al. 2017, Table 1, one tuple per row: (operator, stride, output channels).
+# A "dw" row is a 3x3 depthwise conv (output channels = its input channels); a "pw" row
+# is the 1x1 conv that follows it. Each conv is followed by BatchNorm and ReLU.
+MOBILENET_V1_TABLE = [
+    ("conv", 2, 32),
+    ("dw", 1, 32), ("pw", 1, 64),
+    ("dw", 2, 64), ("pw", 1, 128),
+    ("dw", 1, 128), ("pw", 1, 128),
+    ("dw", 2, 128), ("pw", 1, 256),
+    ("dw", 1, 256), ("pw", 1, 256),
+    ("dw", 2, 256), ("pw", 1, 512),
+    *[("dw", 1, 512), ("pw", 1, 512)] * 5,
+    ("dw", 2, 512), ("pw", 1, 1024),
+    ("dw", 1, 1024), ("pw", 1, 1024),  # Table 1 prints "s2" here, but its sizes say 7x7 -> 7x7
+    ("avgpool", 1, 1024),
+    ("fc", 1, 1000),
+]
+
+
+def _conv_bn(in_channels, out_channels, kernel_size, stride, groups, activation):
+    """Conv (no bias: the BatchNorm after it has one), BatchNorm, activation."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2,
+                  groups=groups, bias=False),
+        nn.BatchNorm2d(out_channels), activation())
+
+
+def mobilenet_v1(width_multiplier=1.0, num_classes=1000):
+    """MobileNet v1 (Howard et al. 2017, Table 1) with width multiplier alpha."""
+    def width(c):  # alpha*c channels, at least 8, as in the paper's reference code
+        return max(8, int(c * width_multiplier))
+
+    layers, channels = [], 3
+    for operator, stride, out_channels in MOBILENET_V1_TABLE:
+        if operator == "conv":
+            layers.append(_conv_bn(channels, width(out_channels), 3, stride, 1, nn.ReLU))
+            channels = width(out_channels)
+        elif operator == "dw":
+            layers.append(_conv_bn(channels, channels, 3, stride, channels, nn.ReLU))
+        elif operator == "pw":
+            layers.append(_conv_bn(channels, width(out_channels), 1, 1, 1, nn.ReLU))
+            channels = width(out_channels)
+        elif operator == "avgpool":
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        elif operator == "fc":
+            layers.append(nn.Linear(channels, num_classes))
+    return nn.Sequential(*layers)
+
+
+# From Section 3.4, "Swapping every depthwise layer" (chapters/depthwise/mobilenets.ipynb)
+# Sandler et al. 2018, Table 2, one tuple per row: (operator, t, c, n, s): expansion
+# factor t, output channels c, the row repeated n times, stride s of its first repeat.
+MOBILENET_V2_TABLE = [
+    ("conv2d", None, 32, 1, 2),        # input 224x224x3
+    ("bottleneck", 1, 16, 1, 1),       # 112x112x32
+    ("bottleneck", 6, 24, 2, 2),       # 112x112x16
+    ("bottleneck", 6, 32, 3, 2),       # 56x56x24
+    ("bottleneck", 6, 64, 4, 2),       # 28x28x32
+    ("bottleneck", 6, 96, 3, 1),       # 14x14x64
+    ("bottleneck", 6, 160, 3, 2),      # 14x14x96
+    ("bottleneck", 6, 320, 1, 1),      # 7x7x160
+    ("conv2d 1x1", None, 1280, 1, 1),  # 7x7x320
+    ("avgpool 7x7", None, None, 1, None),
+    ("conv2d 1x1", None, "k", None, None),  # the classifier: a Linear layer on 1x1x1280
+]
+
+
+def make_divisible(value, divisor=8):
+    """Round ``value`` to the nearest multiple of ``divisor``, never going down by more than
+    10%: the rounding of the width multiplier in MobileNet v2's reference implementation."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+class InvertedResidual(nn.Module):
+    """MobileNet v2's bottleneck: 1x1 expansion by t, 3x3 depthwise, linear 1x1 projection;
+    the input is added back when the shapes allow (stride 1, same channels)."""
+
+    def __init__(self, in_channels, out_channels, stride, expansion):
+        super().__init__()
+        hidden = in_channels * expansion
+        layers = [] if expansion == 1 else [_conv_bn(in_channels, hidden, 1, 1, 1, nn.ReLU6)]
+        layers += [_conv_bn(hidden, hidden, 3, stride, hidden, nn.ReLU6),
+                   nn.Conv2d(hidden, out_channels, 1, bias=False),  # linear: no activation
+                   nn.BatchNorm2d(out_channels)]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x):
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+def mobilenet_v2(width_multiplier=1.0, num_classes=1000):
+    """MobileNet v2 (Sandler et al. 2018, Table 2) with width multiplier alpha."""
+    layers, channels = [], 3
+    for operator, t, c, n, s in MOBILENET_V2_TABLE:
+        if operator == "conv2d":
+            out = make_divisible(c * width_multiplier)
+            layers.append(_conv_bn(channels, out, 3, s, 1, nn.ReLU6))
+        elif operator == "bottleneck":
+            out = make_divisible(c * width_multiplier)
+            for repeat in range(n):
+                layers.append(InvertedResidual(channels, out, s if repeat == 0 else 1, t))
+                channels = out
+        elif operator == "conv2d 1x1" and c != "k":
+            # The paper keeps the last conv at 1280 channels for multipliers below one.
+            out = make_divisible(c * width_multiplier) if width_multiplier > 1 else c
+            layers.append(_conv_bn(channels, out, 1, 1, 1, nn.ReLU6))
+        elif operator == "avgpool 7x7":
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+            out = channels
+        else:
+            layers.append(nn.Linear(channels, num_classes))
+            out = num_classes
+        channels = out
+    return nn.Sequential(*layers)
+
+
+# From Section 3.4, "Swapping every depthwise layer" (chapters/depthwise/mobilenets.ipynb)
+def is_depthwise(module):
+    """True for an ``nn.Conv2d`` with ``groups == in_channels > 1``: weight (C*M, 1, kH, kW)."""
+    return (isinstance(module, nn.Conv2d) and module.groups > 1
+            and module.groups == module.in_channels and module.weight.shape[1] == 1)
+
+
+def replace_depthwise(model, make_layer):
+    """Replace every depthwise ``nn.Conv2d`` inside ``model`` by ``make_layer(conv)``, in place.
+
+    Other modules are left as they are (the same objects). All new layers are built, and
+    checked to be modules, before any is put in, so a failing ``make_layer`` leaves
+    ``model`` unchanged. Returns the number of layers replaced.
+    """
+    targets = [(parent, name, child) for parent in model.modules()
+               for name, child in parent.named_children() if is_depthwise(child)]
+    new_layers = [make_layer(conv) for _, _, conv in targets]
+    for (_, name, _), layer in zip(targets, new_layers):
+        if not isinstance(layer, nn.Module):
+            raise TypeError(f"make_layer must return an nn.Module, got "
+                            f"{type(layer).__name__} for layer '{name}'")
+    for (parent, name, _), layer in zip(targets, new_layers):
+        setattr(parent, name, layer)
+    return len(targets)
+
+
+class DepthwiseConv2dUnfold(nn.Module):
+    """A depthwise convolution layer computed by ``depthwise_conv2d_unfold``.
+
+    Its parameters are called ``weight`` and ``bias`` like ``nn.Conv2d``'s, so a state_dict
+    saved from the original network loads into the swapped one unchanged.
+    """
+
+    def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+
+    @classmethod
+    def from_conv(cls, conv):
+        """A copy of the depthwise ``nn.Conv2d`` ``conv``: same weights, same arguments."""
+        if not is_depthwise(conv):
+            raise ValueError(f"expected a depthwise nn.Conv2d (groups == in_channels > 1), "
+                             f"got {conv!r}")
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"only zero padding is supported, got "
+                             f"padding_mode={conv.padding_mode!r}")
+        layer = cls(conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
+        layer.weight.requires_grad_(conv.weight.requires_grad)
+        return layer
+
+    def forward(self, input):
+        return depthwise_conv2d_unfold(input, self.weight, self.bias, self.stride,
+                                       self.padding, self.dilation)
+
+    def extra_repr(self):
+        return (f"{self.weight.shape[0]}, kernel_size={tuple(self.weight.shape[2:])}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"bias={self.bias is not None}")

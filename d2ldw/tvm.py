@@ -8,9 +8,9 @@ from d2ldw._requires import require
 
 require('tvm', 'apache-tvm==0.27.0.post1', module='d2ldw.tvm', extra='tvm')
 
-from d2ldw.shapes import conv2d_geometry
+from d2ldw.shapes import conv2d_geometry, depthwise_multiplier
 
-__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'group_conv2d', 'host_target', 'lower', 'padding', 'prim_module']
+__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'depthwise_conv2d', 'group_conv2d', 'host_target', 'lower', 'padding', 'prim_module']
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
@@ -149,4 +149,32 @@ def group_conv2d(X, K, stride=1, padding=0, dilation=1, groups=1):
         lambda n, o, i, j: te.sum(
             PaddedX[n, o // out_per_group * in_per_group + rc, i * sh + ri * dh, j * sw + rj * dw]
             * K[o, rc, ri, rj], axis=[rc, ri, rj]),
+        name="Y")
+
+
+# From Section 3.2, "Depthwise convolution in TVM tensor expressions" (chapters/depthwise/depthwise_te.ipynb)
+def depthwise_conv2d(X, K, stride=1, padding=0, dilation=1):
+    """TE definition of a batched NCHW depthwise convolution (no bias).
+
+    ``X`` is ``(N, C, H, W)``; ``K`` is ``(C*M, 1, kH, kW)``, PyTorch's layout, output
+    channel ``o`` reading input channel ``o // M``. stride, padding ('valid', 'same', int or
+    pair) and dilation as in ``F.conv2d(..., groups=C)``. Returns the output tensor.
+    """
+    x_shape, k_shape = _static_shape(X), _static_shape(K)
+    if len(x_shape) != 4:
+        raise ValueError(f"X must be batched (N, C, H, W), got shape {x_shape}")
+    multiplier = depthwise_multiplier(x_shape[1], k_shape)
+    g = conv2d_geometry(x_shape, k_shape, stride, padding, dilation, groups=x_shape[1])
+    (sh, sw), (dh, dw) = g.stride, g.dilation
+    # Pad whenever any of the four sides is nonzero; a test like `ph * pw != 0` would
+    # silently drop the padding of one axis when the other axis has none.
+    needs_padding = any(side for pair in g.padding for side in pair)
+    PaddedX = _pad(X, *g.padding) if needs_padding else X
+    ri = te.reduce_axis((0, g.kernel_size[0]), name="ri")
+    rj = te.reduce_axis((0, g.kernel_size[1]), name="rj")
+    return te.compute(
+        g.output_shape,
+        lambda n, o, i, j: te.sum(
+            PaddedX[n, o // multiplier, i * sh + ri * dh, j * sw + rj * dw] * K[o, 0, ri, rj],
+            axis=[ri, rj]),
         name="Y")
