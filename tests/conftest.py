@@ -38,6 +38,41 @@ def conv_tolerance(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     return 2 * gamma * magnitude.numpy()
 
 
+def random_conv_data(input_shape, weight_shape, bias, dtype, seed):
+    """Seeded standard-normal input, weight and (when ``bias``) bias, as NumPy arrays."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(input_shape).astype(dtype)
+    w = rng.standard_normal(weight_shape).astype(dtype)
+    b = rng.standard_normal(weight_shape[0]).astype(dtype) if bias else None
+    return x, w, b
+
+
+def torch_conv2d(x, w, b, kwargs):
+    """F.conv2d on NumPy arrays: the reference every implementation is compared with."""
+    t = torch.from_numpy
+    return F.conv2d(t(x), t(w), None if b is None else t(b), **kwargs).numpy()
+
+
+def run_te(definition, x, w, b, kwargs):
+    """Build and run a d2ldw.tvm definition (X, K, **kwargs) on NumPy arrays, bias added.
+
+    TE definitions take batched input only, so an unbatched ``x`` gets a batch axis of 1.
+    """
+    from tvm import te
+    from d2ldw import tvm as d2l_tvm
+
+    x4 = x if x.ndim == 4 else x[np.newaxis]
+    X = te.placeholder(x4.shape, str(x.dtype), name="X")
+    K = te.placeholder(w.shape, str(w.dtype), name="K")
+    Y = definition(X, K, **kwargs)
+    if b is None:
+        y = d2l_tvm.build_and_run([X, K, Y], [x4, w])
+    else:
+        B = te.placeholder(b.shape, str(b.dtype), name="B")
+        y = d2l_tvm.build_and_run([X, K, B, d2l_tvm.add_bias(Y, B)], [x4, w, b])
+    return y if x.ndim == 4 else y[0]
+
+
 @pytest.fixture(scope="session")
 def repo():
     return REPO

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import conv_tolerance
+from conftest import conv_tolerance, random_conv_data, run_te, torch_conv2d
 from d2ldw import conv2d_geometry
 from d2ldw import mxnet as d2l_mx
 from d2ldw import numpy as d2l_np
@@ -46,33 +46,16 @@ CONFIGS = [random_config(random.Random(seed)) for seed in range(SWEEP_SIZE)]
 
 
 def make_data(config, dtype, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(config["input_shape"]).astype(dtype)
-    w = rng.standard_normal(config["weight_shape"]).astype(dtype)
-    b = rng.standard_normal(config["weight_shape"][0]).astype(dtype) if config["bias"] else None
-    return x, w, b
+    return random_conv_data(config["input_shape"], config["weight_shape"], config["bias"], dtype,
+                            seed)
 
 
-def torch_reference(x, w, b, kwargs):
-    t = torch.from_numpy
-    return F.conv2d(t(x), t(w), None if b is None else t(b), **kwargs).numpy()
+torch_reference = torch_conv2d
 
 
-def te_conv2d(x, w, b, kwargs, definition=None):
-    from tvm import te
-
-    x4 = x if x.ndim == 4 else x[np.newaxis]
-    X = te.placeholder(x4.shape, str(x.dtype), name="X")
-    K = te.placeholder(w.shape, str(w.dtype), name="K")
-    if definition is None:  # Chapter 1's conv2d has no groups argument
-        kwargs = {k: v for k, v in kwargs.items() if k != "groups"}
-    Y = (definition or d2l_tvm.conv2d)(X, K, **kwargs)
-    if b is None:
-        y = d2l_tvm.build_and_run([X, K, Y], [x4, w])
-    else:
-        B = te.placeholder(b.shape, str(b.dtype), name="B")
-        y = d2l_tvm.build_and_run([X, K, B, d2l_tvm.add_bias(Y, B)], [x4, w, b])
-    return y if x.ndim == 4 else y[0]
+def te_conv2d(x, w, b, kwargs):
+    # Chapter 1's conv2d has no groups argument
+    return run_te(d2l_tvm.conv2d, x, w, b, {k: v for k, v in kwargs.items() if k != "groups"})
 
 
 def mxnet_conv2d(x, w, b, kwargs):
@@ -88,7 +71,7 @@ IMPLEMENTATIONS = {
         torch.from_numpy(x), torch.from_numpy(w), None if b is None else torch.from_numpy(b),
         **kw).numpy(),
     "te": te_conv2d,
-    "te_grouped": lambda x, w, b, kw: te_conv2d(x, w, b, kw, definition=d2l_tvm.group_conv2d),
+    "te_grouped": lambda x, w, b, kw: run_te(d2l_tvm.group_conv2d, x, w, b, kw),
     "mxnet": mxnet_conv2d,
 }
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import conv_tolerance
+from conftest import conv_tolerance, random_conv_data, run_te, torch_conv2d
 from d2ldw import depthwise_multiplier
 from d2ldw import mxnet as d2l_mx
 from d2ldw import numpy as d2l_np
@@ -43,33 +43,16 @@ CONFIGS = [random_config(random.Random(seed)) for seed in range(SWEEP_SIZE)]
 
 
 def make_data(config, seed):
-    rng = np.random.default_rng(seed)
-    dtype = config["dtype"]
-    x = rng.standard_normal(config["input_shape"]).astype(dtype)
-    w = rng.standard_normal(config["weight_shape"]).astype(dtype)
-    b = rng.standard_normal(config["weight_shape"][0]).astype(dtype) if config["bias"] else None
-    return x, w, b
+    return random_conv_data(config["input_shape"], config["weight_shape"], config["bias"],
+                            config["dtype"], seed)
 
 
 def torch_reference(x, w, b, kwargs):
-    t = torch.from_numpy
-    return F.conv2d(t(x), t(w), None if b is None else t(b), groups=x.shape[-3],
-                    **kwargs).numpy()
+    return torch_conv2d(x, w, b, dict(kwargs, groups=x.shape[-3]))
 
 
 def te_depthwise(x, w, b, kwargs):
-    from tvm import te
-
-    x4 = x if x.ndim == 4 else x[np.newaxis]
-    X = te.placeholder(x4.shape, str(x.dtype), name="X")
-    K = te.placeholder(w.shape, str(w.dtype), name="K")
-    Y = d2l_tvm.depthwise_conv2d(X, K, **kwargs)
-    if b is None:
-        y = d2l_tvm.build_and_run([X, K, Y], [x4, w])
-    else:
-        B = te.placeholder(b.shape, str(b.dtype), name="B")
-        y = d2l_tvm.build_and_run([X, K, B, d2l_tvm.add_bias(Y, B)], [x4, w, b])
-    return y if x.ndim == 4 else y[0]
+    return run_te(d2l_tvm.depthwise_conv2d, x, w, b, kwargs)
 
 
 def unfold_depthwise(x, w, b, kwargs):
