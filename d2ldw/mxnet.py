@@ -14,7 +14,12 @@ __all__ = ['conv2d']
 
 
 # From Section 1.2, "Convolution in PyTorch and MXNet" (chapters/conv2d/frameworks.ipynb)
+import os
+
 import numpy as np
+
+# MXNet's start-up otherwise lowers the OpenMP thread count PyTorch uses in this process.
+os.environ.setdefault("MXNET_OMP_MAX_THREADS", str(len(os.sched_getaffinity(0))))
 
 # MXNet 1.9.1 refers to np.bool, np.int, ... which NumPy removed in 1.24; it cannot be
 # imported without them, so restore them (as the builtins they aliased) before it is.

@@ -151,3 +151,16 @@ def test_d2ldw_mxnet_makes_mxnet_importable_with_this_numpy():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "1.9.1", "2.0"]
+
+
+def test_importing_d2ldw_mxnet_leaves_pytorch_threads_alone():
+    code = ("import torch\n"
+            "before = torch.get_num_threads()\n"
+            "import d2ldw.mxnet\n"
+            "print(before, torch.get_num_threads())\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, env={k: v for k, v in os.environ.items()
+                                              if k != "MXNET_OMP_MAX_THREADS"})
+    assert result.returncode == 0, result.stderr
+    before, after = result.stdout.split()
+    assert after == before, f"torch threads {before} -> {after} after importing d2ldw.mxnet"
