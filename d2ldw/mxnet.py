@@ -10,7 +10,7 @@ require('mxnet', 'mxnet==1.9.1', module='d2ldw.mxnet', extra='mxnet')
 
 from d2ldw.shapes import conv2d_geometry
 
-__all__ = ['conv2d']
+__all__ = ['SeparableConv2D', 'conv2d']
 
 
 # From Section 1.2, "Convolution in PyTorch and MXNet" (chapters/conv2d/frameworks.ipynb)
@@ -52,3 +52,42 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
                        pad=(top, left), num_filter=g.out_channels, num_group=g.groups,
                        no_bias=b is None)
     return y if g.batch is not None else y[0]
+
+
+# From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)
+class SeparableConv2D(gluon.HybridBlock):
+    """Depthwise ``k x k`` convolution (channel multiplier M) then a 1x1 convolution, in Gluon.
+
+    Children ``depthwise`` (``Conv2D``, groups=in_channels, weight ``(C*M, 1, k, k)``, no bias)
+    and ``pointwise`` (``Conv2D``, weight ``(O, C*M, 1, 1)``, bias if ``use_bias``): the
+    layout of ``d2ldw.torch.SeparableConv2d``, whose weights copy over unchanged.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, strides=1, padding=0,
+                 dilation=1, multiplier=1, use_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.depthwise = gluon.nn.Conv2D(in_channels * multiplier, kernel_size, strides,
+                                             padding, dilation, groups=in_channels,
+                                             use_bias=False, in_channels=in_channels)
+            self.pointwise = gluon.nn.Conv2D(out_channels, 1, use_bias=use_bias,
+                                             in_channels=in_channels * multiplier)
+
+    def load_weights(self, depthwise_weight, pointwise_weight, pointwise_bias=None):
+        """Set the weights from arrays, after checking their shapes; returns the block."""
+        given = {"depthwise weight": (self.depthwise.weight, depthwise_weight),
+                 "pointwise weight": (self.pointwise.weight, pointwise_weight)}
+        if pointwise_bias is not None:
+            if self.pointwise.bias is None:
+                raise ValueError("this block was built with use_bias=False; got a bias")
+            given["pointwise bias"] = (self.pointwise.bias, pointwise_bias)
+        for name, (parameter, array) in given.items():
+            if tuple(parameter.shape) != tuple(array.shape):
+                raise ValueError(f"{name} must have shape {tuple(parameter.shape)}, got "
+                                 f"{tuple(array.shape)}")
+        for parameter, array in given.values():
+            parameter.set_data(nd.array(array, dtype=parameter.dtype))
+        return self
+
+    def hybrid_forward(self, F, x):
+        return self.pointwise(self.depthwise(x))

@@ -6,7 +6,7 @@ chapters. Do not edit: change the chapter and regenerate.
 
 from d2ldw.shapes import conv2d_geometry
 
-__all__ = ['conv2d']
+__all__ = ['conv2d', 'low_rank_kernels', 'rank1_factors']
 
 
 # From Section 1.1, "Convolution from scratch" (chapters/conv2d/from_scratch.ipynb)
@@ -53,3 +53,43 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     if b is not None:
         y += np.asarray(b).reshape(1, -1, 1, 1)
     return y if g.batch is not None else y[0]
+
+
+# From Section 4.2, "Spatially separable kernels" (chapters/separable/spatial.ipynb)
+def low_rank_kernels(kernel, rank):
+    """The best rank-``rank`` approximation of a 2-D kernel, as separable pairs.
+
+    Returns ``(columns, rows)`` with shapes ``(rank, kH)`` and ``(rank, kW)``:
+    ``sum_r outer(columns[r], rows[r])`` is the matrix of rank <= ``rank`` closest to
+    ``kernel`` in the Frobenius norm (Eckart-Young), from NumPy's SVD. Each pair is a
+    ``kH x 1`` filter followed by a ``1 x kW`` filter. Integer kernels give float64.
+    """
+    kernel = np.asarray(kernel)
+    if kernel.ndim != 2 or 0 in kernel.shape:
+        raise ValueError(f"kernel must be a non-empty 2-D array (kH, kW), got shape "
+                         f"{kernel.shape}")
+    if not (np.issubdtype(kernel.dtype, np.integer) or np.issubdtype(kernel.dtype, np.floating)):
+        raise TypeError(f"kernel must have a real numeric dtype, got {kernel.dtype}")
+    largest = min(kernel.shape)
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) \
+            or not 1 <= rank <= largest:
+        raise ValueError(f"rank must be an int from 1 to min(kH, kW) = {largest}, got {rank!r}")
+    u, s, vt = np.linalg.svd(kernel.astype(np.result_type(kernel.dtype, np.float32)))
+    scale = np.sqrt(s[:rank])
+    columns, rows = u[:, :rank].T * scale[:, None], vt[:rank] * scale[:, None]
+    # An SVD term's sign is arbitrary: make each column's largest entry positive, so that
+    # Sobel's smoothing column comes out as (1, 2, 1), up to scale, on every machine.
+    signs = np.sign(columns[np.arange(rank), np.abs(columns).argmax(axis=1)])
+    return columns * signs[:, None], rows * signs[:, None]
+
+
+def rank1_factors(kernel):
+    """``(column, row, residual)``: the best split of a 2-D kernel into ``kH x 1`` then ``1 x kW``.
+
+    ``outer(column, row)`` is the closest rank-1 matrix to ``kernel``; ``residual`` is
+    ``||kernel - outer(column, row)||_F``, which is zero up to round-off exactly when the kernel
+    is separable.
+    """
+    (column,), (row,) = low_rank_kernels(kernel, 1)
+    residual = np.linalg.norm(np.asarray(kernel, dtype=column.dtype) - np.outer(column, row))
+    return column, row, residual

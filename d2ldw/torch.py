@@ -8,9 +8,10 @@ from d2ldw._requires import require
 
 require('torch', 'torch==2.13.0', module='d2ldw.torch', extra='torch')
 
-from d2ldw.shapes import conv2d_geometry, depthwise_multiplier
+from d2ldw.cost import conv2d_cost
+from d2ldw.shapes import conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['DepthwiseConv2dUnfold', 'InvertedResidual', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'conv2d_unfold', 'depthwise_conv2d_unfold', 'is_depthwise', 'make_divisible', 'mobilenet_v1', 'mobilenet_v2', 'replace_depthwise']
+__all__ = ['DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'NetworkCost', 'SeparableConv2d', 'conv2d_unfold', 'count_cost', 'depthwise_conv2d_unfold', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'replace_depthwise', 'separable_conv2d']
 
 
 # From Section 1.3, "Convolution as matrix multiplication" (chapters/conv2d/as_matmul.ipynb)
@@ -280,3 +281,213 @@ class DepthwiseConv2dUnfold(nn.Module):
         return (f"{self.weight.shape[0]}, kernel_size={tuple(self.weight.shape[2:])}, "
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
                 f"bias={self.bias is not None}")
+
+
+# From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)
+def separable_conv2d(input, depthwise_weight, pointwise_weight, depthwise_bias=None,
+                     pointwise_bias=None, stride=1, padding=0, dilation=1):
+    """Depthwise-separable convolution with weights given as arguments (differentiable).
+
+    ``F.conv2d(input, depthwise_weight, depthwise_bias, stride, padding, dilation, groups=C)``
+    followed by ``F.conv2d(..., pointwise_weight, pointwise_bias)``. input ``(N, C, H, W)``
+    or ``(C, H, W)``; depthwise weight ``(C*M, 1, kH, kW)``; pointwise weight
+    ``(O, C*M, 1, 1)``; biases ``(C*M,)`` and ``(O,)`` or None.
+    """
+    tensors = {"input": input, "depthwise_weight": depthwise_weight,
+               "pointwise_weight": pointwise_weight}
+    for name, value in tensors.items():
+        if not torch.is_tensor(value):
+            raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
+    first, _ = separable_geometry(
+        input.shape, depthwise_weight.shape, pointwise_weight.shape, stride, padding, dilation,
+        None if depthwise_bias is None else depthwise_bias.shape,
+        None if pointwise_bias is None else pointwise_bias.shape)
+    (top, bottom), (left, right) = first.padding
+    if top != bottom or left != right:  # 'same' with an even kernel: pad as F.conv2d does
+        input, top, left = F.pad(input, (left, right, top, bottom)), 0, 0
+    hidden = F.conv2d(input, depthwise_weight, depthwise_bias, first.stride, (top, left),
+                      first.dilation, groups=first.in_channels)
+    return F.conv2d(hidden, pointwise_weight, pointwise_bias)
+
+
+# From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)
+class SeparableConv2d(nn.Module):
+    """Depthwise ``k x k`` convolution (channel multiplier M) then a ``1 x 1`` convolution.
+
+    Submodules ``depthwise`` (``nn.Conv2d``, groups=in_channels, weight ``(C*M, 1, k, k)``,
+    no bias) and ``pointwise`` (``nn.Conv2d``, weight ``(O, C*M, 1, 1)``, bias if ``bias``).
+    The depthwise stage has no bias: before a linear 1x1 layer it would only add a constant
+    per output channel, which the pointwise bias already provides.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, multiplier=1, bias=True):
+        super().__init__()
+        self.depthwise = nn.Conv2d(in_channels, in_channels * multiplier, kernel_size, stride,
+                                   padding, dilation, groups=in_channels, bias=False)
+        self.pointwise = nn.Conv2d(in_channels * multiplier, out_channels, 1, bias=bias)
+
+    def _expected(self):
+        """Shapes fixed at construction: {name: (shape, what it is)}."""
+        c, hidden = self.depthwise.in_channels, self.depthwise.out_channels
+        shapes = {"depthwise.weight": ((hidden, 1, *self.depthwise.kernel_size),
+                                       "(C*M, 1, kH, kW)"),
+                  "pointwise.weight": ((self.pointwise.out_channels, hidden, 1, 1),
+                                       "(O, C*M, 1, 1)")}
+        if self.pointwise.bias is not None:
+            shapes["pointwise.bias"] = ((self.pointwise.out_channels,), "(O,)")
+        return shapes, c, hidden // c
+
+    def _check(self, tensors):
+        expected, c, m = self._expected()
+        for name, tensor in tensors.items():
+            shape, form = expected[name]
+            if tuple(tensor.shape) != shape:
+                others = [n for n, (s, _) in expected.items() if s == tuple(tensor.shape)]
+                hint = f"; that is the shape of {others[0]}" if others else ""
+                raise ValueError(f"{name} must have shape {form} = {shape} for C={c} input "
+                                 f"channels and multiplier M={m}, got {tuple(tensor.shape)}"
+                                 f"{hint}")
+
+    def load_weights(self, depthwise_weight, pointwise_weight, pointwise_bias=None):
+        """Copy weights in after checking their shapes (ValueError names the expected ones)."""
+        tensors = {"depthwise.weight": depthwise_weight, "pointwise.weight": pointwise_weight}
+        if pointwise_bias is not None:
+            if self.pointwise.bias is None:
+                raise ValueError("this layer was built with bias=False; got a pointwise bias")
+            tensors["pointwise.bias"] = pointwise_bias
+        self._check(tensors)
+        with torch.no_grad():
+            for name, tensor in tensors.items():
+                self.get_parameter(name).copy_(tensor)
+        return self
+
+    def forward(self, input):
+        # Parameters can be reassigned from outside (layer.depthwise.weight = ...); check them
+        # here, where F.conv2d would otherwise fail with a message about `groups`.
+        self._check({name: self.get_parameter(name) for name in self._expected()[0]})
+        return self.pointwise(self.depthwise(input))
+
+
+# From Section 4.3, "Counting a whole network" (chapters/separable/counting.ipynb)
+from typing import NamedTuple
+
+
+class LayerCost(NamedTuple):
+    """Multiply-adds and parameters of all layers of one type, and how many calls there were."""
+    mult_adds: int
+    params: int
+    layers: int
+
+
+class NetworkCost(NamedTuple):
+    """What ``count_cost`` found in one forward pass."""
+    mult_adds: int  # convolutions and linear layers (the MobileNet papers' convention)
+    params: int  # weights and biases of the convolutions and linear layers
+    bn_params: int  # BatchNorm's scale and shift, reported apart
+    by_type: dict  # layer type, e.g. "depthwise 3x3" -> LayerCost
+
+    def shares(self):
+        """{layer type: (fraction of mult-adds, fraction of params)}."""
+        return {kind: (cost.mult_adds / self.mult_adds, cost.params / self.params)
+                for kind, cost in self.by_type.items()}
+
+
+def layer_type(module):
+    """The cost-table row of a layer: 'conv 3x3 full', 'depthwise 3x3', 'grouped 3x3',
+    'pointwise 1x1' or 'linear'."""
+    if isinstance(module, nn.Linear):
+        return "linear"
+    kh, kw = module.kernel_size
+    if is_depthwise(module):
+        return f"depthwise {kh}x{kw}"
+    if module.groups > 1:
+        return f"grouped {kh}x{kw}"
+    return "pointwise 1x1" if (kh, kw) == (1, 1) else f"conv {kh}x{kw} full"
+
+
+def count_cost(model, input_size):
+    """Multiply-adds and parameters of ``model``, read off one real forward pass.
+
+    ``input_size`` is ``(C, H, W)`` for one image or ``(N, C, H, W)`` to count a batch.
+    Forward hooks record every ``nn.Conv2d`` (``kH*kW*(C_in/groups)*C_out*H_out*W_out``
+    mult-adds) and ``nn.Linear`` (``in*out`` per row) call, and every BatchNorm; activations,
+    pooling and other parameter-free modules cost nothing. A module with parameters of any other
+    kind raises TypeError. Returns a NetworkCost.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    size = tuple(input_size) if isinstance(input_size, (tuple, list)) else ()
+    if len(size) not in (3, 4) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size):
+        raise ValueError(f"input_size must be (C, H, W) or (N, C, H, W), positive ints, got "
+                         f"{input_size!r}")
+    batch_norm = nn.modules.batchnorm._BatchNorm
+    counted = (nn.Conv2d, nn.Linear, batch_norm)
+    for name, module in model.named_modules():
+        if not isinstance(module, counted) and next(module.parameters(recurse=False), None) \
+                is not None:
+            raise TypeError(f"count_cost cannot count {type(module).__name__} '{name}', which "
+                            f"has parameters; it counts nn.Conv2d, nn.Linear and BatchNorm")
+    by_type, seen, bn_params = {}, set(), []
+
+    def new_params(module):  # parameters not counted yet (a layer may run twice)
+        fresh = [p for p in module.parameters(recurse=False) if id(p) not in seen]
+        seen.update(id(p) for p in fresh)
+        return sum(p.numel() for p in fresh)
+
+    def hook(module, inputs, output):
+        if isinstance(module, batch_norm):
+            bn_params.append(new_params(module))
+            return
+        if isinstance(module, nn.Conv2d):
+            mult_adds = conv2d_cost(inputs[0].shape, module.weight.shape, module.stride,
+                                    module.padding, module.dilation, module.groups).mult_adds
+        else:
+            mult_adds = output.numel() * module.in_features
+        kind = layer_type(module)
+        old = by_type.get(kind, LayerCost(0, 0, 0))
+        by_type[kind] = LayerCost(old.mult_adds + mult_adds, old.params + new_params(module),
+                                  old.layers + 1)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, counted)]
+    was_training = model.training
+    try:
+        parameter = next(model.parameters(), None)
+        x = torch.zeros(size if len(size) == 4 else (1, *size),
+                        dtype=torch.float32 if parameter is None else parameter.dtype,
+                        device="cpu" if parameter is None else parameter.device)
+        model.eval()  # BatchNorm must neither update its statistics nor see a batch of one
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return NetworkCost(sum(c.mult_adds for c in by_type.values()),
+                       sum(c.params for c in by_type.values()), sum(bn_params), by_type)
+
+
+# From Section 4.3, "Counting a whole network" (chapters/separable/counting.ipynb)
+def mobilenet_v1_full_conv(width_multiplier=1.0, num_classes=1000):
+    """MobileNet v1 with every depthwise-separable block (3x3 depthwise + 1x1 pointwise)
+    replaced by one full 3x3 convolution C_in -> C_out with the block's stride, followed by
+    BatchNorm and ReLU: the "Conv MobileNet" of Howard et al. 2017, Table 4."""
+    def width(c):  # as in mobilenet_v1
+        return max(8, int(c * width_multiplier))
+
+    layers, channels, stride = [], 3, None
+    for operator, row_stride, out_channels in MOBILENET_V1_TABLE:
+        if operator == "conv":
+            layers.append(_conv_bn(channels, width(out_channels), 3, row_stride, 1, nn.ReLU))
+            channels = width(out_channels)
+        elif operator == "dw":  # remember the stride; the next "pw" row completes the block
+            stride = row_stride
+        elif operator == "pw":
+            layers.append(_conv_bn(channels, width(out_channels), 3, stride, 1, nn.ReLU))
+            channels = width(out_channels)
+        elif operator == "avgpool":
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        elif operator == "fc":
+            layers.append(nn.Linear(channels, num_classes))
+    return nn.Sequential(*layers)

@@ -8,9 +8,9 @@ from d2ldw._requires import require
 
 require('tvm', 'apache-tvm==0.27.0.post1', module='d2ldw.tvm', extra='tvm')
 
-from d2ldw.shapes import conv2d_geometry, depthwise_multiplier
+from d2ldw.shapes import conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'depthwise_conv2d', 'group_conv2d', 'host_target', 'lower', 'padding', 'prim_module']
+__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'depthwise_conv2d', 'group_conv2d', 'host_target', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'separable_conv2d']
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
@@ -178,3 +178,42 @@ def depthwise_conv2d(X, K, stride=1, padding=0, dilation=1):
             PaddedX[n, o // multiplier, i * sh + ri * dh, j * sw + rj * dw] * K[o, 0, ri, rj],
             axis=[ri, rj]),
         name="Y")
+
+
+# From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)
+def pointwise_conv2d(X, K):
+    """TE definition of a 1x1 convolution: ``Y[n, o, i, j] = sum_c X[n, c, i, j] K[o, c, 0, 0]``."""
+    x_shape, k_shape = _static_shape(X), _static_shape(K)
+    if len(x_shape) != 4 or len(k_shape) != 4 or k_shape[1:] != (x_shape[1], 1, 1):
+        raise ValueError(f"X must be (N, C, H, W) and K (O, C, 1, 1) with the same C, got "
+                         f"{x_shape} and {k_shape}")
+    batch, channels, height, width = x_shape
+    rc = te.reduce_axis((0, channels), name="rc")
+    return te.compute((batch, k_shape[0], height, width),
+                      lambda n, o, i, j: te.sum(X[n, rc, i, j] * K[o, rc, 0, 0], axis=rc),
+                      name="Pointwise")
+
+
+def separable_conv2d(X, DW, PW, stride=1, padding=0, dilation=1, depthwise_bias=None,
+                     pointwise_bias=None):
+    """TE definition of a depthwise-separable convolution, NCHW, batched.
+
+    ``DW`` is ``(C*M, 1, kH, kW)`` (stride, padding, dilation apply to it), ``PW`` is
+    ``(O, C*M, 1, 1)``; optional bias placeholders ``(C*M,)`` and ``(O,)``.
+    """
+    x_shape = _static_shape(X)
+    if len(x_shape) != 4:
+        raise ValueError(f"X must be batched (N, C, H, W), got shape {x_shape}")
+    separable_geometry(x_shape, _static_shape(DW), _static_shape(PW), stride, padding,
+                       dilation,
+                       None if depthwise_bias is None else _static_shape(depthwise_bias),
+                       None if pointwise_bias is None else _static_shape(pointwise_bias))
+    Y = depthwise_conv2d(X, DW, stride, padding, dilation)
+    if depthwise_bias is not None:
+        Y = te.compute(Y.shape, lambda n, c, i, j: Y[n, c, i, j] + depthwise_bias[c],
+                       name="DepthwiseBiased")
+    Z = pointwise_conv2d(Y, PW)
+    if pointwise_bias is not None:
+        Z = te.compute(Z.shape, lambda n, o, i, j: Z[n, o, i, j] + pointwise_bias[o],
+                       name="PointwiseBiased")
+    return Z
