@@ -9,7 +9,7 @@ from d2ldw.shapes import conv2d_geometry, depthwise_multiplier
 __all__ = ['ErrorReport', 'UNIT_ROUNDOFF', 'conv_error_bound', 'error_report', 'fma32', 'gamma', 'max_ulp_distance', 'round_to_bfloat16', 'sequential_depthwise', 'ulp_distance', 'unit_roundoff']
 
 
-# From Section 4.1, "Measuring error properly" (chapters/numerics/measuring_error.ipynb)
+# From Section 4.2, "Measuring error properly" (chapters/numerics/measuring_error.ipynb)
 from dataclasses import dataclass
 from typing import Optional
 
@@ -51,7 +51,7 @@ def gamma(n, dtype):
     return nu / (1 - nu)
 
 
-# From Section 4.1, "Measuring error properly" (chapters/numerics/measuring_error.ipynb)
+# From Section 4.2, "Measuring error properly" (chapters/numerics/measuring_error.ipynb)
 def conv_error_bound(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, dtype=None):
     """Largest error of any correct convolution of x, w, b computed in ``dtype``, per output.
 
@@ -73,7 +73,7 @@ def conv_error_bound(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, dt
     return gamma(m, dtype or x.dtype.name) * magnitude
 
 
-# From Section 4.1, "Measuring error properly" (chapters/numerics/measuring_error.ipynb)
+# From Section 4.2, "Measuring error properly" (chapters/numerics/measuring_error.ipynb)
 _INT_OF = {"float16": np.int16, "float32": np.int32, "float64": np.int64}
 
 
@@ -154,7 +154,7 @@ def max_ulp_distance(a, b, dtype=None):
     return int(distances.max()) if distances.size else 0
 
 
-# From Section 4.1, "Measuring error properly" (chapters/numerics/measuring_error.ipynb)
+# From Section 4.2, "Measuring error properly" (chapters/numerics/measuring_error.ipynb)
 @dataclass(frozen=True)
 class ErrorReport:
     """Errors of ``result`` against a more accurate ``reference``, element by element."""
@@ -190,8 +190,8 @@ def error_report(result, reference, bound=None, dtype=None):
     ``result`` and ``reference``: finite arrays (NumPy, or CPU tensors) of one shape; NaN or
     inf in either -> ValueError naming how many. ``bound``: optional array (broadcastable)
     of the largest error allowed per element, e.g. ``conv_error_bound(...)``. ``dtype``:
-    the dtype the result was computed in, for the ULP count; 'bfloat16' for bfloat16
-    results passed as float32.
+    the dtype the result was computed in, for the ULP count (default: the result's);
+    'bfloat16' for bfloat16 results passed as float32, likewise 'float16'.
     """
     result = _as_float_array(result, "result")
     reference = _as_float_array(reference, "reference")
@@ -208,6 +208,12 @@ def error_report(result, reference, bound=None, dtype=None):
     if name == "bfloat16":
         rounded = round_to_bfloat16(reference)
         ulps = max_ulp_distance(result.astype(np.float32), rounded, "bfloat16")
+    elif name != result.dtype.name:  # e.g. float16 results passed as float32
+        narrowed = result.astype(name)
+        if not np.array_equal(narrowed.astype(result.dtype), result):
+            raise ValueError(f"dtype={name!r} but the {result.dtype} result holds values "
+                             f"that are not {name} numbers")
+        ulps = max_ulp_distance(narrowed, reference.astype(name))
     else:
         ulps = max_ulp_distance(result, reference.astype(result.dtype))
     within = ratio = None
@@ -244,7 +250,7 @@ def round_to_bfloat16(array):
     return rounded.astype(np.uint32).view(np.float32)
 
 
-# From Section 4.2, "Bitwise equality" (chapters/numerics/bitwise.ipynb)
+# From Section 4.4, "Bitwise equality" (chapters/numerics/bitwise.ipynb)
 from d2ldw.shapes import conv2d_geometry, depthwise_multiplier
 
 

@@ -164,3 +164,15 @@ def test_conv_error_bound_catches_a_bug_and_checks_arguments():
         conv_error_bound(x, w[:, :2])
     with pytest.raises(TypeError, match="float16, float32 or float64"):
         conv_error_bound(x.astype(np.int32), w)
+
+
+def test_error_report_counts_ulps_in_the_dtype_given():
+    reference = np.array([1.0, 2.0])
+    half_step = np.float32(1 + 2**-10)  # the next float16 after 1
+    result = np.array([half_step, 2.0], dtype=np.float32)
+    assert error_report(result, reference).max_ulps == 2**13  # float32 ULPs: 2**(23-10)
+    assert error_report(result, reference, dtype="float16").max_ulps == 1
+    with pytest.raises(ValueError, match="not float16 numbers"):
+        error_report(np.array([1 + 2**-20, 2.0], dtype=np.float32), reference, dtype="float16")
+    bf16 = np.array([1 + 2**-7, 2.0], dtype=np.float32)  # the next bfloat16 after 1
+    assert error_report(bf16, reference, dtype=torch.bfloat16).max_ulps == 1
