@@ -251,9 +251,6 @@ def round_to_bfloat16(array):
 
 
 # From Section 4.4, "Bitwise equality" (chapters/numerics/bitwise.ipynb)
-from d2ldw.shapes import conv2d_geometry, depthwise_multiplier
-
-
 def fma32(a, b, c):
     """Fused multiply-add ``a*b + c`` of float32 arrays with a single rounding, emulated exactly.
 
