@@ -7,6 +7,7 @@ implementations live in ``d2ldw.numpy``, ``d2ldw.torch``, ``d2ldw.mxnet`` and
 """
 from d2ldw.cost import *  # noqa: F401,F403
 from d2ldw.data import *  # noqa: F401,F403
+from d2ldw.numerics import *  # noqa: F401,F403
 from d2ldw.shapes import *  # noqa: F401,F403
 from d2ldw.timing import *  # noqa: F401,F403
 

@@ -36,6 +36,7 @@ MODULES = {
     "data": Module("Seeded test data for convolutions, as NumPy arrays.", core=True),
     "cost": Module("Multiply-adds, FLOPs and parameters of convolutions.", core=True),
     "timing": Module("Timing candidates side by side, with medians.", core=True),
+    "numerics": Module("Rounding-error bounds, ULP distances and error reports.", core=True),
     "plotting": Module("The book's figures.", requires=("matplotlib", "matplotlib", "book")),
     "numpy": Module("Reference implementations in NumPy."),
     "torch": Module("PyTorch implementations.", requires=("torch", "torch==2.13.0", "torch")),

@@ -121,7 +121,7 @@ def test_agrees_with_torch_over_sweep(implementation, dtype):
         result = compute(x, w, b, config["kwargs"])
         assert result.shape == expected.shape, config
         assert result.dtype == expected.dtype, config
-        tolerance = conv_tolerance(x, w, b, **config["kwargs"])
+        tolerance = conv_tolerance(x, w, b, **config["kwargs"])  # the dot-product bound
         excess = np.abs(result - expected) - tolerance
         assert excess.size == 0 or excess.max() <= 0, (config, excess.max())
         checked += 1
