@@ -11,7 +11,7 @@ require('torch', 'torch==2.13.0', module='d2ldw.torch', extra='torch')
 from d2ldw.cost import conv2d_cost
 from d2ldw.shapes import conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'NetworkCost', 'SeparableConv2d', 'conv2d_unfold', 'count_cost', 'depthwise_conv2d_unfold', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'replace_depthwise', 'separable_conv2d']
+__all__ = ['DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'NetworkCost', 'SeparableConv2d', 'calibrate_batchnorm', 'conv2d_unfold', 'count_cost', 'depthwise_conv2d_unfold', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'replace_depthwise', 'separable_conv2d']
 
 
 # From Section 1.3, "Convolution as matrix multiplication" (chapters/conv2d/as_matmul.ipynb)
@@ -281,6 +281,25 @@ class DepthwiseConv2dUnfold(nn.Module):
         return (f"{self.weight.shape[0]}, kernel_size={tuple(self.weight.shape[2:])}, "
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
                 f"bias={self.bias is not None}")
+
+
+# From Section 3.4, "Swapping every depthwise layer" (chapters/depthwise/mobilenets.ipynb)
+def calibrate_batchnorm(model, images):
+    """Set every BatchNorm's running statistics from one batch; returns the model in eval mode.
+
+    A freshly initialised network keeps mean 0 and variance 1 and its activations shrink layer
+    by layer; with statistics of real activations they stay of order one, as when trained.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ValueError(f"{type(model).__name__} has no BatchNorm layers to calibrate")
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average: after one batch, that batch's statistics
+    model.train()
+    with torch.no_grad():
+        model(images)
+    return model.eval()
 
 
 # From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)

@@ -2,8 +2,9 @@
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from conftest import UNIT_ROUNDOFF
+from conftest import UNIT_ROUNDOFF, conv_tolerance
 from d2ldw import torch as d2l_torch
 from d2ldw.torch import (MOBILENET_V1_TABLE, MOBILENET_V2_TABLE, DepthwiseConv2dUnfold,
                          mobilenet_v1, mobilenet_v2, replace_depthwise)
@@ -70,16 +71,78 @@ def network_tolerance(output, dtype, depthwise_layers):
     return 2 * gamma * 2**10 * depthwise_layers * output.abs().max().item()
 
 
+def calibrated(name, seed=0):
+    """A seeded network whose BatchNorm statistics come from one batch: activations of order
+    one, as in a trained network. A fresh network's activations shrink to ~1e-10 before the
+    classifier, and then any swap, right or wrong, leaves the logits (the bias) unchanged."""
+    batch = torch.randn(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed + 100))
+    return d2l_torch.calibrate_batchnorm(seeded(name, seed), batch)
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_calibration_gives_activations_of_order_one(name):
+    with torch.no_grad():
+        fresh = seeded(name)[:-1](image()).abs().max().item()
+        features = calibrated(name)[:-1](image()).abs().max().item()
+    assert fresh < 1e-3 < 0.1 < features < 1e3
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", BUILDERS)
+def test_every_swapped_layer_is_within_the_bound(name, dtype):
+    model = calibrated(name).to(dtype)
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, args, out: seen.append((mod, args[0], out)))
+             for m in depthwise_convs(model)]
+    with torch.no_grad():
+        model(image(dtype=dtype))
+        for hook in hooks:
+            hook.remove()
+        assert len(seen) == PAPER_DEPTHWISE[name]
+        for conv, x, expected in seen:
+            result = DepthwiseConv2dUnfold.from_conv(conv)(x)
+            # Both results are within gamma_n * sum|x*w| of the exact one (Higham eq. 3.5), so
+            # they differ by at most twice that: conftest.conv_tolerance.
+            bound = conv_tolerance(x, conv.weight, conv.bias, conv.stride, conv.padding,
+                                   conv.dilation, conv.groups)
+            assert ((result - expected).abs().double().numpy() - bound).max() <= 0
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name", BUILDERS)
 def test_swapped_network_matches_within_tolerance(name, dtype):
-    original = seeded(name).to(dtype)
-    swapped = seeded(name).to(dtype)
+    original = calibrated(name).to(dtype)
+    swapped = calibrated(name).to(dtype)
     count = replace_depthwise(swapped, DepthwiseConv2dUnfold.from_conv)
     with torch.no_grad():
         expected, result = original(image(dtype=dtype)), swapped(image(dtype=dtype))
     assert result.dtype == dtype
     assert (result - expected).abs().max().item() <= network_tolerance(expected, dtype, count)
+
+
+class FlippedKernel(nn.Module):
+    """A deliberately wrong replacement: correlation with the kernel rotated by 180 degrees."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        c = self.conv
+        return F.conv2d(x, c.weight.flip(-1, -2), c.bias, c.stride, c.padding, c.dilation,
+                        c.groups)
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_the_network_check_catches_a_wrong_layer(name):
+    # The end-to-end tolerance above must have teeth: a plausible bug must exceed it.
+    original = calibrated(name).double()
+    broken = calibrated(name).double()
+    count = replace_depthwise(broken, FlippedKernel)
+    with torch.no_grad():
+        expected, result = original(image(dtype=torch.float64)), broken(image(dtype=torch.float64))
+    assert (result - expected).abs().max().item() > 1e6 * network_tolerance(
+        expected, torch.float64, count)
 
 
 @pytest.mark.parametrize("name", BUILDERS)
