@@ -492,21 +492,13 @@ def mobilenet_v1_full_conv(width_multiplier=1.0, num_classes=1000):
     """MobileNet v1 with every depthwise-separable block (3x3 depthwise + 1x1 pointwise)
     replaced by one full 3x3 convolution C_in -> C_out with the block's stride, followed by
     BatchNorm and ReLU: the "Conv MobileNet" of Howard et al. 2017, Table 4."""
-    def width(c):  # as in mobilenet_v1
-        return max(8, int(c * width_multiplier))
-
-    layers, channels, stride = [], 3, None
-    for operator, row_stride, out_channels in MOBILENET_V1_TABLE:
-        if operator == "conv":
-            layers.append(_conv_bn(channels, width(out_channels), 3, row_stride, 1, nn.ReLU))
-            channels = width(out_channels)
-        elif operator == "dw":  # remember the stride; the next "pw" row completes the block
-            stride = row_stride
-        elif operator == "pw":
-            layers.append(_conv_bn(channels, width(out_channels), 3, stride, 1, nn.ReLU))
-            channels = width(out_channels)
-        elif operator == "avgpool":
-            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        elif operator == "fc":
-            layers.append(nn.Linear(channels, num_classes))
+    layers = []
+    for block in mobilenet_v1(width_multiplier, num_classes):
+        conv = block[0] if isinstance(block, nn.Sequential) else None
+        if conv is not None and is_depthwise(conv):
+            stride = conv.stride  # the pointwise block that follows completes the pair
+            continue
+        if conv is not None and conv.kernel_size == (1, 1):
+            block = _conv_bn(conv.in_channels, conv.out_channels, 3, stride, 1, nn.ReLU)
+        layers.append(block)
     return nn.Sequential(*layers)
