@@ -3,6 +3,10 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+# Freed memory is reused instead of returned: without this, the page faults of fresh mappings
+# can dominate PyTorch's timings on a virtual machine (see the performance chapter).
+export MALLOC_MMAP_THRESHOLD_ := 1000000000
+export MALLOC_TRIM_THRESHOLD_ := 1000000000
 INSTALLED := $(VENV)/.installed
 
 .PHONY: book test extract clean

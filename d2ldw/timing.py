@@ -21,12 +21,16 @@ class Timing(NamedTuple):
     calls_per_sample: int
 
 
-def time_interleaved(candidates, repeat=7, min_seconds=0.01, timer=time.perf_counter):
+def time_interleaved(candidates, repeat=7, min_seconds=0.01, timer=time.perf_counter,
+                     settle_seconds=0.0):
     """Time zero-argument callables side by side; returns ``{name: Timing}``.
 
     Each candidate is called once to warm up, then timed once more to choose how many calls
     make one sample last ``min_seconds``. Then ``repeat`` rounds take one sample of every
-    candidate in turn, so that a change in the machine's load hits all of them alike.
+    candidate in turn, so that a change in the machine's load hits all of them alike. With
+    ``settle_seconds``, each sample starts after a pause of that length and one untimed
+    call: the idle threads of the previous candidate's library stop spinning on the cores
+    this one needs (several thread pools in one process, as in the performance chapter).
     """
     if not isinstance(candidates, dict) or not candidates \
             or not all(callable(f) for f in candidates.values()):
@@ -43,6 +47,9 @@ def time_interleaved(candidates, repeat=7, min_seconds=0.01, timer=time.perf_cou
     samples = {name: [] for name in candidates}
     for _ in range(repeat):
         for name, function in candidates.items():
+            if settle_seconds:
+                time.sleep(settle_seconds)
+                function()
             start = timer()
             for _ in range(calls[name]):
                 function()

@@ -10,7 +10,7 @@ require('tvm', 'apache-tvm==0.27.0.post1', module='d2ldw.tvm', extra='tvm')
 
 from d2ldw.shapes import conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'depthwise_conv2d', 'group_conv2d', 'host_target', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'separable_conv2d']
+__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'depthwise_conv2d', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'from_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'separable_conv2d', 'to_nchwc']
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
@@ -217,3 +217,112 @@ def separable_conv2d(X, DW, PW, stride=1, padding=0, dilation=1, depthwise_bias=
         Z = te.compute(Z.shape, lambda n, o, i, j: Z[n, o, i, j] + pointwise_bias[o],
                        name="PointwiseBiased")
     return Z
+
+
+# From Section 6.2, "Scheduling depthwise convolution in TensorIR" (chapters/performance/scheduling.ipynb)
+def host_vector_lanes():
+    """float32 lanes of this CPU's widest vector registers: 16 with AVX-512, else 8."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return 16 if " avx512f" in info.read() else 8
+    except OSError:  # not Linux: assume AVX2-class vectors
+        return 8
+
+
+def to_nchwc(x, lanes):
+    """NumPy NCHW array to NCHW[x]c, shape (N, C/lanes, H, W, lanes)."""
+    n, c, h, w = x.shape
+    if c % lanes:
+        raise ValueError(f"channels ({c}) must be a multiple of lanes ({lanes}) for NCHW[x]c")
+    return np.ascontiguousarray(x.reshape(n, c // lanes, lanes, h, w).transpose(0, 1, 3, 4, 2))
+
+
+def from_nchwc(y):
+    """NumPy NCHW[x]c array back to NCHW."""
+    n, blocks, h, w, lanes = y.shape
+    return np.ascontiguousarray(y.transpose(0, 1, 4, 2, 3).reshape(n, blocks * lanes, h, w))
+
+
+def depthwise_weight_to_nchwc(w, lanes):
+    """PyTorch depthwise weight (C, 1, kH, kW), multiplier 1, to (C/lanes, kH, kW, lanes)."""
+    c, per_channel, kh, kw = w.shape
+    if per_channel != 1 or c % lanes:
+        raise ValueError(f"expected a depthwise weight (C, 1, kH, kW) with C a multiple of "
+                         f"{lanes}, got shape {tuple(w.shape)}")
+    return np.ascontiguousarray(w.reshape(c // lanes, lanes, kh, kw).transpose(0, 2, 3, 1))
+
+
+# From Section 6.2, "Scheduling depthwise convolution in TensorIR" (chapters/performance/scheduling.ipynb)
+def depthwise_conv2d_nchwc(X, K, stride=1, padding=0, dilation=1):
+    """TE depthwise convolution (multiplier 1) in NCHW[x]c.
+
+    ``X`` is ``(N, C/x, H, W, x)``, ``K`` is ``(C/x, kH, kW, x)``; stride, padding and
+    dilation as in ``F.conv2d``. Returns ``Y`` of shape ``(N, C/x, H_out, W_out, x)``.
+    """
+    n, blocks, h, w, lanes = _static_shape(X)
+    k_blocks, kh, kw, k_lanes = _static_shape(K)
+    if (k_blocks, k_lanes) != (blocks, lanes):
+        raise ValueError(f"K must have shape ({blocks}, kH, kW, {lanes}) to match X of shape "
+                         f"{_static_shape(X)}, got {_static_shape(K)}")
+    g = conv2d_geometry((n, blocks * lanes, h, w), (blocks * lanes, 1, kh, kw), stride,
+                        padding, dilation, groups=blocks * lanes)
+    (top, bottom), (left, right) = g.padding
+    (sh, sw), (dh, dw), (oh, ow) = g.stride, g.dilation, g.out_size
+    PaddedX = te.compute(
+        (n, blocks, h + top + bottom, w + left + right, lanes),
+        lambda b, c, i, j, l: te.if_then_else(
+            tvm.tirx.all(i >= top, i < h + top, j >= left, j < w + left),
+            X[b, c, i - top, j - left, l], tvm.tirx.const(0.0, X.dtype)),
+        name="PaddedX")
+    ri = te.reduce_axis((0, kh), name="ri")
+    rj = te.reduce_axis((0, kw), name="rj")
+    return te.compute(
+        (n, blocks, oh, ow, lanes),
+        lambda b, c, i, j, l: te.sum(
+            PaddedX[b, c, i * sh + ri * dh, j * sw + rj * dw, l] * K[c, ri, rj, l],
+            axis=[ri, rj]),
+        name="Y")
+
+
+# From Section 6.2, "Scheduling depthwise convolution in TensorIR" (chapters/performance/scheduling.ipynb)
+def schedule_depthwise_nchwc(module, tile=1):
+    """The tuned schedule: padding inlined; parallel over (batch, channel block, output row);
+    ``tile`` output columns per step kept in registers; the channel lanes vectorised; the
+    kernel loops unrolled. Returns the scheduled IRModule."""
+    sch = tvm.s_tir.Schedule(module)
+    sch.compute_inline(sch.get_sblock("PaddedX"))
+    block = sch.get_sblock("Y")
+    n, b, i, j, c, ri, rj = sch.get_loops(block)
+    rows = sch.fuse(n, b, i)
+    sch.parallel(rows)
+    if tile > 1:
+        columns, in_tile = sch.split(j, [None, tile])
+        sch.reorder(rows, columns, ri, rj, in_tile, c)
+        sch.unroll(in_tile)
+    else:
+        columns = j
+        sch.reorder(rows, columns, ri, rj, c)
+    sch.vectorize(c)
+    sch.unroll(ri)
+    sch.unroll(rj)
+    if tile > 1:  # accumulate the tile in registers, write it once
+        local = sch.cache_write(block, 0, "local")
+        sch.reverse_compute_at(local, columns)
+        sch.vectorize(sch.get_loops(local)[-1])
+        init = sch.decompose_reduction(block, ri)
+        sch.vectorize(sch.get_loops(init)[-1])
+    return sch.mod
+
+
+# From Section 6.4, "On a GPU" (chapters/performance/gpu.ipynb)
+def schedule_depthwise_cuda(module, threads_per_block=128):
+    """Schedule the NCHW ``depthwise_conv2d`` definition for CUDA: one thread per output."""
+    sch = tvm.s_tir.Schedule(module)
+    sch.compute_inline(sch.get_sblock("PaddedX"))
+    n, c, i, j, ri, rj = sch.get_loops(sch.get_sblock("Y"))
+    blocks, threads = sch.split(sch.fuse(n, c, i, j), [None, threads_per_block])
+    sch.bind(blocks, "blockIdx.x")
+    sch.bind(threads, "threadIdx.x")
+    sch.unroll(ri)
+    sch.unroll(rj)
+    return sch.mod

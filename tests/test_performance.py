@@ -1,0 +1,124 @@
+"""The performance chapter's kernels compute the right thing; the benchmark command works."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from conftest import REPO, conv_tolerance
+from d2ldw import bench
+from d2ldw import tvm as d2l_tvm
+
+# The nine distinct depthwise layers of MobileNet v1 at 224x224 (Howard et al. 2017, Table 1,
+# with the last depthwise layer at stride 1 as its sizes say): (channels, input size, stride).
+PAPER_DEPTHWISE = [(32, 112, 1), (64, 112, 2), (128, 56, 1), (128, 56, 2), (256, 28, 1),
+                   (256, 28, 2), (512, 14, 1), (512, 14, 2), (1024, 7, 1)]
+LANES = d2l_tvm.host_vector_lanes()
+
+
+def test_benchmark_layers_are_the_papers():
+    assert bench.depthwise_layers() == PAPER_DEPTHWISE
+
+
+def run_tuned(x, w, stride, tile):
+    from tvm import te
+    batch, channels, size, _ = x.shape
+    X = te.placeholder((batch, channels // LANES, size, size, LANES), name="X")
+    K = te.placeholder((channels // LANES, 3, 3, LANES), name="K")
+    Y = d2l_tvm.depthwise_conv2d_nchwc(X, K, stride=stride, padding=1)
+    module = d2l_tvm.schedule_depthwise_nchwc(d2l_tvm.prim_module([X, K, Y]), tile=tile)
+    import tvm
+    device = tvm.cpu()
+    arrays = [tvm.runtime.tensor(d2l_tvm.to_nchwc(x, LANES), device),
+              tvm.runtime.tensor(d2l_tvm.depthwise_weight_to_nchwc(w, LANES), device),
+              tvm.runtime.tensor(np.zeros([int(d) for d in Y.shape], "float32"), device)]
+    d2l_tvm.build(module)(*arrays)
+    return d2l_tvm.from_nchwc(arrays[-1].numpy())
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("channels, size, stride", PAPER_DEPTHWISE)
+def test_tuned_kernel_agrees_with_conv2d(channels, size, stride, batch):
+    rng = np.random.default_rng(channels + size + stride)
+    x = rng.standard_normal((batch, channels, size, size)).astype("float32")
+    w = rng.standard_normal((channels, 1, 3, 3)).astype("float32")
+    expected = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=stride, padding=1,
+                        groups=channels).numpy()
+    out_width = expected.shape[-1]
+    # every tile the chapter tries; tolerance: twice the dot-product bound (conftest, Higham
+    # eq. 3.5), since both results are within it of the exact sum
+    bound = conv_tolerance(x, w, None, stride, 1, 1, channels)
+    for tile in [t for t in (1, 2, 4, 7) if out_width % t == 0]:
+        result = run_tuned(x, w, stride, tile)
+        assert result.shape == expected.shape
+        assert (np.abs(result - expected) - bound).max() <= 0, tile
+
+
+def test_layout_helpers_round_trip_and_refuse_bad_shapes():
+    x = np.arange(2 * 32 * 3 * 5, dtype="float32").reshape(2, 32, 3, 5)
+    blocked = d2l_tvm.to_nchwc(x, 16)
+    assert blocked.shape == (2, 2, 3, 5, 16) and blocked[1, 1, 2, 4, 3] == x[1, 19, 2, 4]
+    np.testing.assert_array_equal(d2l_tvm.from_nchwc(blocked), x)
+    with pytest.raises(ValueError, match=r"channels \(24\) must be a multiple of lanes \(16\)"):
+        d2l_tvm.to_nchwc(np.zeros((1, 24, 2, 2)), 16)
+    with pytest.raises(ValueError, match=r"expected a depthwise weight \(C, 1, kH, kW\)"):
+        d2l_tvm.depthwise_weight_to_nchwc(np.zeros((32, 2, 3, 3)), 16)
+
+
+def test_nchwc_definition_checks_its_weight():
+    from tvm import te
+    with pytest.raises(ValueError, match=r"K must have shape \(2, kH, kW, 16\)"):
+        d2l_tvm.depthwise_conv2d_nchwc(te.placeholder((1, 2, 8, 8, 16)),
+                                       te.placeholder((2, 3, 3, 8)))
+
+
+def test_cuda_schedule_binds_blocks_and_threads():
+    from tvm import te
+    X = te.placeholder((1, 32, 14, 14), name="X")
+    K = te.placeholder((32, 1, 3, 3), name="K")
+    Y = d2l_tvm.depthwise_conv2d(X, K, padding=1)
+    script = d2l_tvm.schedule_depthwise_cuda(d2l_tvm.prim_module([X, K, Y])).script()
+    assert "blockIdx.x" in script and "threadIdx.x" in script
+    assert "PaddedX" not in script  # padding inlined
+
+
+def test_geometric_mean():
+    assert bench.geometric_mean([1, 4]) == 2
+    assert math.isclose(bench.geometric_mean([2, 2, 2]), 2, rel_tol=2**-50)  # exp(log 2): ~u
+    with pytest.raises(ValueError, match="positive numbers"):
+        bench.geometric_mean([1, 0])
+    with pytest.raises(ValueError, match="positive numbers"):
+        bench.geometric_mean([])
+
+
+def test_benchmark_command_prints_and_writes_json(tmp_path):
+    path = tmp_path / "result.json"
+    run = subprocess.run([sys.executable, "-m", "d2ldw.bench", "depthwise", "--layers", "2",
+                          "--repeat", "1", "--batch", "2", "--json", str(path)],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(path.read_text())
+    assert {"layers", "geomean_speedup_vs_torch", "threads", "batch", "repeat", "cpu"} <= set(result)
+    assert result["batch"] == 2 and len(result["layers"]) == 2
+    for row in result["layers"]:
+        assert set(row["gflops"]) == {"PyTorch", "PyTorch alone", "MXNet", "TE default",
+                                      "TE tuned"}
+        assert row["max_error_te_tuned"] < 1e-4  # float32 sums of 9 O(1) products: bound ~1e-6
+    speedups = [row["speedup_vs_torch"]["TE tuned"] for row in result["layers"]]
+    assert math.isclose(result["geomean_speedup_vs_torch"], bench.geometric_mean(speedups))
+    assert "geometric mean speedup of TE tuned vs PyTorch" in run.stdout
+
+
+def test_unknown_benchmark_parts_are_refused():
+    with pytest.raises(ValueError, match="unknown parts"):
+        bench.time_depthwise(["PyTorch", "cuDNN"], first_layers=1)
+
+
+def test_benchmark_command_refuses_bad_arguments():
+    run = subprocess.run([sys.executable, "-m", "d2ldw.bench", "depthwise", "--batch", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "must be positive" in run.stderr
