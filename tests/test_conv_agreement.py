@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import conv_tolerance, random_conv_data, run_te, torch_conv2d
+from conftest import (assert_gradients_match, conv_tolerance, random_conv_data, run_te,
+                      torch_conv2d)
 from d2ldw import conv2d_geometry
 from d2ldw import mxnet as d2l_mx
 from d2ldw import numpy as d2l_np
@@ -161,12 +162,8 @@ def test_unfold_gradients_match_conv2d():
     w = torch.randn(4, 3, 3, 2, dtype=torch.float64, generator=gen, requires_grad=True)
     b = torch.randn(4, dtype=torch.float64, generator=gen, requires_grad=True)
     kwargs = dict(stride=(2, 1), padding="valid", dilation=(1, 2))
-    ours = torch.autograd.grad(d2l_torch.conv2d_unfold(x, w, b, **kwargs).sin().sum(), (x, w, b))
-    theirs = torch.autograd.grad(F.conv2d(x, w, b, **kwargs).sin().sum(), (x, w, b))
-    for a, e in zip(ours, theirs):
-        # Gradients are float64 sums of at most a few hundred products of size O(1): the
-        # gamma_n bound (conftest) is below 1e-13 per unit of magnitude; 1e-12 leaves room.
-        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+    assert_gradients_match(lambda *a: d2l_torch.conv2d_unfold(*a, **kwargs),
+                           lambda *a: F.conv2d(*a, **kwargs), (x, w, b))
 
 
 def test_numpy_reference_keeps_dtype_and_matches_definition():

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import conv_tolerance, random_conv_data, run_te, torch_conv2d
+from conftest import (assert_gradients_match, conv_tolerance, random_conv_data, run_te,
+                      torch_conv2d)
 from d2ldw import depthwise_multiplier
 from d2ldw import mxnet as d2l_mx
 from d2ldw import numpy as d2l_np
@@ -148,24 +149,17 @@ def test_unfold_gradients_match_conv2d():
     w = torch.randn(6, 1, 3, 2, dtype=torch.float64, generator=gen, requires_grad=True)
     b = torch.randn(6, dtype=torch.float64, generator=gen, requires_grad=True)
     kwargs = dict(stride=(2, 1), padding="valid", dilation=(1, 2))
-    ours = torch.autograd.grad(
-        d2l_torch.depthwise_conv2d_unfold(x, w, b, **kwargs).sin().sum(), (x, w, b))
-    theirs = torch.autograd.grad(F.conv2d(x, w, b, groups=3, **kwargs).sin().sum(), (x, w, b))
-    for a, e in zip(ours, theirs):
-        # float64 sums of at most a few hundred O(1) products: the gamma_n bound of
-        # depthwise_tolerance is below 1e-13 per unit of magnitude; 1e-12 leaves room.
-        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+    assert_gradients_match(lambda *a: d2l_torch.depthwise_conv2d_unfold(*a, **kwargs),
+                           lambda *a: F.conv2d(*a, groups=3, **kwargs), (x, w, b))
 
 
 def test_unfold_gradients_with_same_padding_and_unbatched_input():
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(2, 6, 5, dtype=torch.float64, generator=gen, requires_grad=True)
     w = torch.randn(8, 1, 2, 4, dtype=torch.float64, generator=gen, requires_grad=True)
-    ours = torch.autograd.grad(
-        d2l_torch.depthwise_conv2d_unfold(x, w, padding="same").square().sum(), (x, w))
-    theirs = torch.autograd.grad(F.conv2d(x, w, padding="same", groups=2).square().sum(), (x, w))
-    for a, e in zip(ours, theirs):
-        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)  # as above
+    assert_gradients_match(lambda *a: d2l_torch.depthwise_conv2d_unfold(*a, padding="same"),
+                           lambda *a: F.conv2d(*a, padding="same", groups=2), (x, w),
+                           loss=lambda y: y.square().sum())
 
 
 BAD_WEIGHTS = [
