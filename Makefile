@@ -9,13 +9,21 @@ export MALLOC_MMAP_THRESHOLD_ := 1000000000
 export MALLOC_TRIM_THRESHOLD_ := 1000000000
 INSTALLED := $(VENV)/.installed
 
-.PHONY: book test extract clean
+.PHONY: book test test-reduced-isa extract clean
 
 book: $(INSTALLED)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
+
+# The CPU-dependent tests again, as on a smaller CPU: PyTorch and oneDNN held to AVX2, TVM
+# building for the generic x86-64 (SSE2, no FMA). Every x86-64 CPU with AVX2 can run it.
+REDUCED_ISA := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 D2LDW_LLVM_MCPU=x86-64
+CPU_DEPENDENT_TESTS := tests/test_bitwise.py tests/test_numerics.py tests/test_performance.py \
+	tests/test_depthwise.py
+test-reduced-isa: $(INSTALLED)
+	env $(REDUCED_ISA) $(BIN)/python -m pytest $(CPU_DEPENDENT_TESTS)
 
 # Regenerate d2ldw's modules from the chapters' #@save cells (run as a script, so that it
 # works even when a generated module is broken or missing).

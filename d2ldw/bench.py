@@ -18,6 +18,8 @@ import math
 import os
 import sys
 
+from d2ldw.hardware import available_cpus, describe_cpu
+
 ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
 
 
@@ -99,11 +101,11 @@ def _te_candidates(x, w, stride, lanes):
                              d2l_tvm.schedule_depthwise_nchwc)
     to_blocked = te.compute(Xc.shape, lambda n, b, i, j, l: X[n, b * lanes + l, i, j], name="T")
     layout, _ = compiled([X, to_blocked], [x], _schedule_layout)
-    return {"TE default": default, "TE tuned": tuned, "NCHW to NCHW16c": layout}, result
+    return {"TE default": default, "TE tuned": tuned, "layout": layout}, result
 
 
 # From Section 6.3, "Results: the nine depthwise layers of MobileNet v1" (chapters/performance/results.ipynb)
-PARTS = ("PyTorch", "MXNet", "TE default", "TE tuned", "NCHW to NCHW16c")
+PARTS = ("PyTorch", "MXNet", "TE default", "TE tuned", "layout")  # layout: NCHW to NCHW[x]c
 
 
 def time_depthwise(parts, batch=1, threads=None, repeat=7, first_layers=None,
@@ -121,7 +123,7 @@ def time_depthwise(parts, batch=1, threads=None, repeat=7, first_layers=None,
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown parts {sorted(unknown)}; expected some of {PARTS}")
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or available_cpus()
     _configure(threads)
     layers = depthwise_layers()[:first_layers]
     lanes = d2l_tvm.host_vector_lanes()
@@ -138,7 +140,7 @@ def time_depthwise(parts, batch=1, threads=None, repeat=7, first_layers=None,
             xm, wm = d2l_mx.nd.array(x), d2l_mx.nd.array(w)
             calls["MXNet"] = lambda xm=xm, wm=wm, s=stride, c=channels: d2l_mx.conv2d(
                 xm, wm, stride=s, padding=1, groups=c).wait_to_read()
-        if {"TE default", "TE tuned", "NCHW to NCHW16c"} & set(parts):
+        if {"TE default", "TE tuned", "layout"} & set(parts):
             te_calls, result = _te_candidates(x, w, stride, lanes)
             calls.update(te_calls)
             expected = F.conv2d(xt, wt, stride=stride, padding=1, groups=channels).numpy()
@@ -179,12 +181,12 @@ def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None):
     """The benchmark: PyTorch and TE interleaved in this process; PyTorch alone and MXNet
     alone in child processes (MXNet slows PyTorch down when they share one). Speedups are
     against the faster PyTorch measurement. Returns a JSON-able dict."""
-    import tvm
-
     from d2ldw import tvm as d2l_tvm
 
-    threads = threads or len(os.sched_getaffinity(0))
-    shared = time_depthwise(["PyTorch", "TE default", "TE tuned", "NCHW to NCHW16c"], batch,
+    threads = threads or available_cpus()
+    lanes = d2l_tvm.host_vector_lanes()
+    layout = f"NCHW to NCHW{lanes}c"  # the label says which blocking this CPU got
+    shared = time_depthwise(["PyTorch", "TE default", "TE tuned", "layout"], batch,
                             threads, repeat, first_layers)
     alone = _time_in_child(["PyTorch"], batch, threads, repeat, first_layers)["seconds"]
     mxnet = _time_in_child(["MXNet"], batch, threads, repeat, first_layers)["seconds"]
@@ -193,6 +195,7 @@ def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None):
         channels, size, stride = map(int, name.split("/"))
         seconds = {**seconds, "PyTorch alone": alone[name]["PyTorch"],
                    "MXNet": mxnet[name]["MXNet"]}
+        seconds[layout] = seconds.pop("layout")
         flops = conv2d_cost((batch, channels, size, size), (channels, 1, 3, 3), stride, 1,
                             groups=channels).flops
         torch_time = min(seconds["PyTorch"], seconds["PyTorch alone"])
@@ -201,26 +204,27 @@ def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None):
             "channels": channels, "size": size, "stride": stride, "batch": batch,
             "gflop": flops / 1e9, "max_error_te_tuned": shared["max_error_te_tuned"][name],
             "median_us": {k: v * 1e6 for k, v in seconds.items()},
-            "gflops": {k: flops / v / 1e9 for k, v in seconds.items() if k != "NCHW to NCHW16c"},
+            "gflops": {k: flops / v / 1e9 for k, v in seconds.items() if k != layout},
             "speedup_vs_torch": {"MXNet": torch_time / seconds["MXNet"],
                                  "TE default": torch_time / seconds["TE default"],
                                  "TE tuned": torch_time / tuned,
                                  "TE tuned + layout": torch_time / (
-                                     tuned + seconds["NCHW to NCHW16c"])}})
+                                     tuned + seconds[layout])}})
     return {"layers": rows, "batch": batch, "threads": threads, "repeat": repeat,
             "geomean_speedup_vs_torch": geometric_mean(
                 r["speedup_vs_torch"]["TE tuned"] for r in rows),
             "geomean_speedup_vs_torch_with_layout": geometric_mean(
                 r["speedup_vs_torch"]["TE tuned + layout"] for r in rows),
-            "cpu": tvm.target.codegen.llvm_get_system_cpu(),
-            "vector_lanes": d2l_tvm.host_vector_lanes()}
+            "cpu": str(d2l_tvm.host_target().attrs["mcpu"]),
+            "cpu_description": str(describe_cpu()), "vector_lanes": lanes}
 
 
 # From Section 6.3, "Results: the nine depthwise layers of MobileNet v1" (chapters/performance/results.ipynb)
 def format_table(result):
     """The benchmark's table as text: GFLOP/s per implementation and speedups vs PyTorch."""
     names = ["PyTorch", "PyTorch alone", "MXNet", "TE default", "TE tuned"]
-    lines = [f"depthwise 3x3, MobileNet v1, batch {result['batch']}, {result['threads']} threads, "
+    lines = [*result.get("cpu_description", "").splitlines(),
+             f"depthwise 3x3, MobileNet v1, batch {result['batch']}, {result['threads']} threads, "
              f"{result['cpu']}; GFLOP/s, medians of {result['repeat']} interleaved rounds",
              f"{'C':>5} {'size':>4} {'s':>1} | " + " ".join(f"{n:>13}" for n in names)
              + f" | {'tuned/PyTorch':>13} {'+layout':>8}"]
@@ -242,7 +246,7 @@ def main(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
     depthwise = commands.add_parser("depthwise", help="MobileNet v1's depthwise layers")
     depthwise.add_argument("--batch", type=int, default=1)
-    depthwise.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    depthwise.add_argument("--threads", type=int, default=available_cpus())
     depthwise.add_argument("--repeat", type=int, default=7)
     depthwise.add_argument("--layers", type=int, default=None,
                            help="only the first N layers (for a quick check)")

@@ -18,8 +18,10 @@ import os
 
 import numpy as np
 
+from d2ldw.hardware import available_cpus
+
 # MXNet's start-up otherwise lowers the OpenMP thread count PyTorch uses in this process.
-os.environ.setdefault("MXNET_OMP_MAX_THREADS", str(len(os.sched_getaffinity(0))))
+os.environ.setdefault("MXNET_OMP_MAX_THREADS", str(available_cpus()))
 
 # MXNet 1.9.1 refers to np.bool, np.int, ... which NumPy removed in 1.24; it cannot be
 # imported without them, so restore them (as the builtins they aliased) before it is.

@@ -6,7 +6,7 @@ chapters. Do not edit: change the chapter and regenerate.
 
 from d2ldw.shapes import conv2d_geometry, depthwise_multiplier
 
-__all__ = ['ErrorReport', 'UNIT_ROUNDOFF', 'conv_error_bound', 'error_report', 'fma32', 'gamma', 'max_ulp_distance', 'round_to_bfloat16', 'sequential_depthwise', 'ulp_distance', 'unit_roundoff']
+__all__ = ['ErrorReport', 'SUMMATION_ORDERS', 'UNIT_ROUNDOFF', 'conv_error_bound', 'error_report', 'fma32', 'gamma', 'matching_order', 'max_ulp_distance', 'probe_depthwise_order', 'round_to_bfloat16', 'sequential_depthwise', 'summation_tree_sizes', 'ulp_distance', 'unit_roundoff']
 
 
 # From Section 5.2, "Measuring error properly" (chapters/numerics/measuring_error.ipynb)
@@ -273,12 +273,17 @@ def fma32(a, b, c):
     return np.where(use_other, other, r).astype(np.float32)
 
 
-def sequential_depthwise(x, w, stride=1, padding=0, dilation=1, fma=True):
-    """Depthwise convolution in float32 with each output's taps added one by one, row-major.
+def sequential_depthwise(x, w, stride=1, padding=0, dilation=1, fma=True,
+                         accumulators=1):
+    """Depthwise convolution in float32 with each output's taps added one by one.
 
-    For every output, ``acc = 0`` then ``acc = acc + x*w`` for the taps (ri, rj) in
-    row-major order: with ``fma=True`` each step rounds once (a fused multiply-add),
-    with ``fma=False`` twice (the product, then the sum). ``x`` ``(N, C, H, W)`` and ``w``
+    Taps are numbered row-major, ``t = ri * kW + rj``. With ``accumulators=1``, every
+    output is ``acc = 0`` then ``acc = acc + x*w`` over the taps in order. With
+    ``accumulators=a``, the first ``a * (n // a)`` taps of the ``n`` go round-robin to
+    ``a`` accumulators (tap ``t`` to accumulator ``t % a``, each in order), these are
+    added left to right, and the remaining ``n % a`` taps are added one by one.
+    ``fma=True``: each multiply-add rounds once (a fused multiply-add); ``fma=False``:
+    twice (the product, then the sum). ``x`` ``(N, C, H, W)`` and ``w``
     ``(C*M, 1, kH, kW)`` are float32 NumPy arrays; no bias. Emulates, bit for bit, the
     summation orders that kernels use, to explain when two of them agree bitwise.
     """
@@ -287,18 +292,105 @@ def sequential_depthwise(x, w, stride=1, padding=0, dilation=1, fma=True):
         raise TypeError(f"x and w must be float32, got {x.dtype} and {w.dtype}")
     if x.ndim != 4:
         raise ValueError(f"x must be batched (N, C, H, W), got shape {x.shape}")
+    if isinstance(accumulators, bool) or not isinstance(accumulators, (int, np.integer)) \
+            or accumulators < 1:
+        raise ValueError(f"accumulators must be a positive int, got {accumulators!r}")
     m = depthwise_multiplier(x.shape[1], w.shape)
     g = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups=x.shape[1])
     (top, bottom), (left, right) = g.padding
     padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     padded = np.repeat(padded, m, axis=1)  # output channel o reads input channel o // M
     (sh, sw), (dh, dw), (oh, ow) = g.stride, g.dilation, g.out_size
-    acc = np.zeros(g.output_shape, dtype=np.float32)
-    for ri in range(g.kernel_size[0]):
-        for rj in range(g.kernel_size[1]):
-            window = padded[:, :, ri * dh:ri * dh + sh * (oh - 1) + 1:sh,
-                            rj * dw:rj * dw + sw * (ow - 1) + 1:sw]
-            tap = w[:, 0, ri, rj].reshape(1, -1, 1, 1)
-            acc = fma32(window, np.broadcast_to(tap, window.shape), acc) if fma \
-                else acc + window * tap  # NumPy rounds the product, then the sum
+    kh, kw = g.kernel_size
+
+    def add_tap(acc, t):
+        ri, rj = divmod(t, kw)
+        window = padded[:, :, ri * dh:ri * dh + sh * (oh - 1) + 1:sh,
+                        rj * dw:rj * dw + sw * (ow - 1) + 1:sw]
+        tap = np.broadcast_to(w[:, 0, ri, rj].reshape(1, -1, 1, 1), window.shape)
+        # NumPy rounds the product, then the sum; fma32 rounds once
+        return fma32(window, tap, acc) if fma else acc + window * tap
+
+    n, a = kh * kw, int(accumulators)
+    interleaved = a * (n // a)
+    partial = [np.zeros(g.output_shape, dtype=np.float32) for _ in range(a)]
+    for t in range(interleaved):
+        partial[t % a] = add_tap(partial[t % a], t)
+    acc = partial[0]
+    for other in partial[1:]:
+        acc = acc + other
+    for t in range(interleaved, n):
+        acc = add_tap(acc, t)
     return acc
+
+
+def summation_tree_sizes(add_up, n):
+    """Reveal the order in which a black-box sum of ``n`` float32 terms adds them.
+
+    ``add_up(values)`` must return the sum of the ``n`` float32 ``values`` as the kernel
+    under study computes it. For each pair of terms (a, b), the terms are set to
+    ``+2**30`` at a, ``-2**30`` at b and 1 elsewhere: a partial sum that holds a big term
+    absorbs any 1 added to it (float32 keeps no 1 next to ``2**30``), so exactly the
+    ones added *after* the two big terms have cancelled survive. Entry (a, b) of the
+    returned ``(n, n)`` int array is ``n`` minus the result: the number of terms in the
+    smallest partial sum that contains both a and b. A one-by-one chain gives
+    ``max(a, b) + 1``. (The idea of Xie et al., "FPRev", 2024.)
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 2 <= n <= 64:
+        raise ValueError(f"n must be an int from 2 to 64, got {n!r}")
+    sizes = np.zeros((n, n), dtype=np.int64)
+    for a in range(n):
+        for b in range(n):
+            if a != b:
+                values = np.ones(n, dtype=np.float32)
+                values[a], values[b] = 2.0**30, -(2.0**30)
+                sizes[a, b] = n - int(round(float(add_up(values))))
+    return sizes
+
+
+def probe_depthwise_order(conv, x_shape, w_shape, stride=1, padding=0, dilation=1):
+    """``summation_tree_sizes`` of one output of a depthwise convolution ``conv(x, w)``.
+
+    ``conv`` takes and returns float32 NumPy arrays of the given shapes (groups = C).
+    The weight is all ones and the input zero except under one output's window, which
+    holds the probe's terms; the output read is that of the first batch element and
+    channel, at the centre of the output. Returns the ``(kH*kW, kH*kW)`` array.
+    """
+    g = conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups=x_shape[-3])
+    (top, _), (left, _) = g.padding
+    (sh, sw), (dh, dw) = g.stride, g.dilation
+    (kh, kw), (oi, oj) = g.kernel_size, (g.out_size[0] // 2, g.out_size[1] // 2)
+    rows = [oi * sh - top + ri * dh for ri in range(kh)]
+    cols = [oj * sw - left + rj * dw for rj in range(kw)]
+    if min(rows + cols) < 0 or max(rows) >= x_shape[-2] or max(cols) >= x_shape[-1]:
+        raise ValueError(f"the centre output's window leaves the input {x_shape}: choose a "
+                         f"larger input or less padding")
+    w = np.ones(w_shape, dtype=np.float32)
+
+    def add_up(values):
+        x = np.zeros(x_shape, dtype=np.float32)
+        x[(0,) * (len(x_shape) - 3) + (0, slice(None), slice(None))][np.ix_(rows, cols)] = \
+            values.reshape(kh, kw)
+        return conv(x, w)[(0,) * (len(x_shape) - 3) + (0, oi, oj)]
+
+    return summation_tree_sizes(add_up, kh * kw)
+
+
+SUMMATION_ORDERS = {"chain, FMA": dict(accumulators=1, fma=True),
+                    "chain, no FMA": dict(accumulators=1, fma=False),
+                    "2 accumulators, FMA": dict(accumulators=2, fma=True),
+                    "2 accumulators, no FMA": dict(accumulators=2, fma=False)}
+
+
+def matching_order(y, x, w, stride=1, padding=0, dilation=1):
+    """Which of ``SUMMATION_ORDERS`` the depthwise result ``y`` of ``x``, ``w`` follows.
+
+    Returns ``(name, fraction)``: the order whose ``sequential_depthwise`` emulation
+    agrees with ``y`` in the largest fraction of outputs, and that fraction; ``y``
+    follows that order bit for bit when the fraction is 1.
+    """
+    agreement = {name: float(np.mean(np.asarray(y) == sequential_depthwise(
+        x, w, stride, padding, dilation, **order)))
+        for name, order in SUMMATION_ORDERS.items()}
+    best = max(agreement, key=agreement.get)
+    return best, agreement[best]

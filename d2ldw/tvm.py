@@ -10,7 +10,7 @@ require('tvm', 'apache-tvm==0.27.0.post1', module='d2ldw.tvm', extra='tvm')
 
 from d2ldw.shapes import conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'depthwise_conv2d', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'from_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'separable_conv2d', 'to_nchwc']
+__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'depthwise_conv2d', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'from_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc']
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
@@ -74,9 +74,29 @@ def add_bias(Y, B):
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
+import os
+
+
 def host_target():
-    """TVM target for this machine's CPU, with its exact model as ``mcpu``."""
-    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+    """TVM target for this machine's CPU, with LLVM's name for its model as ``mcpu``.
+
+    The environment variable ``D2LDW_LLVM_MCPU`` names another CPU instead, e.g.
+    ``x86-64`` (the generic baseline: SSE2, no AVX, no FMA), to check code built for a
+    smaller instruction set on this machine.
+    """
+    codegen = tvm.target.codegen
+    mcpu = os.environ.get("D2LDW_LLVM_MCPU")
+    if not mcpu:
+        mcpu = codegen.llvm_get_system_cpu()
+    elif not codegen.llvm_is_valid_cpu(mcpu, codegen.llvm_get_system_triple()):
+        raise ValueError(f"D2LDW_LLVM_MCPU must name a CPU that LLVM knows (e.g. x86-64, "
+                         f"haswell, skylake-avx512), got {mcpu!r}")
+    return tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+
+
+def target_features(target=None):
+    """The instruction-set features (LLVM names: ``avx2``, ``fma``, ...) of ``target``."""
+    return set(tvm.target.codegen.llvm_get_cpu_features(target or host_target()))
 
 
 def prim_module(tensors):
@@ -219,14 +239,79 @@ def separable_conv2d(X, DW, PW, stride=1, padding=0, dilation=1, depthwise_bias=
     return Z
 
 
+# From Section 5.4, "Bitwise equality" (chapters/numerics/bitwise.ipynb)
+def depthwise_conv2d_interleaved(X, K, stride=1, padding=0, dilation=1, accumulators=1):
+    """TE depthwise convolution, NCHW, adding the taps in a chosen order.
+
+    Taps are numbered row-major, ``t = ri * kW + rj``; ``t < a * (n // a)`` goes to
+    partial sum ``t % a`` (each a stage ``Partial<p>``, reduced in order), the partial
+    sums are added left to right and the remaining ``n % a`` taps added one by one, as
+    in ``d2ldw.sequential_depthwise(..., accumulators=a)``. ``X`` is ``(N, C, H, W)``,
+    ``K`` is ``(C*M, 1, kH, kW)``. Returns ``Y`` of shape ``(N, C*M, H_out, W_out)``.
+    """
+    x_shape, k_shape = _static_shape(X), _static_shape(K)
+    if len(x_shape) != 4:
+        raise ValueError(f"X must be batched (N, C, H, W), got shape {x_shape}")
+    if isinstance(accumulators, bool) or not isinstance(accumulators, int) \
+            or accumulators < 1:
+        raise ValueError(f"accumulators must be a positive int, got {accumulators!r}")
+    multiplier = depthwise_multiplier(x_shape[1], k_shape)
+    g = conv2d_geometry(x_shape, k_shape, stride, padding, dilation, groups=x_shape[1])
+    padded = _pad(X, *g.padding)
+    (sh, sw), (dh, dw), (kh, kw) = g.stride, g.dilation, g.kernel_size
+    taps, a = kh * kw, accumulators
+
+    def product(n, o, i, j, t):
+        ri, rj = t // kw, t % kw
+        return (padded[n, o // multiplier, i * sh + ri * dh, j * sw + rj * dw]
+                * K[o, 0, ri, rj])
+
+    def partial_sum(p):  # the taps p, p + a, p + 2a, ... in order
+        r = te.reduce_axis((0, taps // a), name=f"r{p}")
+        return te.compute(g.output_shape,
+                          lambda n, o, i, j: te.sum(product(n, o, i, j, r * a + p), axis=r),
+                          name=f"Partial{p}")
+
+    partials = [partial_sum(p) for p in range(a)]
+
+    def combine(n, o, i, j):
+        total = partials[0][n, o, i, j]
+        for partial in partials[1:]:
+            total = total + partial[n, o, i, j]
+        for t in range(a * (taps // a), taps):
+            total = total + product(n, o, i, j, t)
+        return total
+
+    return te.compute(g.output_shape, combine, name="Y")
+
+
+def target_with_fma(fma, target=None):
+    """``target`` (default ``host_target()``) with x86 FMA instructions allowed or not.
+
+    LLVM contracts ``a*b + c`` into one fused multiply-add only where the target has
+    the instruction, so this decides how a kernel rounds. ``fma=True`` raises
+    ValueError on a CPU without FMA, where such a kernel could not run.
+    """
+    target = target or host_target()
+    if fma:
+        this_cpu = tvm.target.Target({"kind": "llvm",
+                                      "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+        if "fma" not in target_features(this_cpu):
+            raise ValueError("this CPU has no FMA instructions, so a kernel built with "
+                             "them cannot run here")
+    config = dict(target.export())
+    config["mattr"] = [*config.get("mattr", []), "+fma" if fma else "-fma"]
+    return tvm.target.Target(config)
+
+
 # From Section 6.2, "Scheduling depthwise convolution in TensorIR" (chapters/performance/scheduling.ipynb)
-def host_vector_lanes():
-    """float32 lanes of this CPU's widest vector registers: 16 with AVX-512, else 8."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            return 16 if " avx512f" in info.read() else 8
-    except OSError:  # not Linux: assume AVX2-class vectors
-        return 8
+def host_vector_lanes(target=None):
+    """float32 lanes of the widest vector registers ``target`` (default: ``host_target()``)
+    may use: 16 with AVX-512, 8 with AVX or AVX2, 4 otherwise (SSE2, NEON)."""
+    features = target_features(target)
+    if "avx512f" in features:
+        return 16
+    return 8 if "avx" in features else 4
 
 
 def to_nchwc(x, lanes):
@@ -318,7 +403,10 @@ def schedule_depthwise_nchwc(module, tile=1):
 def schedule_depthwise_cuda(module, threads_per_block=128):
     """Schedule the NCHW ``depthwise_conv2d`` definition for CUDA: one thread per output."""
     sch = tvm.s_tir.Schedule(module)
-    sch.compute_inline(sch.get_sblock("PaddedX"))
+    stages = {sch.get(block).name_hint
+              for block in sch.get_child_blocks(sch.get_sblock("root"))}
+    if "PaddedX" in stages:  # depthwise_conv2d adds no padding stage for padding=0
+        sch.compute_inline(sch.get_sblock("PaddedX"))
     n, c, i, j, ri, rj = sch.get_loops(sch.get_sblock("Y"))
     blocks, threads = sch.split(sch.fuse(n, c, i, j), [None, threads_per_block])
     sch.bind(blocks, "blockIdx.x")

@@ -43,6 +43,9 @@ def run_tuned(x, w, stride, tile):
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("channels, size, stride", PAPER_DEPTHWISE)
 def test_tuned_kernel_agrees_with_conv2d(channels, size, stride, batch):
+    """CPU-dependent in two ways, both measured: the blocking (LANES, read off the target TVM
+    builds for) and the order oneDNN sums in. The assertion uses neither: any order is within
+    the dot-product bound of the exact sum (Higham eq. 3.5), on every x86-64 CPU."""
     rng = np.random.default_rng(channels + size + stride)
     x = rng.standard_normal((batch, channels, size, size)).astype("float32")
     w = rng.standard_normal((channels, 1, 3, 3)).astype("float32")
@@ -76,14 +79,48 @@ def test_nchwc_definition_checks_its_weight():
                                        te.placeholder((2, 3, 3, 8)))
 
 
-def test_cuda_schedule_binds_blocks_and_threads():
+@pytest.mark.parametrize("padding", [1, 0, (0, 1)])
+def test_cuda_schedule_binds_blocks_and_threads(padding):
+    """padding=0 makes no PaddedX stage; the schedule must not assume one."""
     from tvm import te
     X = te.placeholder((1, 32, 14, 14), name="X")
     K = te.placeholder((32, 1, 3, 3), name="K")
-    Y = d2l_tvm.depthwise_conv2d(X, K, padding=1)
+    Y = d2l_tvm.depthwise_conv2d(X, K, padding=padding)
     script = d2l_tvm.schedule_depthwise_cuda(d2l_tvm.prim_module([X, K, Y])).script()
     assert "blockIdx.x" in script and "threadIdx.x" in script
-    assert "PaddedX" not in script  # padding inlined
+    assert "PaddedX" not in script  # padding inlined, or never there
+
+
+@pytest.mark.parametrize("mcpu, lanes", [("x86-64", 4), ("haswell", 8),
+                                         ("skylake-avx512", 16)])
+def test_vector_lanes_come_from_the_target(mcpu, lanes):
+    """Lanes are read off the target TVM compiles for, not off this machine."""
+    import tvm
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    assert d2l_tvm.host_vector_lanes(target) == lanes
+
+
+def test_host_target_follows_D2LDW_LLVM_MCPU(monkeypatch):
+    import tvm
+    monkeypatch.setenv("D2LDW_LLVM_MCPU", "x86-64")
+    assert str(d2l_tvm.host_target().attrs["mcpu"]) == "x86-64"
+    assert d2l_tvm.host_vector_lanes() == 4 and "fma" not in d2l_tvm.target_features()
+    from d2ldw.hardware import describe_cpu
+    assert "building for mcpu=x86-64: SSE2, FMA no" in str(describe_cpu())
+    monkeypatch.setenv("D2LDW_LLVM_MCPU", "no-such-cpu")
+    with pytest.raises(ValueError, match="D2LDW_LLVM_MCPU must name a CPU that LLVM knows"):
+        d2l_tvm.host_target()
+    monkeypatch.delenv("D2LDW_LLVM_MCPU")
+    assert str(d2l_tvm.host_target().attrs["mcpu"]) == tvm.target.codegen.llvm_get_system_cpu()
+
+
+def test_available_cpus_without_sched_getaffinity(monkeypatch):
+    import os
+    from d2ldw.hardware import available_cpus, describe_cpu
+    assert available_cpus() >= 1
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert available_cpus() == (os.cpu_count() or 1)
+    assert "available to this process" in str(describe_cpu())
 
 
 def test_geometric_mean():
@@ -104,9 +141,11 @@ def test_benchmark_command_prints_and_writes_json(tmp_path):
     result = json.loads(path.read_text())
     assert {"layers", "geomean_speedup_vs_torch", "threads", "batch", "repeat", "cpu"} <= set(result)
     assert result["batch"] == 2 and len(result["layers"]) == 2
+    assert result["vector_lanes"] == LANES  # the child process targets what we do
     for row in result["layers"]:
         assert set(row["gflops"]) == {"PyTorch", "PyTorch alone", "MXNet", "TE default",
                                       "TE tuned"}
+        assert f"NCHW to NCHW{LANES}c" in row["median_us"]
         assert row["max_error_te_tuned"] < 1e-4  # float32 sums of 9 O(1) products: bound ~1e-6
     speedups = [row["speedup_vs_torch"]["TE tuned"] for row in result["layers"]]
     assert math.isclose(result["geomean_speedup_vs_torch"], bench.geometric_mean(speedups))
