@@ -9,9 +9,10 @@ from d2ldw._requires import require
 require('torch', 'torch==2.13.0', module='d2ldw.torch', extra='torch')
 
 from d2ldw.cost import conv2d_cost
+from d2ldw.numerics import SUMMATION_ORDERS, matching_order
 from d2ldw.shapes import conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'NetworkCost', 'SeparableConv2d', 'calibrate_batchnorm', 'conv2d_unfold', 'count_cost', 'depthwise_conv2d_unfold', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'replace_depthwise', 'separable_conv2d']
+__all__ = ['DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'NetworkCost', 'SeparableConv2d', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'conv2d_unfold', 'count_cost', 'depthwise_conv2d_unfold', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'replace_depthwise', 'separable_conv2d']
 
 
 # From Section 1.3, "Convolution as matrix multiplication" (chapters/conv2d/as_matmul.ipynb)
@@ -502,3 +503,114 @@ def mobilenet_v1_full_conv(width_multiplier=1.0, num_classes=1000):
             block = _conv_bn(conv.in_channels, conv.out_channels, 3, stride, 1, nn.ReLU)
         layers.append(block)
     return nn.Sequential(*layers)
+
+
+# From Section 5.5, "A bit-identical swap" (chapters/numerics/bitwise_swap.ipynb)
+import numpy as np
+
+
+class _TEDepthwiseFunction(torch.autograd.Function):
+    """TVM forward, PyTorch backward, for TEDepthwiseConv2d."""
+
+    @staticmethod
+    def forward(ctx, x, weight, layer):
+        ctx.save_for_backward(x, weight)
+        ctx.layer = layer
+        return layer.run_kernel(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        layer = ctx.layer
+        kwargs = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+                      groups=x.shape[1])
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.nn.grad.conv2d_input(x.shape, weight, grad, **kwargs)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.nn.grad.conv2d_weight(x, weight.shape, grad, **kwargs)
+        return grad_x, grad_w, None
+
+
+class TEDepthwiseConv2d(nn.Module):
+    """A depthwise convolution whose forward pass is a TVM kernel bit-identical to F.conv2d.
+
+    At the first call with each input shape, the layer measures which of
+    ``d2ldw.SUMMATION_ORDERS`` ``F.conv2d`` follows for that shape on this CPU and compiles
+    ``d2ldw.tvm.depthwise_conv2d_interleaved`` for it; tensors reach TVM through DLPack.
+    float32, zero padding, no bias; needs apache-tvm. Raises RuntimeError for a shape whose
+    ``F.conv2d`` follows none of the emulated orders (then no kernel can match it).
+    """
+
+    def __init__(self, weight, stride=1, padding=0, dilation=1):
+        super().__init__()
+        if weight.dtype != torch.float32 or weight.dim() != 4 or weight.shape[1] != 1:
+            raise ValueError(f"weight must be a float32 (C*M, 1, kH, kW) tensor, got "
+                             f"{weight.dtype} of shape {tuple(weight.shape)}")
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.kernels = {}  # input shape -> (summation order, compiled kernel)
+
+    @classmethod
+    def from_conv(cls, conv):
+        """A copy of the depthwise ``nn.Conv2d`` ``conv`` (no bias, zero padding)."""
+        if not is_depthwise(conv):
+            raise ValueError(f"expected a depthwise nn.Conv2d (groups == in_channels > 1), "
+                             f"got {conv!r}")
+        if conv.bias is not None or conv.padding_mode != "zeros" \
+                or isinstance(conv.padding, str):
+            raise ValueError(f"expected bias=False, padding_mode='zeros' and numeric "
+                             f"padding, got {conv!r}")
+        layer = cls(conv.weight, conv.stride, conv.padding, conv.dilation)
+        layer.weight.requires_grad_(conv.weight.requires_grad)
+        return layer
+
+    def order_for(self, input_shape):
+        """The summation order F.conv2d follows for this input shape here (or None)."""
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(input_shape).astype(np.float32)
+        w = rng.standard_normal(tuple(self.weight.shape)).astype(np.float32)
+        kwargs = dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
+        y = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), groups=input_shape[1],
+                     **kwargs).numpy()
+        name, fraction = matching_order(y, x, w, **kwargs)
+        return name if fraction == 1 else None
+
+    def compiled(self, input_shape):
+        """(order, kernel) for ``input_shape``, measured and compiled at first use."""
+        if input_shape not in self.kernels:
+            from d2ldw import tvm as d2l_tvm
+
+            order = self.order_for(input_shape)
+            if order is None:
+                raise RuntimeError(
+                    f"F.conv2d follows none of the emulated summation orders for input "
+                    f"{input_shape} on this CPU, so no kernel here can match it bit for bit; "
+                    f"use F.conv2d itself, or DepthwiseConv2dUnfold within the bound")
+            settings = SUMMATION_ORDERS[order]
+            X = d2l_tvm.te.placeholder(input_shape, name="X")
+            K = d2l_tvm.te.placeholder(tuple(self.weight.shape), name="K")
+            Y = d2l_tvm.depthwise_conv2d_interleaved(
+                X, K, self.stride, self.padding, self.dilation, settings["accumulators"])
+            target = d2l_tvm.target_with_fma(settings["fma"])
+            self.kernels[input_shape] = order, d2l_tvm.build([X, K, Y], target)
+        return self.kernels[input_shape]
+
+    def run_kernel(self, x, weight):
+        from d2ldw import tvm as d2l_tvm
+
+        if x.dtype != torch.float32 or x.device.type != "cpu":
+            raise ValueError(f"input must be a float32 CPU tensor, got {x.dtype} on "
+                             f"{x.device}")
+        batched = x if x.dim() == 4 else x.unsqueeze(0)
+        batched = batched.detach().contiguous()
+        g = conv2d_geometry(tuple(batched.shape), tuple(weight.shape), self.stride,
+                            self.padding, self.dilation, groups=batched.shape[1])
+        _, kernel = self.compiled(tuple(batched.shape))
+        y = torch.empty(g.output_shape, dtype=torch.float32)
+        as_tvm = d2l_tvm.tvm.runtime.from_dlpack  # a view of the same memory, no copy
+        kernel(as_tvm(batched), as_tvm(weight.detach().contiguous()), as_tvm(y))
+        return y if x.dim() == 4 else y[0]
+
+    def forward(self, input):
+        return _TEDepthwiseFunction.apply(input, self.weight, self)

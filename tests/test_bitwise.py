@@ -259,3 +259,78 @@ def test_swapped_mobilenet_layers_are_within_the_bound():
         for y in (ours, theirs):
             assert ((y.double() - exact).abs().numpy() <= bound).all()
     assert replace_depthwise(model, DepthwiseConv2dUnfold.from_conv) == 13
+
+
+def swapped_copy(model, build):
+    copy = build().eval()
+    copy.load_state_dict(model.state_dict())
+    return copy
+
+
+@pytest.mark.parametrize("channels, multiplier, stride, size", [(16, 1, 1, 14), (16, 2, 2, 15),
+                                                                (8, 3, 1, 9)])
+def test_te_layer_is_bit_identical_wherever_the_order_is_known(channels, multiplier, stride,
+                                                               size):
+    """Measures F.conv2d's order for the shape first (the layer's own order_for): where it is
+    one of the emulated orders, the layer's output is torch.equal to nn.Conv2d's (same
+    roundings, same order); where it is none, the layer refuses with a RuntimeError rather
+    than returning an almost-equal result. Either way the assertion holds on any CPU."""
+    from d2ldw.torch import TEDepthwiseConv2d
+    torch.manual_seed(channels + multiplier)
+    conv = torch.nn.Conv2d(channels, channels * multiplier, 3, stride=stride, padding=1,
+                           groups=channels, bias=False)
+    layer = TEDepthwiseConv2d.from_conv(conv)
+    x = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(1))
+    if layer.order_for(tuple(x.shape)) is None:
+        with pytest.raises(RuntimeError, match="follows none of the emulated summation orders"):
+            layer(x)
+        return
+    with torch.no_grad():
+        assert torch.equal(layer(x), conv(x))
+        assert torch.equal(layer(x[0]), conv(x[0]))  # unbatched input too
+    x.requires_grad_(True)
+    mine = torch.autograd.grad(layer(x).sin().sum(), (x, layer.weight))
+    theirs = torch.autograd.grad(conv(x).sin().sum(), (x, conv.weight))
+    assert all(torch.equal(a, b) for a, b in zip(mine, theirs))
+
+
+def test_te_layer_swap_leaves_mobilenet_logits_bitwise_equal():
+    """A calibrated MobileNet v1 (activations of order one, so a swap would show) with every
+    depthwise layer replaced: where F.conv2d's order is known for every layer's shape (measured
+    by each layer), the logits are torch.equal; otherwise the swapped network refuses."""
+    from d2ldw.torch import TEDepthwiseConv2d, calibrate_batchnorm
+    torch.manual_seed(0)
+    build = lambda: mobilenet_v1(width_multiplier=0.25)
+    model = calibrate_batchnorm(build(), torch.randn(4, 3, 64, 64,
+                                                     generator=torch.Generator().manual_seed(2)))
+    swapped = swapped_copy(model, build)
+    assert replace_depthwise(swapped, TEDepthwiseConv2d.from_conv) == 13
+    image = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        features = model[:-1](image)
+        assert features.abs().max() > 0.1  # calibrated: the swap is not hidden by tiny values
+        try:
+            logits = swapped(image)
+        except RuntimeError as error:
+            assert "follows none of the emulated summation orders" in str(error)
+            return
+        assert torch.equal(logits, model(image))
+
+
+def test_te_layer_refuses_what_it_cannot_reproduce():
+    from d2ldw.torch import TEDepthwiseConv2d
+    with pytest.raises(ValueError, match="expected a depthwise nn.Conv2d"):
+        TEDepthwiseConv2d.from_conv(torch.nn.Conv2d(4, 8, 3))
+    with pytest.raises(ValueError, match="expected bias=False"):
+        TEDepthwiseConv2d.from_conv(torch.nn.Conv2d(4, 4, 3, groups=4))
+    with pytest.raises(ValueError, match="expected bias=False"):
+        TEDepthwiseConv2d.from_conv(torch.nn.Conv2d(4, 4, 3, groups=4, bias=False,
+                                                    padding="same"))
+    with pytest.raises(ValueError, match="float32 \\(C\\*M, 1, kH, kW\\)"):
+        TEDepthwiseConv2d(torch.zeros(4, 1, 3, 3, dtype=torch.float64))
+    layer = TEDepthwiseConv2d(torch.zeros(4, 1, 3, 3))
+    with pytest.raises(ValueError, match="float32 CPU tensor, got torch.float64"):
+        layer(torch.zeros(1, 4, 5, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="groups=3 must divide both in_channels=3 and "
+                                         "out_channels=4"):
+        layer(torch.zeros(1, 3, 5, 5))
