@@ -210,9 +210,10 @@ def test_unfold_differs_from_F_conv2d_only_by_rounding():
     expected = F.conv2d(tx, tw, padding=1, groups=8).numpy()
     bound = conv_error_bound(x, w, padding=1, groups=8)
     assert (np.abs(result.astype(np.float64) - expected) <= 2 * bound).all()
-    if not np.array_equal(result, expected):
-        assert matching_order(result, x, w, padding=1) != matching_order(expected, x, w,
-                                                                          padding=1)
+    if not np.array_equal(result, expected):  # then they cannot follow one order exactly
+        (unfold_order, unfold_fraction), (conv_order, conv_fraction) = (
+            matching_order(y, x, w, padding=1) for y in (result, expected))
+        assert not (unfold_fraction == conv_fraction == 1 and unfold_order == conv_order)
 
 
 def test_depthwise_conv_is_reproducible_across_thread_counts():
