@@ -8,8 +8,10 @@ Pages with widgets load, in this order (``nb_ipywidgets_js`` in _config.yml):
 The npm packages come from ``node_modules`` (``npm ci`` with the committed
 package-lock.json); nothing is fetched from a CDN when a page is read.
 
-Hand-written plumbing, used only when building the book.
+It also removes a duplicate script that sphinx-thebe puts on every page (see
+``drop_duplicate_scripts``). Hand-written plumbing, used only when building the book.
 """
+import json
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -54,7 +56,66 @@ def copy_assets(app, exception):
         shutil.copyfile(source, target / name)
 
 
+def refresh_widget_code(app, pagename, *args):
+    """Embed the installed explorers' JavaScript and CSS in the page's widget state.
+
+    A page embeds the widget state its notebook had when executed, and with
+    ``execute_notebooks: cache`` a notebook whose cells did not change is not executed again,
+    even when d2ldw's widget JavaScript did. Replacing ``_esm`` and ``_css`` of d2ldw's
+    explorers with the current ones keeps the executed values of the controls and never serves
+    stale code. Runs before myst-nb adds the state to the page (priority 400 < 500).
+    """
+    from myst_nb.sphinx_ import NbMetadataCollector
+
+    from d2ldw import widgets
+
+    js_files = NbMetadataCollector.get_js_files(app.env, pagename)
+    if "ipywidgets_state" not in js_files:
+        return
+    uri, attributes = js_files["ipywidgets_state"]
+    state = json.loads(attributes["body"])
+    for model in state["state"].values():
+        values = model["state"]
+        module, _, name = values.get("_anywidget_id", "").rpartition(".")
+        if module == "d2ldw.widgets":
+            explorer = getattr(widgets, name)
+            values["_esm"], values["_css"] = str(explorer._esm), str(explorer._css)
+    body = json.dumps(state).replace("</script>", r"<\/script>")
+    js_files["ipywidgets_state"] = (uri, {**attributes, "body": body})
+
+
+def note_widget_code(app, doctree):
+    """Make a page with widgets depend on the explorers' JavaScript and CSS files, so that
+    Sphinx writes it again (and refresh_widget_code runs) when they change."""
+    from myst_nb.sphinx_ import NbMetadataCollector
+
+    if "ipywidgets_state" in NbMetadataCollector.get_js_files(app.env, app.env.docname):
+        for path in sorted(Path(str(resources.files("d2ldw") / "static")).iterdir()):
+            app.env.note_dependency(str(path))
+
+
+def drop_duplicate_scripts(app, pagename, templatename, context, doctree):
+    """Keep one copy of each script of a page.
+
+    sphinx-thebe 0.3.1 registers its inline configuration with no file name; under Sphinx 7.4
+    the builder re-adds it from the registry with an empty one, the two compare unequal, and
+    every page declared ``const THEBE_JS_URL`` twice, a JavaScript error. Runs after the other
+    handlers (priority 900), so that it also sees the scripts myst-nb adds per page.
+    """
+    seen, unique = set(), []
+    for script in context.get("script_files", []):
+        key = (getattr(script, "filename", script) or "",
+               tuple(sorted(getattr(script, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    context["script_files"] = unique
+
+
 def setup(app):
     app.connect("builder-inited", check_assets)
+    app.connect("doctree-read", note_widget_code)
+    app.connect("html-page-context", refresh_widget_code, priority=400)
+    app.connect("html-page-context", drop_duplicate_scripts, priority=900)
     app.connect("build-finished", copy_assets)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

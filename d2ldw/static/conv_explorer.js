@@ -72,7 +72,8 @@ function drawChannels(result) {
     (Math.max(inChannels, outChannels) - count) * step / 2;
   picture.append(svg("text", { x: 0, y: 20, text: "input" }),
                  svg("text", { x: 0, y: 84, text: "output" }));
-  if (!result.error) {
+  // the links need valid groups only: they are drawn even when the window does not fit
+  if (inChannels % result.groups === 0 && outChannels % result.groups === 0) {
     const links = channelConnections(inChannels, outChannels, result.groups);
     const perGroup = outChannels / result.groups;
     links.forEach((row, o) => row.forEach((linked, c) => {

@@ -10,6 +10,17 @@ const METRICS = [["multAdds", "mult-adds"], ["params", "parameters"],
 const VARIANTS = [["full", "full"], ["grouped", "grouped"], ["depthwise", "depthwise"],
                   ["separable", "separable"]];
 
+function gcd(a, b) {
+  return b === 0 ? a : gcd(b, a % b);
+}
+
+// An exact ratio of two integers, reduced, as Python prints a Fraction: "57/800", "2".
+export function fraction(numerator, denominator) {
+  const divisor = gcd(numerator, denominator);
+  const [top, bottom] = [numerator / divisor, denominator / divisor];
+  return bottom === 1 ? `${top}` : `${top}/${bottom}`;
+}
+
 export function formatMetric(metric, value) {
   return metric === "intensity" ? value.toFixed(2) : formatCount(value);
 }
@@ -60,13 +71,12 @@ function renderCostExplorer(model, el) {
       charts.append(chart);
     }
     const full = variants.full.multAdds, separable = variants.separable.multAdds;
-    const k2 = c.kernel_size * c.kernel_size;
+    const n = c.out_channels, k2 = c.kernel_size * c.kernel_size;
     ratio.replaceChildren(
       "separable / full mult-adds = ",
-      h("b", { class: "d2ldw-counted-ratio", text: (separable / full).toFixed(4) }),
-      ` = 1/N + 1/k² = 1/${c.out_channels} + 1/${k2} = `,
-      h("b", { class: "d2ldw-formula-ratio",
-               text: (1 / c.out_channels + 1 / k2).toFixed(4) }));
+      h("b", { class: "d2ldw-counted-ratio", text: fraction(separable, full) }),
+      ` ≈ ${(separable / full).toFixed(4)}; 1/N + 1/k² = 1/${n} + 1/${k2} = `,
+      h("b", { class: "d2ldw-formula-ratio", text: fraction(k2 + n, n * k2) }));
     const message = variants.grouped.error;
     error.replaceChildren(...(message ? [
       "grouped: ValueError: ", h("span", { class: "d2ldw-error-message", text: message })] :
