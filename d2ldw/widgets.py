@@ -1,14 +1,17 @@
 """The book's live explorers, as anywidget widgets.
 
-One implementation for three places: in Jupyter and Colab they are ordinary widgets (their
-controls sync with the Python object); on the book's static HTML pages they run from the
-widget state embedded in the page, because an anywidget carries its JavaScript module in its
-state. The arithmetic lives in ``d2ldw.explorers`` (Python, tested) and is mirrored by
-``d2ldw/static/explorers_core.js``; tests/test_browser.py checks that the two agree.
+One implementation for three places: in Jupyter and Colab they are ordinary
+widgets (their controls sync with the Python object); on the book's static HTML
+pages they run from the widget state embedded in the page, because an anywidget
+carries its JavaScript module in its state. The arithmetic lives in
+``d2ldw.explorers`` (Python, tested) and is mirrored by
+``d2ldw/static/explorers_core.js``; tests/test_browser.py checks that the two
+agree.
 
     from d2ldw.widgets import ConvExplorer
     ConvExplorer(size=7, kernel_size=3, stride=2, padding=1, dilation=2)
 """
+
 import itertools
 from importlib import resources
 
@@ -26,13 +29,25 @@ __all__ = ["ConvExplorer", "CostExplorer", "DepthwiseWeightExplorer"]
 
 
 def _static(name):
-    return resources.files("d2ldw").joinpath("static", name).read_text(encoding="utf-8")
+    return (
+        resources.files("d2ldw")
+        .joinpath("static", name)
+        .read_text(encoding="utf-8")
+    )
 
 
 def _module(script, render):
-    """One self-contained ES module: the shared arithmetic and helpers, then the widget."""
-    parts = [_static("explorers_core.js"), _static("explorers_ui.js"), _static(script)]
-    entry = f"export default {{ render({{ model, el }}) {{ return {render}(model, el); }} }};\n"
+    """One self-contained ES module: the shared arithmetic and helpers, then the
+    widget."""
+    parts = [
+        _static("explorers_core.js"),
+        _static("explorers_ui.js"),
+        _static(script),
+    ]
+    entry = (
+        "export default { render({ model, el }) { "
+        f"return {render}(model, el); }} }};\n"
+    )
     return "\n".join(parts) + "\n" + entry
 
 
@@ -41,13 +56,15 @@ def _choices(controls):
     return {name: list(values) for name, values in controls.items()}
 
 
-# Model ids from a counter instead of random UUIDs: a rebuild of the book writes the same
-# widget state, so the same page. Unique within a kernel, which is all Jupyter needs.
+# Model ids from a counter instead of random UUIDs: a rebuild of the book writes
+# the same widget state, so the same page. Unique within a kernel, which is all
+# Jupyter needs.
 _serial = itertools.count(1)
 
 
 class _Explorer(anywidget.AnyWidget):
-    """Base: deterministic model ids, range-checked controls, a readable repr."""
+    """Base: deterministic model ids, checked controls, a readable repr."""
+
     _CONTROLS = {}
 
     controls = traitlets.Dict().tag(sync=True)
@@ -56,24 +73,35 @@ class _Explorer(anywidget.AnyWidget):
         choices = _choices(self._CONTROLS)
         for name, value in values.items():
             if name in choices and value not in choices[name]:
-                raise ValueError(f"{name} must be one of {choices[name]}, got {value!r}")
+                raise ValueError(
+                    f"{name} must be one of {choices[name]}, got {value!r}"
+                )
         kind = type(self).__name__
         number = next(_serial)
-        super().__init__(model_id=f"d2ldw-{kind}-{number}", controls=choices,
-                         layout=Layout(model_id=f"d2ldw-{kind}-{number}-layout"), **values)
+        super().__init__(
+            model_id=f"d2ldw-{kind}-{number}",
+            controls=choices,
+            layout=Layout(model_id=f"d2ldw-{kind}-{number}-layout"),
+            **values,
+        )
 
     def __repr__(self):
-        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._CONTROLS)
+        values = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in self._CONTROLS
+        )
         return f"{type(self).__name__}({values})"
 
 
 class ConvExplorer(_Explorer):
-    """Output shape, sliding window, channel connections and cost of one convolution.
+    """Output shape, sliding window, channel connections and cost of one
+    convolution.
 
-    Controls (ranges in ``d2ldw.explorers.CONV_CONTROLS``): input size, kernel, stride,
-    padding, dilation, in/out channels, groups, and a depthwise mode with multiplier M.
-    ``summary()`` is what the widget shows, computed in Python.
+    Controls (ranges in ``d2ldw.explorers.CONV_CONTROLS``): input size, kernel,
+    stride, padding, dilation, in/out channels, groups, and a depthwise mode
+    with multiplier M. ``summary()`` is what the widget shows, computed in
+    Python.
     """
+
     _CONTROLS = explorers.CONV_CONTROLS
     _esm = _module("conv_explorer.js", "renderConvExplorer")
     _css = _static("explorers.css")
@@ -95,13 +123,24 @@ class ConvExplorer(_Explorer):
     def summary(self):
         """``d2ldw.explorers.explore_conv`` for the current controls."""
         return explorers.explore_conv(
-            self.size, self.kernel_size, self.stride, self.padding, self.dilation,
-            self.in_channels, self.out_channels, self.groups, self.depthwise, self.multiplier)
+            self.size,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.in_channels,
+            self.out_channels,
+            self.groups,
+            self.depthwise,
+            self.multiplier,
+        )
 
 
 class CostExplorer(_Explorer):
-    """Mult-adds, parameters, bytes moved and arithmetic intensity of one layer built four
-    ways: full, grouped, depthwise and depthwise-separable, with the ratio 1/N + 1/k^2."""
+    """Mult-adds, parameters, bytes moved and arithmetic intensity of one layer
+    built four ways: full, grouped, depthwise and depthwise-separable, with the
+    ratio 1/N + 1/k^2."""
+
     _CONTROLS = explorers.COST_CONTROLS
     _esm = _module("cost_explorer.js", "renderCostExplorer")
     _css = _static("explorers.css")
@@ -115,13 +154,21 @@ class CostExplorer(_Explorer):
 
     def summary(self):
         """``d2ldw.explorers.layer_variants`` for the current controls."""
-        return explorers.layer_variants(self.in_channels, self.out_channels, self.kernel_size,
-                                        self.size, self.stride, self.groups)
+        return explorers.layer_variants(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.size,
+            self.stride,
+            self.groups,
+        )
 
 
 class DepthwiseWeightExplorer(_Explorer):
-    """A depthwise weight (C*M, 1, k, k) drawn filter by filter, coloured by the input
-    channel each filter reads, as stored and as ``w.reshape(C, M, k, k)``."""
+    """A depthwise weight (C*M, 1, k, k) drawn filter by filter, coloured by the
+    input channel each filter reads, as stored and as ``w.reshape(C, M, k,
+    k)``."""
+
     _CONTROLS = explorers.DEPTHWISE_CONTROLS
     _esm = _module("depthwise_explorer.js", "renderDepthwiseExplorer")
     _css = _static("explorers.css")
@@ -132,5 +179,6 @@ class DepthwiseWeightExplorer(_Explorer):
 
     def summary(self):
         """``d2ldw.explorers.depthwise_filters`` for the current controls."""
-        return explorers.depthwise_filters(self.in_channels, self.multiplier,
-                                           self.kernel_size)
+        return explorers.depthwise_filters(
+            self.in_channels, self.multiplier, self.kernel_size
+        )

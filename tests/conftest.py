@@ -1,5 +1,5 @@
-"""Shared helpers: the repository root, the tolerance every agreement test uses, and the
-strict build of the book that test_book.py and test_browser.py share."""
+"""Shared helpers: the repository root, the tolerance every agreement test uses,
+and the strict build of the book that test_book.py and test_browser.py share."""
 import subprocess
 import sys
 from pathlib import Path
@@ -100,27 +100,27 @@ def repo():
 
 
 def _install_node_modules():
-    """npm ci when node_modules is missing or older than package-lock.json (as `make` does):
-    the book serves the widget manager and require.js from there. Without npm the build
-    itself then fails with a message saying what to install."""
+    """npm ci when node_modules is missing or older than package-lock.json, as
+    `make` does: the book serves the widget manager and require.js from there.
+    Without npm the build itself then fails with a message saying what to
+    install."""
     stamp = REPO / "node_modules" / ".package-lock.json"
-    if stamp.exists() and stamp.stat().st_mtime >= (REPO / "package-lock.json").stat().st_mtime:
+    lockfile = REPO / "package-lock.json"
+    if stamp.exists() and stamp.stat().st_mtime >= lockfile.stat().st_mtime:
         return
     try:
-        subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=REPO,
-                       check=True, capture_output=True, text=True, timeout=600)
+        subprocess.run(
+            ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=REPO, check=True, capture_output=True, text=True, timeout=600)
     except FileNotFoundError:
         pass  # no npm: the build reports what is missing
 
 
 @pytest.fixture(scope="session")
 def built_book(tmp_path_factory):
-    """The book built once per session, strictly: jupyter-book build -W -n --keep-going into
-    a fresh folder. ``.result`` is the finished process, ``.html`` the HTML folder."""
-    import os
-    if os.environ.get("DEV_HTML"):
-        return SimpleNamespace(result=SimpleNamespace(returncode=0, stdout="", stderr=""),
-                               html=Path(os.environ["DEV_HTML"]))
+    """The book, built once per session and strictly (jupyter-book build -W -n
+    --keep-going) into a fresh folder. ``.result`` is the finished process,
+    ``.html`` the HTML folder. Used by test_book.py and test_browser.py."""
     _install_node_modules()
     output = tmp_path_factory.mktemp("book")
     result = subprocess.run(
