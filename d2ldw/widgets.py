@@ -56,6 +56,13 @@ def _choices(controls):
     return {name: list(values) for name, values in controls.items()}
 
 
+def _control(controls, name, default):
+    """A synced trait accepting exactly the values of the explorer's slider."""
+    return traitlets.Enum(list(controls[name]), default_value=default).tag(
+        sync=True
+    )
+
+
 # Model ids from a counter instead of random UUIDs: a rebuild of the book writes
 # the same widget state, so the same page. Unique within a kernel, which is all
 # Jupyter needs.
@@ -106,16 +113,16 @@ class ConvExplorer(_Explorer):
     _esm = _module("conv_explorer.js", "renderConvExplorer")
     _css = _static("explorers.css")
 
-    size = traitlets.Int(7).tag(sync=True)
-    kernel_size = traitlets.Int(3).tag(sync=True)
-    stride = traitlets.Int(1).tag(sync=True)
-    padding = traitlets.Int(0).tag(sync=True)
-    dilation = traitlets.Int(1).tag(sync=True)
-    in_channels = traitlets.Int(4).tag(sync=True)
-    out_channels = traitlets.Int(6).tag(sync=True)
-    groups = traitlets.Int(2).tag(sync=True)
+    size = _control(explorers.CONV_CONTROLS, "size", 7)
+    kernel_size = _control(explorers.CONV_CONTROLS, "kernel_size", 3)
+    stride = _control(explorers.CONV_CONTROLS, "stride", 1)
+    padding = _control(explorers.CONV_CONTROLS, "padding", 0)
+    dilation = _control(explorers.CONV_CONTROLS, "dilation", 1)
+    in_channels = _control(explorers.CONV_CONTROLS, "in_channels", 4)
+    out_channels = _control(explorers.CONV_CONTROLS, "out_channels", 6)
+    groups = _control(explorers.CONV_CONTROLS, "groups", 2)
     depthwise = traitlets.Bool(False).tag(sync=True)
-    multiplier = traitlets.Int(2).tag(sync=True)
+    multiplier = _control(explorers.CONV_CONTROLS, "multiplier", 2)
 
     def __repr__(self):
         return super().__repr__()[:-1] + f", depthwise={self.depthwise})"
@@ -145,12 +152,12 @@ class CostExplorer(_Explorer):
     _esm = _module("cost_explorer.js", "renderCostExplorer")
     _css = _static("explorers.css")
 
-    in_channels = traitlets.Int(64).tag(sync=True)
-    out_channels = traitlets.Int(128).tag(sync=True)
-    kernel_size = traitlets.Int(3).tag(sync=True)
-    size = traitlets.Int(56).tag(sync=True)
-    stride = traitlets.Int(1).tag(sync=True)
-    groups = traitlets.Int(4).tag(sync=True)
+    in_channels = _control(explorers.COST_CONTROLS, "in_channels", 64)
+    out_channels = _control(explorers.COST_CONTROLS, "out_channels", 128)
+    kernel_size = _control(explorers.COST_CONTROLS, "kernel_size", 3)
+    size = _control(explorers.COST_CONTROLS, "size", 56)
+    stride = _control(explorers.COST_CONTROLS, "stride", 1)
+    groups = _control(explorers.COST_CONTROLS, "groups", 4)
 
     def summary(self):
         """``d2ldw.explorers.layer_variants`` for the current controls."""
@@ -173,9 +180,9 @@ class DepthwiseWeightExplorer(_Explorer):
     _esm = _module("depthwise_explorer.js", "renderDepthwiseExplorer")
     _css = _static("explorers.css")
 
-    in_channels = traitlets.Int(3).tag(sync=True)
-    multiplier = traitlets.Int(4).tag(sync=True)
-    kernel_size = traitlets.Int(3).tag(sync=True)
+    in_channels = _control(explorers.DEPTHWISE_CONTROLS, "in_channels", 3)
+    multiplier = _control(explorers.DEPTHWISE_CONTROLS, "multiplier", 4)
+    kernel_size = _control(explorers.DEPTHWISE_CONTROLS, "kernel_size", 3)
 
     def summary(self):
         """``d2ldw.explorers.depthwise_filters`` for the current controls."""

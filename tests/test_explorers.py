@@ -3,6 +3,8 @@ oracles that do not share its code: PyTorch's convolution, one-hot inputs, delta
 filters, brute-force counts."""
 
 import itertools
+import subprocess
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -303,3 +305,52 @@ def test_depthwise_filters_refuse_bad_input():
         explorers.depthwise_filters(3, 0)
     with pytest.raises(TypeError, match="in_channels must be an int"):
         explorers.depthwise_filters(3.0, 2)
+
+
+# ---- the widgets (d2ldw.widgets): Python side -----------------------------
+
+
+def test_widgets_show_what_explorers_compute_and_refuse_bad_values():
+    from d2ldw import widgets
+
+    conv = widgets.ConvExplorer(size=7, kernel_size=3, padding=1, groups=3,
+                                in_channels=6, out_channels=8)
+    assert conv.summary() == explore_conv(7, 3, 1, 1, 1, 6, 8, 3)
+    assert conv.summary().error.startswith("groups=3 must divide both")
+    assert repr(conv).startswith("ConvExplorer(size=7, kernel_size=3, stride=1")
+    cost = widgets.CostExplorer(in_channels=32, out_channels=64)
+    assert cost.summary() == layer_variants(32, 64, 3, 56, 1, 4)
+    weight = widgets.DepthwiseWeightExplorer(in_channels=2, multiplier=3)
+    assert weight.summary() == explorers.depthwise_filters(2, 3, 3)
+    assert weight.controls == {name: list(values) for name, values
+                               in DEPTHWISE_CONTROLS.items()}
+    with pytest.raises(ValueError, match=r"size must be one of \[1, 2"):
+        widgets.ConvExplorer(size=13)
+    with pytest.raises(Exception, match="expected any of"):
+        conv.kernel_size = 9  # later assignments are checked too (TraitError)
+
+
+def test_widget_ids_and_state_are_deterministic():
+    """A rebuild writes the same page: model ids come from a counter, the
+    module and style from the package, nothing from the clock."""
+    from d2ldw import widgets
+
+    first, second = widgets.CostExplorer(), widgets.CostExplorer()
+    number = int(first.model_id.rsplit("-", 1)[1])
+    assert first.model_id == f"d2ldw-CostExplorer-{number}"
+    assert second.model_id == f"d2ldw-CostExplorer-{number + 1}"
+    assert first.layout.model_id == f"{first.model_id}-layout"
+    state, again = first.get_state(), second.get_state()
+    assert "renderCostExplorer" in state["_esm"]
+    assert state["layout"] == f"IPY_MODEL_{first.layout.model_id}"
+    assert {k: v for k, v in state.items() if k != "layout"} == \
+        {k: v for k, v in again.items() if k != "layout"}
+
+
+def test_widgets_without_anywidget_name_the_pip_package():
+    code = "import sys; sys.modules['anywidget'] = None\nimport d2ldw.widgets"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                            text=True)
+    assert result.returncode != 0
+    assert "d2ldw.widgets needs the Python package 'anywidget'" in result.stderr
+    assert "pip install anywidget==0.11.0" in result.stderr
