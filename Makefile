@@ -8,13 +8,15 @@ BIN := $(VENV)/bin
 export MALLOC_MMAP_THRESHOLD_ := 1000000000
 export MALLOC_TRIM_THRESHOLD_ := 1000000000
 INSTALLED := $(VENV)/.installed
+# npm's record of an install: the widget manager and require.js the book serves itself
+NODE_MODULES := node_modules/.package-lock.json
 
 .PHONY: book test test-reduced-isa extract clean
 
-book: $(INSTALLED)
+book: $(INSTALLED) $(NODE_MODULES)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-test: $(INSTALLED)
+test: $(INSTALLED) $(NODE_MODULES)
 	$(BIN)/python -m pytest
 
 # The CPU-dependent tests again, as on a smaller CPU: PyTorch and oneDNN held to AVX2, TVM
@@ -35,6 +37,10 @@ $(INSTALLED): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --progress-bar off -r requirements.txt
 	$(BIN)/python -m pip install --quiet --progress-bar off --no-deps -e .
 	touch $@
+
+# Needs Node.js (20) and npm; installs exactly package-lock.json's versions.
+$(NODE_MODULES): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
 
 clean:
 	rm -rf _build

@@ -1,5 +1,9 @@
-"""Shared helpers: the repository root and the tolerance every agreement test uses."""
+"""Shared helpers: the repository root, the tolerance every agreement test uses,
+and the strict build of the book that test_book.py and test_browser.py share."""
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -93,3 +97,34 @@ def assert_gradients_match(ours, theirs, inputs, loss=lambda y: y.sin().sum()):
 @pytest.fixture(scope="session")
 def repo():
     return REPO
+
+
+def _install_node_modules():
+    """npm ci when node_modules is missing or older than package-lock.json, as
+    `make` does: the book serves the widget manager and require.js from there.
+    Without npm the build itself then fails with a message saying what to
+    install."""
+    stamp = REPO / "node_modules" / ".package-lock.json"
+    lockfile = REPO / "package-lock.json"
+    if stamp.exists() and stamp.stat().st_mtime >= lockfile.stat().st_mtime:
+        return
+    try:
+        subprocess.run(
+            ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=REPO, check=True, capture_output=True, text=True, timeout=600)
+    except FileNotFoundError:
+        pass  # no npm: the build reports what is missing
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory):
+    """The book, built once per session and strictly (jupyter-book build -W -n
+    --keep-going) into a fresh folder. ``.result`` is the finished process,
+    ``.html`` the HTML folder. Used by test_book.py and test_browser.py."""
+    _install_node_modules()
+    output = tmp_path_factory.mktemp("book")
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO),
+         "--path-output", str(output), "-W", "-n", "--keep-going"],
+        capture_output=True, text=True, timeout=1800)
+    return SimpleNamespace(result=result, html=output / "_build" / "html")

@@ -1,9 +1,6 @@
 """The chapters: clean sources, complete sections, and a strict build that executes them all."""
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -51,15 +48,11 @@ def test_random_data_is_seeded(page):
     assert not uses_randomness or seeded, page
 
 
-def test_strict_build_executes_every_chapter(tmp_path):
+def test_strict_build_executes_every_chapter(built_book):
     """jupyter-book build -W -n --keep-going into a fresh folder; every page gets outputs."""
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO),
-         "--path-output", str(tmp_path), "-W", "-n", "--keep-going"],
-        capture_output=True, text=True, timeout=1800)
+    result = built_book.result
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    html = tmp_path / "_build" / "html"
     for page in SECTIONS:
-        text = (html / f"{page}.html").read_text()
+        text = (built_book.html / f"{page}.html").read_text()
         assert text.count('class="cell_output') >= 3, page
         assert "Traceback (most recent call last)" not in text, page
