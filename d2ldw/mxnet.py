@@ -8,7 +8,7 @@ from d2ldw._requires import require
 
 require('mxnet', 'mxnet==1.9.1', module='d2ldw.mxnet', extra='mxnet')
 
-from d2ldw.shapes import conv2d_geometry
+from d2ldw.shapes import check_array_kind, checked_dtype, conv2d_geometry
 
 __all__ = ['SeparableConv2D', 'conv2d']
 
@@ -36,6 +36,9 @@ from mxnet import gluon, nd
 
 
 # From Section 1.2, "Convolution in PyTorch and MXNet" (chapters/conv2d/frameworks.ipynb)
+from d2ldw.shapes import check_array_kind, checked_dtype
+
+
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """``nd.Convolution`` called with the arguments of ``torch.nn.functional.conv2d``.
 
@@ -43,8 +46,14 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     ``b`` is ``(O,)`` or None. Asymmetric padding ('same' with an even kernel) is
     applied with ``nd.pad`` because ``nd.Convolution`` pads symmetrically only.
     """
+    for name, value in (("x", x), ("w", w), ("b", b)):
+        if value is not None:
+            check_array_kind(value, name, "mxnet")
+    checked_dtype({"x": x, "w": w, "b": b}, floating=("float16", "float32", "float64"))
     g = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups,
                         bias_shape=None if b is None else b.shape)
+    if g.batch == 0:  # nd.Convolution fails on an empty batch; F.conv2d returns one
+        return nd.empty(g.output_shape, dtype=x.dtype)  # nd.zeros refuses 0 sizes
     x4 = x if g.batch is not None else x.expand_dims(0)
     (top, bottom), (left, right) = g.padding
     if top != bottom or left != right:
