@@ -241,9 +241,6 @@ def format_table(result):
     return "\n".join(lines)
 
 
-from d2ldw.shapes import check_memory
-
-
 class _Parser(argparse.ArgumentParser):
     """Bad command lines end with one line on stderr and exit status 2."""
 

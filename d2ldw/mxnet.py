@@ -36,9 +36,6 @@ from mxnet import gluon, nd
 
 
 # From Section 1.2, "Convolution in PyTorch and MXNet" (chapters/conv2d/frameworks.ipynb)
-from d2ldw.shapes import check_array_kind, checked_dtype
-
-
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """``nd.Convolution`` called with the arguments of ``torch.nn.functional.conv2d``.
 

@@ -30,20 +30,6 @@ def _tap_windows(x, g):
 
 # From Section 2.2, "Grouped convolution in four implementations" (chapters/grouped/implementations.ipynb)
 # (replaces conv2d of Section 1.1)
-from d2ldw.shapes import array_kind, check_array_kind, check_memory
-
-
-def _as_real_array(value, name):
-    """``value`` as a NumPy array of ints or floats; other libraries' arrays refused."""
-    if array_kind(value) in ("torch", "mxnet", "te", "tvm"):
-        check_array_kind(value, name, "numpy")
-    array = np.asarray(value)
-    if array.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must hold real numbers (an int or float dtype), got "
-                        f"dtype {array.dtype}")
-    return array
-
-
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, max_bytes=None):
     """Reference 2-D convolution (cross-correlation) in NumPy, NCHW, with groups.
 
@@ -75,6 +61,17 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, max_bytes=No
     if b is not None:
         y += np.asarray(b).reshape(1, -1, 1, 1)
     return y if g.batch is not None else y[0]
+
+
+def _as_real_array(value, name):
+    """``value`` as a NumPy array of ints or floats; other libraries' arrays refused."""
+    if array_kind(value) in ("torch", "mxnet", "te", "tvm"):
+        check_array_kind(value, name, "numpy")
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers (an int or float dtype), got "
+                        f"dtype {array.dtype}")
+    return array
 
 
 # From Section 4.2, "Spatially separable kernels" (chapters/separable/spatial.ipynb)

@@ -231,13 +231,16 @@ def check_array_kind(value, name, kinds):
 
 def dtype_name(value):
     """The dtype of a NumPy, torch, MXNet or TVM array as a name such as 'float32'."""
-    dtype = str(getattr(value, "dtype", type(value).__name__))
-    if dtype.startswith("torch."):
-        return dtype[len("torch."):]
+    raw = getattr(value, "dtype", None)
+    if isinstance(raw, np.dtype) or (isinstance(raw, type) and issubclass(raw, np.generic)):
+        return np.dtype(raw).name  # NumPy; MXNet gives NumPy scalar types
+    text = str(raw) if raw is not None else type(value).__name__
+    if text.startswith("torch."):
+        return text[len("torch."):]
     try:
-        return np.dtype(getattr(value, "dtype", None)).name
+        return np.dtype(text).name  # TVM names its dtypes: 'float32', 'bfloat16'
     except TypeError:
-        return dtype
+        return text
 
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")

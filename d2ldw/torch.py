@@ -19,8 +19,6 @@ __all__ = ['DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'MOBILENET_
 import torch
 from torch.nn import functional as F
 
-from d2ldw.shapes import check_array_kind, check_memory
-
 
 def _check_tensors(input, weight, bias, caller):
     """Refuse what F.unfold cannot take, with an error that names the cause."""
@@ -127,7 +125,6 @@ import numbers
 
 from torch import nn
 
-from d2ldw.shapes import check_array_kind, check_memory, checked_dtype, checked_int
 
 # Howard et al. 2017, Table 1, one tuple per row: (operator, stride, output channels).
 # A "dw" row is a 3x3 depthwise conv (output channels = its input channels); a "pw" row
@@ -386,9 +383,6 @@ def separable_conv2d(input, depthwise_weight, pointwise_weight, depthwise_bias=N
 
 
 # From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)
-from d2ldw.shapes import check_array_kind, checked_dtype, conv2d_geometry
-
-
 class SeparableConv2d(nn.Module):
     """Depthwise ``k x k`` convolution (channel multiplier M) then a ``1 x 1`` convolution.
 
@@ -458,8 +452,6 @@ class SeparableConv2d(nn.Module):
 
 # From Section 4.3, "Counting a whole network" (chapters/separable/counting.ipynb)
 from typing import NamedTuple
-
-from d2ldw.shapes import check_memory, checked_int
 
 
 class LayerCost(NamedTuple):

@@ -42,9 +42,6 @@ _pad = padding  # conv2d's `padding` argument hides this function inside conv2d
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
-from d2ldw.shapes import ARRAY_KINDS, array_kind, check_array_kind, checked_dtype
-
-
 def _static_shape(tensor, name="tensor"):
     check_array_kind(tensor, name, "te")
     return tuple(int(extent) for extent in tensor.shape)
