@@ -253,9 +253,11 @@ def _positive(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive int, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
+        raise argparse.ArgumentTypeError(
+            f"expected a positive int, got {value}")
     return value
 
 
@@ -270,17 +272,19 @@ def _check_args(args, error):
               f"got {args.threads}")
     if args.parts and set(args.parts.split(",")) - set(PARTS):
         error(f"--parts: expected some of {','.join(PARTS)}, got {args.parts}")
-    largest = max(c * size * size for c, size, _ in layers)  # float32 input and output
+    # float32 input and output of the largest layer
+    largest = max(c * size * size for c, size, _ in layers)
     try:
-        check_memory(8 * args.batch * largest, f"--batch {args.batch}", args.max_bytes)
+        check_memory(8 * args.batch * largest, f"--batch {args.batch}",
+                     args.max_bytes)
     except ValueError as message:
         error(f"{message} (--max-bytes)")
     if args.json:
         folder = os.path.dirname(os.path.abspath(args.json))
         if os.path.isdir(args.json) or not os.path.isdir(folder) \
                 or not os.access(folder, os.W_OK):
-            error(f"--json: cannot write {args.json!r} (its folder must exist and be "
-                  f"writable)")
+            error(f"--json: cannot write {args.json!r} (its folder must exist "
+                  f"and be writable)")
 
 
 def main(argv=None):
@@ -289,12 +293,13 @@ def main(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
     depthwise = commands.add_parser("depthwise", help="MobileNet v1's depthwise layers")
     depthwise.add_argument("--batch", type=_positive, default=1)
-    depthwise.add_argument("--threads", type=_positive, default=available_cpus())
+    depthwise.add_argument("--threads", type=_positive,
+                           default=available_cpus())
     depthwise.add_argument("--repeat", type=_positive, default=7)
     depthwise.add_argument("--layers", type=_positive, default=None,
                            help="only the first N layers (for a quick check)")
     depthwise.add_argument("--max-bytes", type=_positive, default=None,
-                           help="refuse a batch whose input needs more (default 2 GiB)")
+                           help="refuse a larger batch input (default 2 GiB)")
     depthwise.add_argument("--json", type=str, default=None, help="also write the result here")
     depthwise.add_argument("--parts", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -60,20 +60,21 @@ class Block:
 
 
 class ExtractError(ValueError):
-    """A book the extractor cannot read: its message names the file (and cell) at fault."""
+    """A book the extractor cannot read; the message names the file at fault."""
 
 
 def book_order(root):
     """The notebooks of the book in reading order, with their section numbers.
 
-    Raises ExtractError naming the page when a TOC entry has no notebook on disk: the
-    package would otherwise lose that notebook's code without a word.
+    Raises ExtractError naming the page when a TOC entry has no notebook on
+    disk: the package would otherwise lose that notebook's code without a word.
     """
     import yaml  # only needed by maintainers, who have the book's requirements
 
     toc_path = Path(root) / "_toc.yml"
     if not toc_path.is_file():
-        raise ExtractError(f"{toc_path} not found: --root must be the book's root folder")
+        raise ExtractError(f"{toc_path} not found: --root must be the book's "
+                           f"root folder")
     try:
         toc = yaml.safe_load(toc_path.read_text())
     except yaml.YAMLError as error:
@@ -89,9 +90,10 @@ def book_order(root):
         for number, entry in entries:
             path = Path(root) / (entry["file"] + ".ipynb")
             if not path.exists():
-                raise ExtractError(f"{toc_path} lists {entry['file']}, but {path} does not "
-                                   f"exist: restore the notebook or remove it from the TOC "
-                                   f"(regenerating now would drop its #@save cells)")
+                raise ExtractError(
+                    f"{toc_path} lists {entry['file']}, but {path} does not "
+                    f"exist: restore the notebook or remove it from the TOC "
+                    f"(regenerating now would drop its #@save cells)")
             ordered.append((number, path))
     return ordered
 
@@ -113,23 +115,27 @@ def saved_blocks(number, notebook, root):
             raise TypeError("'cells' is not a list")
         sources = ["".join(cell["source"]) for cell in cells]
     except (ValueError, KeyError, TypeError) as error:
-        raise ExtractError(f"{notebook} is not a readable notebook: {error!r}") from None
+        raise ExtractError(
+            f"{notebook} is not a readable notebook: {error!r}") from None
     where = f'Section {number}, "{_title(cells)}" ({Path(notebook).relative_to(root)})'
     blocks = []
     for index, (cell, source) in enumerate(zip(cells, sources)):
         first, _, body = source.partition("\n")
-        mark = SAVE_MARK.match(first.strip()) if cell.get("cell_type") == "code" else None
+        is_code = cell.get("cell_type") == "code"
+        mark = SAVE_MARK.match(first.strip()) if is_code else None
         if not mark:
             continue
         if mark.group(1) not in MODULES:
-            raise ExtractError(f"{where}, cell {index + 1}: '#@save {mark.group(1) or ''}' "
-                               f"names no d2ldw module; expected one of {', '.join(MODULES)}")
+            raise ExtractError(
+                f"{where}, cell {index + 1}: '#@save {mark.group(1) or ''}' "
+                f"names no d2ldw module; expected one of {', '.join(MODULES)}")
         try:
             ast.parse(body)
         except SyntaxError as error:
-            raise ExtractError(f"{where}, cell {index + 1} ('#@save {mark.group(1)}'): syntax "
-                               f"error on line {(error.lineno or 0) + 1} of the cell: "
-                               f"{error.msg}") from None
+            raise ExtractError(
+                f"{where}, cell {index + 1} ('#@save {mark.group(1)}'): syntax "
+                f"error on line {(error.lineno or 0) + 1} of the cell: "
+                f"{error.msg}") from None
         blocks.append(Block(mark.group(1), body.strip("\n"), where, number))
     return blocks
 
@@ -185,17 +191,19 @@ def _drop_repeated_imports(code, seen):
 
 
 def _drop_header_imports(code, needed):
-    """Remove a cell's ``from d2ldw.<core> import ...`` that the module's header repeats.
+    """Drop a cell's ``from d2ldw.<core> import ...`` that the header repeats.
 
-    A cell imports the helpers it uses so that it runs on its own in its notebook; the
-    generated module imports them once, at the top.
+    A cell imports the helpers it uses so that it runs on its own in its
+    notebook; the generated module imports them once, at the top.
     """
     lines = code.splitlines()
     for node in reversed(ast.parse(code).body):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
-                and node.module.startswith("d2ldw.") \
-                and all(alias.asname is None and alias.name in needed.get(
-                    node.module[len("d2ldw."):], ()) for alias in node.names):
+        if not (isinstance(node, ast.ImportFrom) and node.level == 0
+                and (node.module or "").startswith("d2ldw.")):
+            continue
+        provided = needed.get(node.module[len("d2ldw."):], ())
+        if all(alias.asname is None and alias.name in provided
+               for alias in node.names):
             del lines[node.lineno - 1:node.end_lineno]
     return re.sub(r"\n{3,}", "\n\n\n", "\n".join(lines)).strip("\n")
 
@@ -285,7 +293,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return _run(args)
-    except ExtractError as error:  # one line, status 2, as for a bad command line
+    except ExtractError as error:  # one line, status 2, as for a bad command
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
 

@@ -46,11 +46,12 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     for name, value in (("x", x), ("w", w), ("b", b)):
         if value is not None:
             check_array_kind(value, name, "mxnet")
-    checked_dtype({"x": x, "w": w, "b": b}, floating=("float16", "float32", "float64"))
+    checked_dtype({"x": x, "w": w, "b": b},
+                  floating=("float16", "float32", "float64"))
     g = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups,
                         bias_shape=None if b is None else b.shape)
-    if g.batch == 0:  # nd.Convolution fails on an empty batch; F.conv2d returns one
-        return nd.empty(g.output_shape, dtype=x.dtype)  # nd.zeros refuses 0 sizes
+    if g.batch == 0:  # nd.Convolution fails; F.conv2d returns an empty batch
+        return nd.empty(g.output_shape, dtype=x.dtype)  # not zeros: size 0
     x4 = x if g.batch is not None else x.expand_dims(0)
     (top, bottom), (left, right) = g.padding
     if top != bottom or left != right:

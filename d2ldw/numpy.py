@@ -30,15 +30,16 @@ def _tap_windows(x, g):
 
 # From Section 2.2, "Grouped convolution in four implementations" (chapters/grouped/implementations.ipynb)
 # (replaces conv2d of Section 1.1)
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, max_bytes=None):
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
+           max_bytes=None):
     """Reference 2-D convolution (cross-correlation) in NumPy, NCHW, with groups.
 
     Same arguments as ``torch.nn.functional.conv2d``: ``x`` is ``(N, C, H, W)`` or
     ``(C, H, W)``, ``w`` is ``(O, C/groups, kH, kW)``, ``b`` is ``(O,)`` or None;
     stride, padding ('valid', 'same', int or pair) and dilation per axis; ``groups``
-    divides C and O. The result has dtype ``np.result_type(x, w, b)``. A padded copy
-    and output larger than ``max_bytes`` (default ``d2ldw.MEMORY_LIMIT``) are refused
-    before they are allocated.
+    divides C and O. The result has dtype ``np.result_type(x, w, b)``. A
+    padded copy and output larger than ``max_bytes`` (default
+    ``d2ldw.MEMORY_LIMIT``) are refused before they are allocated.
     """
     x, w = _as_real_array(x, "x"), _as_real_array(w, "w")
     b = None if b is None else _as_real_array(b, "b")
@@ -47,9 +48,11 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, max_bytes=No
     dtype = np.result_type(x, w) if b is None else np.result_type(x, w, b)
     batch, (oh, ow) = (1 if g.batch is None else g.batch), g.out_size
     (top, bottom), (left, right) = g.padding
-    padded = g.in_channels * (g.in_size[0] + top + bottom) * (g.in_size[1] + left + right)
+    padded = g.in_channels * (g.in_size[0] + top + bottom) * (
+        g.in_size[1] + left + right)
     window = g.in_channels * oh * ow  # einsum's copy of one tap's window
-    check_memory(batch * (padded + window + g.out_channels * oh * ow) * dtype.itemsize,
+    output = g.out_channels * oh * ow
+    check_memory(batch * (padded + window + output) * dtype.itemsize,
                  "the padded input and the output", max_bytes)
     in_per_group, out_per_group = g.in_channels // g.groups, g.out_channels // g.groups
     y = np.zeros((batch, g.groups, out_per_group, oh, ow), dtype=dtype)
@@ -64,13 +67,13 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, max_bytes=No
 
 
 def _as_real_array(value, name):
-    """``value`` as a NumPy array of ints or floats; other libraries' arrays refused."""
+    """``value`` as a NumPy array of ints or floats (not another library's)."""
     if array_kind(value) in ("torch", "mxnet", "te", "tvm"):
         check_array_kind(value, name, "numpy")
     array = np.asarray(value)
     if array.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must hold real numbers (an int or float dtype), got "
-                        f"dtype {array.dtype}")
+        raise TypeError(f"{name} must hold real numbers (an int or float "
+                        f"dtype), got dtype {array.dtype}")
     return array
 
 

@@ -91,7 +91,7 @@ def _int_pair(value, name, low):
     values = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
     if len(values) != 2:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if any(isinstance(v, (bool, np.bool_)) for v in values):  # PyTorch refuses them too
+    if any(isinstance(v, (bool, np.bool_)) for v in values):  # as PyTorch does
         raise TypeError(f"{name} must be an int or a pair of ints, not a bool, "
                         f"got {value!r}")
     try:
@@ -143,14 +143,15 @@ def _checked_groups(groups, in_channels, weight_shape):
 
 
 def _checked_shape(shape, what, first_may_be_zero=False):
-    """``shape`` as a tuple of ints >= 1 (the first may be 0: an empty batch)."""
+    """``shape`` as a tuple of ints >= 1 (the first may be 0: empty batch)."""
     sizes = tuple(checked_int(n, f"{what} shape {shape} entry {i}")
                   for i, n in enumerate(shape))
-    least = [0 if i == 0 and first_may_be_zero else 1 for i in range(len(sizes))]
+    least = [0 if i == 0 and first_may_be_zero else 1
+             for i in range(len(sizes))]
     if any(n < low for n, low in zip(sizes, least)):
         rule = "only the batch may be 0, " if first_may_be_zero else ""
-        raise ValueError(f"{what} sizes must be >= 1 ({rule}as in F.conv2d), got shape "
-                         f"{sizes}")
+        raise ValueError(f"{what} sizes must be >= 1 ({rule}as in F.conv2d), "
+                         f"got shape {sizes}")
     return sizes
 
 
@@ -193,25 +194,30 @@ def conv2d_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, 
                         stride, pads, dilation, groups, tuple(out_size))
 
 
-# Refuse an allocation this large up front; every function that checks takes max_bytes.
+# Refuse an allocation this large up front; every function that checks
+# takes max_bytes to raise it.
 MEMORY_LIMIT = 2**31  # bytes (2 GiB)
 
 
 def check_memory(nbytes, what, max_bytes=None):
-    """Raise ValueError, before anything is allocated, if ``what`` needs more than
-    ``max_bytes`` bytes (default ``MEMORY_LIMIT``); the message says how to allow it."""
-    limit = MEMORY_LIMIT if max_bytes is None else checked_int(max_bytes, "max_bytes", 1)
+    """Raise ValueError, before anything is allocated, if ``what`` needs more
+    than ``max_bytes`` bytes (default ``MEMORY_LIMIT``); the message says how
+    to allow it."""
+    limit = (MEMORY_LIMIT if max_bytes is None
+             else checked_int(max_bytes, "max_bytes", 1))
     if nbytes > limit:
-        raise ValueError(f"{what} would need {nbytes / 2**30:.3g} GiB ({nbytes} bytes), "
-                         f"more than the limit of {limit} bytes; pass max_bytes= to raise it")
+        raise ValueError(f"{what} would need {nbytes / 2**30:.3g} GiB "
+                         f"({nbytes} bytes), more than the limit of {limit} "
+                         f"bytes; pass max_bytes= to raise it")
 
 
-ARRAY_KINDS = {"numpy": "NumPy array", "torch": "torch.Tensor", "mxnet": "MXNet NDArray",
-               "te": "TVM te.Tensor (te.placeholder)", "tvm": "TVM runtime tensor"}
+ARRAY_KINDS = {"numpy": "NumPy array", "torch": "torch.Tensor",
+               "mxnet": "MXNet NDArray", "te": "TVM te.Tensor (te.placeholder)",
+               "tvm": "TVM runtime tensor"}
 
 
 def array_kind(value):
-    """'numpy', 'torch', 'mxnet', 'te', 'tvm', or the type's name for anything else."""
+    """'numpy', 'torch', 'mxnet', 'te', 'tvm', or else the type's name."""
     if isinstance(value, np.ndarray):
         return "numpy"
     module = type(value).__module__.split(".")
@@ -221,24 +227,26 @@ def array_kind(value):
 
 
 def check_array_kind(value, name, kinds):
-    """TypeError unless ``value`` is an array of one of ``kinds`` (see ARRAY_KINDS)."""
+    """TypeError unless ``value`` is an array of one of ``kinds``."""
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     got = array_kind(value)
     if got not in kinds:
         expected = " or ".join(ARRAY_KINDS[k] for k in kinds)
-        raise TypeError(f"{name} must be a {expected}, got a {ARRAY_KINDS.get(got, got)}")
+        raise TypeError(f"{name} must be a {expected}, "
+                        f"got a {ARRAY_KINDS.get(got, got)}")
 
 
 def dtype_name(value):
-    """The dtype of a NumPy, torch, MXNet or TVM array as a name such as 'float32'."""
+    """The dtype of a NumPy, torch, MXNet or TVM array as a name: 'float32'."""
     raw = getattr(value, "dtype", None)
-    if isinstance(raw, np.dtype) or (isinstance(raw, type) and issubclass(raw, np.generic)):
+    if isinstance(raw, np.dtype) or (isinstance(raw, type)
+                                     and issubclass(raw, np.generic)):
         return np.dtype(raw).name  # NumPy; MXNet gives NumPy scalar types
     text = str(raw) if raw is not None else type(value).__name__
     if text.startswith("torch."):
         return text[len("torch."):]
     try:
-        return np.dtype(text).name  # TVM names its dtypes: 'float32', 'bfloat16'
+        return np.dtype(text).name  # TVM's names: 'float32', 'bfloat16'
     except TypeError:
         return text
 
@@ -249,12 +257,14 @@ FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 def checked_dtype(arrays, floating=FLOAT_DTYPES):
     """The one dtype name of ``arrays`` (a dict name -> array or None).
 
-    TypeError if they differ (one dtype per call), or if it is not in ``floating``.
+    TypeError if they differ (one dtype per call), or if it is not in
+    ``floating``.
     """
     names = {name: dtype_name(a) for name, a in arrays.items() if a is not None}
     if len(set(names.values())) > 1:
         raise TypeError("arguments must share one dtype, got "
-                        + ", ".join(f"{name} {dtype}" for name, dtype in names.items()))
+                        + ", ".join(f"{name} {dtype}"
+                                    for name, dtype in names.items()))
     dtype = next(iter(names.values()))
     if dtype not in floating:
         raise TypeError(f"{' and '.join(names)} must have a floating dtype "
@@ -294,8 +304,8 @@ def depthwise_multiplier(in_channels, weight_shape):
             raise TypeError(f"{name} must be an int, got {value!r} of type "
                             f"{type(value).__name__}")
     if min(weight_shape) < 0 or min(weight_shape[2:]) < 1:
-        raise ValueError(f"a depthwise weight's sizes must be >= 0 and its kernel's >= 1, "
-                         f"got shape {weight_shape}")
+        raise ValueError(f"a depthwise weight's sizes must be >= 0 and its "
+                         f"kernel's >= 1, got shape {weight_shape}")
     if in_channels < 1:
         raise ValueError(f"depthwise convolution needs at least one input channel, "
                          f"got {in_channels}")

@@ -39,10 +39,10 @@ def _check_tensors(input, weight, bias, caller):
 
 
 def _unfold(input, g, max_bytes=None):
-    """Columns ``(N, C*kH*kW, L)`` of ``input`` for the ConvGeometry ``g``, batched.
+    """Columns ``(N, C*kH*kW, L)`` of ``input`` for the ConvGeometry ``g``.
 
-    Refuses, before allocating, columns (plus a padded copy) of more than
-    ``max_bytes`` bytes (default ``d2ldw.MEMORY_LIMIT``).
+    Batched. Refuses, before allocating, columns (plus a padded copy) of more
+    than ``max_bytes`` bytes (default ``d2ldw.MEMORY_LIMIT``).
     """
     (kh, kw), (oh, ow), (top, bottom), (left, right) = (
         g.kernel_size, g.out_size, *g.padding)
@@ -63,8 +63,8 @@ def _unfold(input, g, max_bytes=None):
 
 # From Section 2.2, "Grouped convolution in four implementations" (chapters/grouped/implementations.ipynb)
 # (replaces conv2d_unfold of Section 1.3)
-def conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-                  max_bytes=None):
+def conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1,
+                  groups=1, max_bytes=None):
     """2-D convolution as one ``unfold`` and one batched ``matmul``, like ``F.conv2d``.
 
     input ``(N, C, H, W)`` or ``(C, H, W)``; weight ``(O, C/groups, kH, kW)``; bias
@@ -75,7 +75,7 @@ def conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1, gro
     _check_tensors(input, weight, bias, "conv2d_unfold")
     g = conv2d_geometry(input.shape, weight.shape, stride, padding, dilation, groups,
                         bias_shape=None if bias is None else bias.shape)
-    columns = _unfold(input, g, max_bytes)  # (N, C*kH*kW, L), rows channel first
+    columns = _unfold(input, g, max_bytes)  # (N, C*kH*kW, L), channel first
     batch, rows, length = columns.shape
     out_per_group = g.out_channels // g.groups
     columns = columns.reshape(batch, g.groups, rows // g.groups, length)
@@ -88,15 +88,16 @@ def conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1, gro
 
 
 # From Section 3.3, "Depthwise convolution in PyTorch from unfold" (chapters/depthwise/depthwise_unfold.ipynb)
-def depthwise_conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1,
-                            max_bytes=None):
+def depthwise_conv2d_unfold(input, weight, bias=None, stride=1, padding=0,
+                            dilation=1, max_bytes=None):
     """Depthwise convolution as one ``unfold`` and one batched ``matmul``.
 
     The contract of ``F.conv2d(input, weight, bias, stride, padding, dilation, groups=C)``:
     input ``(N, C, H, W)`` or ``(C, H, W)``; weight ``(C*M, 1, kH, kW)`` for a channel
     multiplier M, output channel ``o`` reading input channel ``o // M``; bias ``(C*M,)``
-    or None; padding 'valid', 'same', int or pair. Columns larger than ``max_bytes``
-    (default ``d2ldw.MEMORY_LIMIT``) are refused before they are allocated.
+    or None; padding 'valid', 'same', int or pair. Columns larger than
+    ``max_bytes`` (default ``d2ldw.MEMORY_LIMIT``) are refused before they are
+    allocated.
     """
     _check_tensors(input, weight, bias, "depthwise_conv2d_unfold")
     channels = input.shape[-3] if input.dim() in (3, 4) else None
@@ -106,7 +107,8 @@ def depthwise_conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilat
                         bias_shape=None if bias is None else bias.shape)
     kh, kw = g.kernel_size
     c, m = g.in_channels, g.out_channels // g.in_channels
-    columns = _unfold(input, g, max_bytes)  # (N, C*kH*kW, L), padded as F.conv2d would
+    # (N, C*kH*kW, L), padded as F.conv2d would
+    columns = _unfold(input, g, max_bytes)
     batch, _, positions = columns.shape
     columns = columns.reshape(batch, c, kh * kw, positions)
     # (C, M, kH*kW) @ (N, C, kH*kW, L) -> (N, C, M, L): one matmul batched over N and C;
@@ -154,16 +156,19 @@ def _conv_bn(in_channels, out_channels, kernel_size, stride, groups, activation)
 
 
 def _check_network_args(width_multiplier, num_classes):
-    """Refuse a width or class count that would build a broken or huge network."""
-    if isinstance(width_multiplier, bool) or not isinstance(width_multiplier, numbers.Real) \
-            or not 0 < width_multiplier < math.inf:
-        raise ValueError(f"width_multiplier must be a positive finite number, got "
+    """Refuse a width or class count that would build a broken or huge net."""
+    alpha = width_multiplier
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) \
+            or not 0 < alpha < math.inf:
+        raise ValueError(f"width_multiplier must be a positive finite number, "
+                         f"got "
                          f"{width_multiplier!r}")
     num_classes = checked_int(num_classes, "num_classes", 1)
-    # about 4.3M parameters at width 1 (float32), growing with the square of the width
+    # about 4.3M parameters at width 1 (float32), growing with its square
     width = max(1.0, float(width_multiplier))
     check_memory(int(4 * (4.3e6 * width**2 + 1280 * width * num_classes)),
-                 f"a MobileNet of width {width_multiplier} with {num_classes} classes",
+                 f"a MobileNet of width {width_multiplier} with "
+                 f"{num_classes} classes",
                  None)
 
 
@@ -330,15 +335,17 @@ def calibrate_batchnorm(model, images):
     by layer; with statistics of real activations they stay of order one, as when trained.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        raise TypeError(f"model must be an nn.Module, "
+                        f"got {type(model).__name__}")
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         raise ValueError(f"{type(model).__name__} has no BatchNorm layers to calibrate")
     check_array_kind(images, "images", "torch")
     if images.dim() != 4 or images.shape[0] < 2 or images.numel() == 0:
-        raise ValueError(f"images must be a non-empty batch (N, C, H, W) with N >= 2 "
-                         f"(BatchNorm needs two samples for a variance), got shape "
-                         f"{tuple(images.shape)}")
+        raise ValueError(f"images must be a non-empty batch (N, C, H, W) with "
+                         f"N >= 2 (BatchNorm needs two samples for a "
+                         f"variance), "
+                         f"got shape {tuple(images.shape)}")
     parameter = next(model.parameters(), None)
     if parameter is not None:
         checked_dtype({"images": images, "the model's parameters": parameter})
@@ -350,8 +357,9 @@ def calibrate_batchnorm(model, images):
         try:
             model(images)
         except RuntimeError as error:  # e.g. the wrong number of channels
-            raise ValueError(f"images of shape {tuple(images.shape)} do not fit "
-                             f"{type(model).__name__}: {str(error).splitlines()[0]}") from None
+            reason = str(error).splitlines()[0]
+            raise ValueError(f"images of shape {tuple(images.shape)} do not "
+                             f"fit {type(model).__name__}: {reason}") from None
     return model.eval()
 
 
@@ -442,8 +450,9 @@ class SeparableConv2d(nn.Module):
         checked_dtype({"input": input, "weights": self.depthwise.weight})
         c = self.depthwise.in_channels
         if input.dim() not in (3, 4) or input.shape[-3] != c:
-            raise ValueError(f"input must be (N, {c}, H, W) or ({c}, H, W) for this "
-                             f"layer's {c} input channels, got shape {tuple(input.shape)}")
+            raise ValueError(f"input must be (N, {c}, H, W) or ({c}, H, W) for "
+                             f"this layer's {c} input channels, got shape "
+                             f"{tuple(input.shape)}")
         depthwise = self.depthwise  # the spatial sizes must fit its kernel
         conv2d_geometry(input.shape, depthwise.weight.shape, depthwise.stride,
                         depthwise.padding, depthwise.dilation, groups=c)
@@ -494,8 +503,9 @@ def count_cost(model, input_size, max_bytes=None):
     Forward hooks record every ``nn.Conv2d`` (``kH*kW*(C_in/groups)*C_out*H_out*W_out``
     mult-adds) and ``nn.Linear`` (``in*out`` per row) call, and every BatchNorm; activations,
     pooling and other parameter-free modules cost nothing. A module with parameters of any other
-    kind raises TypeError. Returns a NetworkCost. An input of more than ``max_bytes``
-    bytes (default ``d2ldw.MEMORY_LIMIT``) is refused before it is allocated.
+    kind raises TypeError. Returns a NetworkCost. An input of more than
+    ``max_bytes`` bytes (default ``d2ldw.MEMORY_LIMIT``) is refused before it is
+    allocated.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -509,7 +519,8 @@ def count_cost(model, input_size, max_bytes=None):
                          f"{input_size!r}")
     parameter = next(model.parameters(), None)
     dtype = torch.float32 if parameter is None else parameter.dtype
-    check_memory(math.prod(size) * dtype.itemsize, f"an input of size {size}", max_bytes)
+    check_memory(math.prod(size) * dtype.itemsize, f"an input of size {size}",
+                 max_bytes)
     batch_norm = nn.modules.batchnorm._BatchNorm
     counted = (nn.Conv2d, nn.Linear, batch_norm)
     for name, module in model.named_modules():
@@ -548,8 +559,9 @@ def count_cost(model, input_size, max_bytes=None):
             try:
                 model(x)
             except RuntimeError as error:  # e.g. the wrong number of channels
-                raise ValueError(f"input_size {size} does not fit {type(model).__name__}: "
-                                 f"{str(error).splitlines()[0]}") from None
+                reason = str(error).splitlines()[0]
+                raise ValueError(f"input_size {size} does not fit "
+                                 f"{type(model).__name__}: {reason}") from None
     finally:
         model.train(was_training)
         for handle in handles:

@@ -83,7 +83,8 @@ def add_bias(Y, B):
     if len(y_shape) != 4:
         raise ValueError(f"Y must be 4-D (N, O, H, W), got shape {y_shape}")
     if b_shape != (y_shape[1],):  # a shorter B would be read out of bounds
-        raise ValueError(f"B must have shape (O,) = ({y_shape[1]},) to match Y's "
+        raise ValueError(f"B must have shape (O,) = ({y_shape[1]},) to match "
+                         f"Y's "
                          f"{y_shape[1]} channels, got {b_shape}")
     checked_dtype({"Y": Y, "B": B})
     return te.compute(Y.shape, lambda n, o, i, j: Y[n, o, i, j] + B[o], name="Z")
