@@ -8,7 +8,7 @@ from d2ldw._requires import require
 
 require('tvm', 'apache-tvm==0.27.0.post1', module='d2ldw.tvm', extra='tvm')
 
-from d2ldw.shapes import ARRAY_KINDS, array_kind, check_array_kind, checked_dtype, conv2d_geometry, depthwise_multiplier, separable_geometry
+from d2ldw.shapes import ARRAY_KINDS, array_kind, check_array_kind, check_memory, checked_dtype, conv2d_geometry, depthwise_multiplier, separable_geometry
 
 __all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'depthwise_conv2d', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'from_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc']
 
@@ -129,11 +129,13 @@ def build(tensors_or_module, target=None):
     return tvm.compile(module, target=target or host_target())
 
 
-def build_and_run(tensors, inputs, target=None):
+def build_and_run(tensors, inputs, target=None, max_bytes=None):
     """Compile ``tensors`` for the CPU, run on NumPy ``inputs``, return the output array.
 
     ``tensors`` lists the input placeholders then the output; ``inputs`` holds one
-    array per placeholder, with matching shape and dtype.
+    array per placeholder, with matching shape and dtype. An output larger
+    than ``max_bytes`` (default ``d2ldw.MEMORY_LIMIT``) is refused before it
+    is built.
     """
     *placeholders, output = tensors
     for index, tensor in enumerate(tensors):
@@ -148,6 +150,9 @@ def build_and_run(tensors, inputs, target=None):
             raise ValueError(f"input {index} ({tensor.name}) must have shape {expected[0]} "
                              f"and dtype {expected[1]}, got {np.shape(array)} "
                              f"{np.asarray(array).dtype}")
+    output_bytes = tvm.DataType(str(output.dtype)).bits // 8 * int(
+        np.prod(_static_shape(output)))
+    check_memory(output_bytes, "the output", max_bytes)
     device = tvm.cpu()
     arguments = [tvm.runtime.tensor(np.asarray(a), device) for a in inputs]
     result = tvm.runtime.tensor(np.empty(_static_shape(output), dtype=str(output.dtype)), device)

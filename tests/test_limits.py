@@ -1,8 +1,8 @@
-"""Huge sizes are refused up front, and the command-line tools fail in one line (issue 15).
+"""Huge sizes are refused up front; the command-line tools fail in one line.
 
-The memory tests run in a subprocess whose address space is capped at 2 GiB: a function
-that started allocating its 5-12 GB before checking would die there with a MemoryError
-(or be killed) instead of printing the refusal.
+Issue 15. The memory tests run in a subprocess whose address space is capped at
+2 GiB: a function that started allocating its 5-12 GB before checking would die
+there with a MemoryError (or be killed) instead of printing the refusal.
 """
 import json
 import shutil
@@ -23,21 +23,26 @@ def run_capped(code):
         import resource
         resource.setrlimit(resource.RLIMIT_AS, ({CAP_BYTES}, {CAP_BYTES}))
     """) + textwrap.dedent(code)
-    return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                          timeout=300, cwd=REPO)
+    return subprocess.run([sys.executable, "-c", program], capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
 
 
 HUGE_CALLS = {
     "numpy conv2d, padding=20000": """
         import numpy as np
         from d2ldw import numpy as d2l_np
-        d2l_np.conv2d(np.zeros((1, 3, 8, 8)), np.zeros((4, 3, 3, 3)), padding=20000)
+        d2l_np.conv2d(np.zeros((1, 3, 8, 8)), np.zeros((4, 3, 3, 3)),
+                      padding=20000)
+    """,
+    "get_conv_data, 40000 x 40000": """
+        import d2ldw
+        d2ldw.get_conv_data(3, 4, 40000, 3)
     """,
     "conv2d_unfold, padding=20000": """
         import torch
         from d2ldw import torch as d2l_torch
-        d2l_torch.conv2d_unfold(torch.zeros(1, 3, 8, 8), torch.zeros(4, 3, 3, 3),
-                                padding=20000)
+        d2l_torch.conv2d_unfold(torch.zeros(1, 3, 8, 8),
+                                torch.zeros(4, 3, 3, 3), padding=20000)
     """,
     "count_cost, (3, 20000, 20000)": """
         from d2ldw import torch as d2l_torch
@@ -66,8 +71,8 @@ def test_huge_sizes_are_refused_before_allocating(name):
 
 
 def run_module(*args):
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
-                          timeout=300, cwd=REPO)
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
 
 
 @pytest.mark.parametrize("flags, says", [
@@ -84,8 +89,8 @@ def test_bench_refuses_bad_flags_in_one_line_before_running(flags, says):
     result = run_module("d2ldw.bench", "depthwise", *flags)
     assert result.returncode == 2
     assert says in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if "Warning" not in line
-             and not line.startswith(" ")]
+    lines = [line for line in result.stderr.splitlines()
+             if "Warning" not in line and not line.startswith(" ")]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
 
 
@@ -106,7 +111,7 @@ def extract(*args):
 
 
 def edit_save_cell(notebook, edit):
-    """Apply ``edit`` to the source lines of the notebook's first #@save cell."""
+    """Apply ``edit`` to the source lines of the first #@save cell."""
     data = json.loads(notebook.read_text())
     index = next(i for i, cell in enumerate(data["cells"])
                  if "".join(cell["source"]).startswith("#@save"))
@@ -118,18 +123,19 @@ def edit_save_cell(notebook, edit):
 def test_extract_check_on_a_missing_root_says_so():
     result = extract("--check", "--root", "/missing-book")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("python -m d2ldw.extract: error: --root /missing-book "
-                                     "is not a folder")
+    assert result.stderr.strip() == ("python -m d2ldw.extract: error: "
+                                     "--root /missing-book is not a folder")
 
 
 def test_extract_names_the_notebook_and_cell_of_a_syntax_error(book):
     notebook = book / "chapters" / "grouped" / "cost.ipynb"
-    index = edit_save_cell(notebook, lambda lines: lines[:2] + ["def broken(:\n"]
-                           + lines[2:])
+    index = edit_save_cell(
+        notebook, lambda lines: lines[:2] + ["def broken(:\n"] + lines[2:])
     result = extract("--check", "--root", book)
     assert result.returncode == 2
     assert "(chapters/grouped/cost.ipynb)" in result.stderr
-    assert f"cell {index + 1} ('#@save cost'): syntax error on line 3" in result.stderr
+    where = f"cell {index + 1} ('#@save cost'): syntax error on line 3"
+    assert where in result.stderr
     before = (book / "d2ldw" / "cost.py").read_text()
     assert extract("--root", book).returncode == 2  # nothing regenerated
     assert (book / "d2ldw" / "cost.py").read_text() == before
@@ -150,4 +156,4 @@ def test_extract_refuses_to_regenerate_without_a_toc_page(book):
     assert result.returncode == 2
     assert "lists chapters/separable/spatial, but" in result.stderr
     assert "does not exist" in result.stderr
-    assert (book / "d2ldw" / "numpy.py").read_text() == before  # its code is kept
+    assert (book / "d2ldw" / "numpy.py").read_text() == before  # code kept

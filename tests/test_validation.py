@@ -38,9 +38,9 @@ def bias_stage(y_shape, b_shape, b_dtype="float32"):
                             placeholder(*b_shape, dtype=b_dtype, name="B"))
 
 
-def te_run(inputs, x_shape=(1, 3, 8, 8), w_shape=(4, 3, 3, 3)):
+def te_run(inputs, x_shape=(1, 3, 8, 8), w_shape=(4, 3, 3, 3), **kwargs):
     X, K = placeholder(*x_shape), placeholder(*w_shape, name="K")
-    return d2l_tvm.build_and_run([X, K, d2l_tvm.conv2d(X, K)], inputs)
+    return d2l_tvm.build_and_run([X, K, d2l_tvm.conv2d(X, K, **kwargs)], inputs)
 
 
 _NETWORKS = {}
@@ -153,6 +153,18 @@ BAD_CALLS = [
     ("ulp_distance mixed dtypes",
      lambda: d2ldw.ulp_distance(zeros(2), zeros(2, dtype="float64")),
      TypeError, ["a and b", "float32 and float64"]),
+    ("get_conv_data negative batch",
+     lambda: d2ldw.get_conv_data(3, 4, 8, 3, batch=-1),
+     ValueError, ["batch", "-1"]),
+    ("get_conv_data bool size", lambda: d2ldw.get_conv_data(3, 4, True, 3),
+     TypeError, ["height", "True"]),
+    ("get_conv_data size triple",
+     lambda: d2ldw.get_conv_data(3, 4, (8, 8, 8), 3),
+     ValueError, ["size", "(8, 8, 8)"]),
+    ("get_conv_data zero channels", lambda: d2ldw.get_conv_data(0, 4, 8, 3),
+     ValueError, ["in_channels", "got 0"]),
+    ("get_conv_data huge", lambda: d2ldw.get_conv_data(3, 4, 40000, 3),
+     ValueError, ["the arrays would need", "GiB"]),
     # d2ldw.numpy.conv2d
     ("numpy zero channels",
      lambda: d2l_np.conv2d(zeros(1, 0, 7, 8), zeros(6, 0, 3, 3)),
@@ -282,6 +294,9 @@ BAD_CALLS = [
     ("mxnet bias length",
      lambda: d2l_mx.conv2d(nd.zeros(X), nd.zeros(W), nd.zeros(3)),
      ValueError, ["bias", "(3,)"]),
+    ("mxnet padding=20000",
+     lambda: d2l_mx.conv2d(nd.zeros(X), nd.zeros(W), padding=20000),
+     ValueError, ["the padded input and the output would need", "GiB"]),
     ("mxnet zero channels",
      lambda: d2l_mx.conv2d(nd.array(zeros(1, 0, 7, 8)),
                            nd.array(zeros(6, 0, 3, 3))),
@@ -330,6 +345,9 @@ BAD_CALLS = [
     ("build_and_run wrong dtype",
      lambda: te_run([zeros(*X, dtype="float64"), zeros(*W)]),
      ValueError, ["input 0 (X)", "float64"]),
+    ("build_and_run huge output",
+     lambda: te_run([zeros(*X), zeros(*W)], padding=20000),
+     ValueError, ["the output would need", "GiB", "max_bytes"]),
     ("build_and_run too few inputs",
      lambda: te_run([zeros(*X)]),
      ValueError, ["expected 2 input arrays", "got 1"]),
