@@ -6,6 +6,7 @@ chapters. Do not edit: change the chapter and regenerate.
 
 from d2ldw.cost import conv2d_cost
 from d2ldw.data import get_conv_data
+from d2ldw.shapes import check_memory
 from d2ldw.timing import time_interleaved
 
 __all__ = ['ENVIRONMENT', 'PARTS', 'depthwise_layers', 'format_table', 'geometric_mean', 'main', 'run_depthwise', 'time_depthwise']
@@ -240,21 +241,69 @@ def format_table(result):
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad command lines end with one line on stderr and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive(text):
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive int, got {value}")
+    return value
+
+
+def _check_args(args, error):
+    """Refuse, before any timing, flags the run would fail on after minutes."""
+    layers = depthwise_layers()
+    if args.layers is not None and args.layers > len(layers):
+        error(f"--layers: MobileNet v1 has {len(layers)} depthwise layers, got "
+              f"{args.layers}")
+    if args.threads > 4 * available_cpus():
+        error(f"--threads: at most 4 x the {available_cpus()} available CPUs, "
+              f"got {args.threads}")
+    if args.parts and set(args.parts.split(",")) - set(PARTS):
+        error(f"--parts: expected some of {','.join(PARTS)}, got {args.parts}")
+    # float32 input and output of the largest layer
+    largest = max(c * size * size for c, size, _ in layers)
+    try:
+        check_memory(8 * args.batch * largest, f"--batch {args.batch}",
+                     args.max_bytes)
+    except ValueError as message:
+        error(f"{message} (--max-bytes)")
+    if args.json:
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if os.path.isdir(args.json) or not os.path.isdir(folder) \
+                or not os.access(folder, os.W_OK):
+            error(f"--json: cannot write {args.json!r} (its folder must exist "
+                  f"and be writable)")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m d2ldw.bench",
-                                     description="Benchmarks of the book's kernels.")
+    parser = _Parser(prog="python -m d2ldw.bench",
+                     description="Benchmarks of the book's kernels.")
     commands = parser.add_subparsers(dest="command", required=True)
     depthwise = commands.add_parser("depthwise", help="MobileNet v1's depthwise layers")
-    depthwise.add_argument("--batch", type=int, default=1)
-    depthwise.add_argument("--threads", type=int, default=available_cpus())
-    depthwise.add_argument("--repeat", type=int, default=7)
-    depthwise.add_argument("--layers", type=int, default=None,
+    depthwise.add_argument("--batch", type=_positive, default=1)
+    depthwise.add_argument("--threads", type=_positive,
+                           default=available_cpus())
+    depthwise.add_argument("--repeat", type=_positive, default=7)
+    depthwise.add_argument("--layers", type=_positive, default=None,
                            help="only the first N layers (for a quick check)")
+    depthwise.add_argument("--max-bytes", type=_positive, default=None,
+                           help="refuse a larger batch input (default 2 GiB)")
     depthwise.add_argument("--json", type=str, default=None, help="also write the result here")
     depthwise.add_argument("--parts", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.batch < 1 or args.threads < 1 or args.repeat < 1:
-        parser.error("--batch, --threads and --repeat must be positive")
+    _check_args(args, depthwise.error)
     wanted = {**ENVIRONMENT, **_thread_environment(args.threads)}
     if any(os.environ.get(k) != v for k, v in wanted.items()):  # start over, set up
         os.execve(sys.executable, [sys.executable, "-m", "d2ldw.bench", *(argv or sys.argv[1:])],

@@ -59,11 +59,29 @@ class Block:
     section: str  # its section number, e.g. "1.3"
 
 
+class ExtractError(ValueError):
+    """A book the extractor cannot read; the message names the file at fault."""
+
+
 def book_order(root):
-    """The notebooks of the book in reading order, with their section numbers."""
+    """The notebooks of the book in reading order, with their section numbers.
+
+    Raises ExtractError naming the page when a TOC entry has no notebook on
+    disk: the package would otherwise lose that notebook's code without a word.
+    """
     import yaml  # only needed by maintainers, who have the book's requirements
 
-    toc = yaml.safe_load((Path(root) / "_toc.yml").read_text())
+    toc_path = Path(root) / "_toc.yml"
+    if not toc_path.is_file():
+        raise ExtractError(f"{toc_path} not found: --root must be the book's "
+                           f"root folder")
+    try:
+        toc = yaml.safe_load(toc_path.read_text())
+    except yaml.YAMLError as error:
+        raise ExtractError(f"{toc_path} is not valid YAML: {error}") from None
+    if not isinstance(toc, dict):
+        raise ExtractError(f"{toc_path} must be a mapping with 'chapters', got "
+                           f"{type(toc).__name__}")
     ordered = []
     for chapter_number, chapter in enumerate(toc.get("chapters", []), start=1):
         entries = [(f"{chapter_number}", chapter)]
@@ -71,8 +89,12 @@ def book_order(root):
                     for n, s in enumerate(chapter.get("sections", []), start=1)]
         for number, entry in entries:
             path = Path(root) / (entry["file"] + ".ipynb")
-            if path.exists():
-                ordered.append((number, path))
+            if not path.exists():
+                raise ExtractError(
+                    f"{toc_path} lists {entry['file']}, but {path} does not "
+                    f"exist: restore the notebook or remove it from the TOC "
+                    f"(regenerating now would drop its #@save cells)")
+            ordered.append((number, path))
     return ordered
 
 
@@ -87,18 +109,33 @@ def _title(cells):
 
 def saved_blocks(number, notebook, root):
     """The ``#@save`` cells of one notebook, as Blocks, in cell order."""
-    cells = json.loads(Path(notebook).read_text())["cells"]
+    try:
+        cells = json.loads(Path(notebook).read_text())["cells"]
+        if not isinstance(cells, list):
+            raise TypeError("'cells' is not a list")
+        sources = ["".join(cell["source"]) for cell in cells]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ExtractError(
+            f"{notebook} is not a readable notebook: {error!r}") from None
     where = f'Section {number}, "{_title(cells)}" ({Path(notebook).relative_to(root)})'
     blocks = []
-    for cell in cells:
-        source = "".join(cell["source"])
+    for index, (cell, source) in enumerate(zip(cells, sources)):
         first, _, body = source.partition("\n")
-        mark = SAVE_MARK.match(first.strip()) if cell["cell_type"] == "code" else None
+        is_code = cell.get("cell_type") == "code"
+        mark = SAVE_MARK.match(first.strip()) if is_code else None
         if not mark:
             continue
         if mark.group(1) not in MODULES:
-            raise ValueError(f"{where}: '#@save {mark.group(1) or ''}' names no d2ldw module; "
-                             f"expected one of {', '.join(MODULES)}")
+            raise ExtractError(
+                f"{where}, cell {index + 1}: '#@save {mark.group(1) or ''}' "
+                f"names no d2ldw module; expected one of {', '.join(MODULES)}")
+        try:
+            ast.parse(body)
+        except SyntaxError as error:
+            raise ExtractError(
+                f"{where}, cell {index + 1} ('#@save {mark.group(1)}'): syntax "
+                f"error on line {(error.lineno or 0) + 1} of the cell: "
+                f"{error.msg}") from None
         blocks.append(Block(mark.group(1), body.strip("\n"), where, number))
     return blocks
 
@@ -153,6 +190,24 @@ def _drop_repeated_imports(code, seen):
     return "\n".join(lines).strip("\n")
 
 
+def _drop_header_imports(code, needed):
+    """Drop a cell's ``from d2ldw.<core> import ...`` that the header repeats.
+
+    A cell imports the helpers it uses so that it runs on its own in its
+    notebook; the generated module imports them once, at the top.
+    """
+    lines = code.splitlines()
+    for node in reversed(ast.parse(code).body):
+        if not (isinstance(node, ast.ImportFrom) and node.level == 0
+                and (node.module or "").startswith("d2ldw.")):
+            continue
+        provided = needed.get(node.module[len("d2ldw."):], ())
+        if all(alias.asname is None and alias.name in provided
+               for alias in node.names):
+            del lines[node.lineno - 1:node.end_lineno]
+    return re.sub(r"\n{3,}", "\n\n\n", "\n".join(lines)).strip("\n")
+
+
 def _core_exports(blocks_by_module):
     owner = {}
     for name, blocks in blocks_by_module.items():
@@ -163,7 +218,7 @@ def _core_exports(blocks_by_module):
                 if symbol.startswith("_"):
                     continue
                 if owner.setdefault(symbol, name) != name:
-                    raise ValueError(f"'{symbol}' is defined in both d2ldw.{owner[symbol]} "
+                    raise ExtractError(f"'{symbol}' is defined in both d2ldw.{owner[symbol]} "
                                      f"and d2ldw.{name}")
     return owner
 
@@ -183,9 +238,10 @@ def _render_module(name, blocks, core_owner):
         source = core_owner.get(symbol)
         if source and source != name:
             if spec.core and list(MODULES).index(source) > list(MODULES).index(name):
-                raise ValueError(f"d2ldw.{name} uses '{symbol}' from the later core module "
+                raise ExtractError(f"d2ldw.{name} uses '{symbol}' from the later core module "
                                  f"d2ldw.{source}; move the cell or reorder MODULES")
             needed.setdefault(source, []).append(symbol)
+    codes = [_drop_header_imports(code, needed) for code in codes]
     public = sorted(s for s in defined if not s.startswith("_"))
     out = [f'"""{spec.doc}\n\nGenerated by ``python -m d2ldw.extract`` from the ``#@save {name}`` '
            f"cells of the book's\nchapters. Do not edit: change the chapter and regenerate.\n"
@@ -214,7 +270,7 @@ def render(root=PACKAGE_ROOT):
             blocks_by_module[block.module].append(block)
     empty = [name for name, blocks in blocks_by_module.items() if not blocks]
     if empty:
-        raise ValueError(f"no '#@save' cells for d2ldw module(s): {', '.join(empty)}")
+        raise ExtractError(f"no '#@save' cells for d2ldw module(s): {', '.join(empty)}")
     core_owner = _core_exports(blocks_by_module)
     return {Path("d2ldw") / f"{name}.py": _render_module(name, blocks, core_owner)
             for name, blocks in blocks_by_module.items()}
@@ -235,6 +291,16 @@ def main(argv=None):
     parser.add_argument("--root", type=Path, default=PACKAGE_ROOT,
                         help="the book's root folder (default: %(default)s)")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except ExtractError as error:  # one line, status 2, as for a bad command
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args):
+    if not args.root.is_dir():
+        raise ExtractError(f"--root {args.root} is not a folder")
     if args.check:
         stale = out_of_date(args.root)
         for path in stale:

@@ -8,7 +8,7 @@ from d2ldw._requires import require
 
 require('mxnet', 'mxnet==1.9.1', module='d2ldw.mxnet', extra='mxnet')
 
-from d2ldw.shapes import conv2d_geometry
+from d2ldw.shapes import check_array_kind, check_memory, checked_dtype, conv2d_geometry
 
 __all__ = ['SeparableConv2D', 'conv2d']
 
@@ -36,15 +36,32 @@ from mxnet import gluon, nd
 
 
 # From Section 1.2, "Convolution in PyTorch and MXNet" (chapters/conv2d/frameworks.ipynb)
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
+           max_bytes=None):
     """``nd.Convolution`` called with the arguments of ``torch.nn.functional.conv2d``.
 
     ``x`` is an NDArray ``(N, C, H, W)`` or ``(C, H, W)``, ``w`` is ``(O, C/groups, kH, kW)``,
     ``b`` is ``(O,)`` or None. Asymmetric padding ('same' with an even kernel) is
     applied with ``nd.pad`` because ``nd.Convolution`` pads symmetrically only.
+    A padded input and output larger than ``max_bytes`` (default
+    ``d2ldw.MEMORY_LIMIT``) are refused before they are allocated.
     """
+    for name, value in (("x", x), ("w", w), ("b", b)):
+        if value is not None:
+            check_array_kind(value, name, "mxnet")
+    checked_dtype({"x": x, "w": w, "b": b},
+                  floating=("float16", "float32", "float64"))
     g = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups,
                         bias_shape=None if b is None else b.shape)
+    (top, bottom), (left, right), (oh, ow) = *g.padding, g.out_size
+    padded = g.in_channels * (g.in_size[0] + top + bottom) * (
+        g.in_size[1] + left + right)
+    batch = 1 if g.batch is None else g.batch
+    check_memory(batch * np.dtype(x.dtype).itemsize
+                 * (padded + g.out_channels * oh * ow),
+                 "the padded input and the output", max_bytes)
+    if g.batch == 0:  # nd.Convolution fails; F.conv2d returns an empty batch
+        return nd.empty(g.output_shape, dtype=x.dtype)  # not zeros: size 0
     x4 = x if g.batch is not None else x.expand_dims(0)
     (top, bottom), (left, right) = g.padding
     if top != bottom or left != right:

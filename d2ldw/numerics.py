@@ -243,10 +243,15 @@ def round_to_bfloat16(array):
 
     A float64 input is rounded to float32 first; the two roundings differ from one only
     in rare ties. bfloat16 is the top half of float32's bit pattern, so rounding is integer
-    arithmetic on those bits.
+    arithmetic on those bits. NaNs stay NaN (quiet, with their sign),
+    infinities stay infinite.
     """
     bits = np.asarray(array, dtype=np.float32).view(np.uint32).astype(np.uint64)
     rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
+    # A NaN's payload may round up into the exponent (inf) or past the sign:
+    # truncate it instead, and set the quiet bit so that it cannot become inf.
+    nan = (bits & 0x7FFFFFFF) > 0x7F800000
+    rounded = np.where(nan, (bits >> 16 << 16) | 0x400000, rounded)
     return rounded.astype(np.uint32).view(np.float32)
 
 

@@ -10,7 +10,7 @@ require('torch', 'torch==2.13.0', module='d2ldw.torch', extra='torch')
 
 from d2ldw.cost import conv2d_cost
 from d2ldw.numerics import SUMMATION_ORDERS, matching_order
-from d2ldw.shapes import conv2d_geometry, depthwise_multiplier, separable_geometry
+from d2ldw.shapes import check_array_kind, check_memory, checked_dtype, checked_int, conv2d_geometry, depthwise_multiplier, separable_geometry
 
 __all__ = ['DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'NetworkCost', 'SeparableConv2d', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'conv2d_unfold', 'count_cost', 'depthwise_conv2d_unfold', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'replace_depthwise', 'separable_conv2d']
 
@@ -29,6 +29,8 @@ def _check_tensors(input, weight, bias, caller):
         raise TypeError(f"{caller} needs a floating or complex dtype, got {input.dtype}: "
                         "F.unfold has no integer kernel; convert to float64, which is exact "
                         "for integers below 2**53")
+    if bias is not None:
+        check_array_kind(bias, "bias", "torch")
     dtypes = {input.dtype, weight.dtype} | ({bias.dtype} if bias is not None else set())
     if len(dtypes) > 1:
         raise TypeError(f"input, weight and bias must share one dtype, got input "
@@ -36,8 +38,20 @@ def _check_tensors(input, weight, bias, caller):
                         + (f", bias {bias.dtype}" if bias is not None else ""))
 
 
-def _unfold(input, g):
-    """Columns ``(N, C*kH*kW, L)`` of ``input`` for the ConvGeometry ``g``, batched."""
+def _unfold(input, g, max_bytes=None):
+    """Columns ``(N, C*kH*kW, L)`` of ``input`` for the ConvGeometry ``g``.
+
+    Batched. Refuses, before allocating, columns (plus a padded copy) of more
+    than ``max_bytes`` bytes (default ``d2ldw.MEMORY_LIMIT``).
+    """
+    (kh, kw), (oh, ow), (top, bottom), (left, right) = (
+        g.kernel_size, g.out_size, *g.padding)
+    batch = 1 if g.batch is None else g.batch
+    padded = batch * g.in_channels * (g.in_size[0] + top + bottom) * (
+        g.in_size[1] + left + right)
+    columns = batch * g.in_channels * kh * kw * oh * ow
+    check_memory((padded + columns) * input.element_size(),
+                 "the unfolded input (F.unfold's columns)", max_bytes)
     x = input if g.batch is not None else input.unsqueeze(0)
     (top, bottom), (left, right) = g.padding
     if top != bottom or left != right:  # unfold pads both sides equally
@@ -49,17 +63,19 @@ def _unfold(input, g):
 
 # From Section 2.2, "Grouped convolution in four implementations" (chapters/grouped/implementations.ipynb)
 # (replaces conv2d_unfold of Section 1.3)
-def conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1,
+                  groups=1, max_bytes=None):
     """2-D convolution as one ``unfold`` and one batched ``matmul``, like ``F.conv2d``.
 
     input ``(N, C, H, W)`` or ``(C, H, W)``; weight ``(O, C/groups, kH, kW)``; bias
     ``(O,)`` or None; stride, padding ('valid', 'same', int or pair), dilation and
-    groups as in ``F.conv2d``.
+    groups as in ``F.conv2d``. Columns larger than ``max_bytes`` (default
+    ``d2ldw.MEMORY_LIMIT``) are refused before they are allocated.
     """
     _check_tensors(input, weight, bias, "conv2d_unfold")
     g = conv2d_geometry(input.shape, weight.shape, stride, padding, dilation, groups,
                         bias_shape=None if bias is None else bias.shape)
-    columns = _unfold(input, g)  # (N, C*kH*kW, L), rows ordered channel first
+    columns = _unfold(input, g, max_bytes)  # (N, C*kH*kW, L), channel first
     batch, rows, length = columns.shape
     out_per_group = g.out_channels // g.groups
     columns = columns.reshape(batch, g.groups, rows // g.groups, length)
@@ -72,13 +88,16 @@ def conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1, gro
 
 
 # From Section 3.3, "Depthwise convolution in PyTorch from unfold" (chapters/depthwise/depthwise_unfold.ipynb)
-def depthwise_conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1):
+def depthwise_conv2d_unfold(input, weight, bias=None, stride=1, padding=0,
+                            dilation=1, max_bytes=None):
     """Depthwise convolution as one ``unfold`` and one batched ``matmul``.
 
     The contract of ``F.conv2d(input, weight, bias, stride, padding, dilation, groups=C)``:
     input ``(N, C, H, W)`` or ``(C, H, W)``; weight ``(C*M, 1, kH, kW)`` for a channel
     multiplier M, output channel ``o`` reading input channel ``o // M``; bias ``(C*M,)``
-    or None; padding 'valid', 'same', int or pair.
+    or None; padding 'valid', 'same', int or pair. Columns larger than
+    ``max_bytes`` (default ``d2ldw.MEMORY_LIMIT``) are refused before they are
+    allocated.
     """
     _check_tensors(input, weight, bias, "depthwise_conv2d_unfold")
     channels = input.shape[-3] if input.dim() in (3, 4) else None
@@ -88,7 +107,8 @@ def depthwise_conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilat
                         bias_shape=None if bias is None else bias.shape)
     kh, kw = g.kernel_size
     c, m = g.in_channels, g.out_channels // g.in_channels
-    columns = _unfold(input, g)  # (N, C*kH*kW, L), padded as F.conv2d would
+    # (N, C*kH*kW, L), padded as F.conv2d would
+    columns = _unfold(input, g, max_bytes)
     batch, _, positions = columns.shape
     columns = columns.reshape(batch, c, kh * kw, positions)
     # (C, M, kH*kW) @ (N, C, kH*kW, L) -> (N, C, M, L): one matmul batched over N and C;
@@ -102,7 +122,11 @@ def depthwise_conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilat
 
 
 # From Section 3.4, "Swapping every depthwise layer" (chapters/depthwise/mobilenets.ipynb)
+import math
+import numbers
+
 from torch import nn
+
 
 # Howard et al. 2017, Table 1, one tuple per row: (operator, stride, output channels).
 # A "dw" row is a 3x3 depthwise conv (output channels = its input channels); a "pw" row
@@ -131,8 +155,26 @@ def _conv_bn(in_channels, out_channels, kernel_size, stride, groups, activation)
         nn.BatchNorm2d(out_channels), activation())
 
 
+def _check_network_args(width_multiplier, num_classes):
+    """Refuse a width or class count that would build a broken or huge net."""
+    alpha = width_multiplier
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) \
+            or not 0 < alpha < math.inf:
+        raise ValueError(f"width_multiplier must be a positive finite number, "
+                         f"got "
+                         f"{width_multiplier!r}")
+    num_classes = checked_int(num_classes, "num_classes", 1)
+    # about 4.3M parameters at width 1 (float32), growing with its square
+    width = max(1.0, float(width_multiplier))
+    check_memory(int(4 * (4.3e6 * width**2 + 1280 * width * num_classes)),
+                 f"a MobileNet of width {width_multiplier} with "
+                 f"{num_classes} classes",
+                 None)
+
+
 def mobilenet_v1(width_multiplier=1.0, num_classes=1000):
     """MobileNet v1 (Howard et al. 2017, Table 1) with width multiplier alpha."""
+    _check_network_args(width_multiplier, num_classes)
     def width(c):  # alpha*c channels, at least 8, as in the paper's reference code
         return max(8, int(c * width_multiplier))
 
@@ -198,6 +240,7 @@ class InvertedResidual(nn.Module):
 
 def mobilenet_v2(width_multiplier=1.0, num_classes=1000):
     """MobileNet v2 (Sandler et al. 2018, Table 2) with width multiplier alpha."""
+    _check_network_args(width_multiplier, num_classes)
     layers, channels = [], 3
     for operator, t, c, n, s in MOBILENET_V2_TABLE:
         if operator == "conv2d":
@@ -291,15 +334,32 @@ def calibrate_batchnorm(model, images):
     A freshly initialised network keeps mean 0 and variance 1 and its activations shrink layer
     by layer; with statistics of real activations they stay of order one, as when trained.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, "
+                        f"got {type(model).__name__}")
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         raise ValueError(f"{type(model).__name__} has no BatchNorm layers to calibrate")
+    check_array_kind(images, "images", "torch")
+    if images.dim() != 4 or images.shape[0] < 2 or images.numel() == 0:
+        raise ValueError(f"images must be a non-empty batch (N, C, H, W) with "
+                         f"N >= 2 (BatchNorm needs two samples for a "
+                         f"variance), "
+                         f"got shape {tuple(images.shape)}")
+    parameter = next(model.parameters(), None)
+    if parameter is not None:
+        checked_dtype({"images": images, "the model's parameters": parameter})
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative average: after one batch, that batch's statistics
     model.train()
     with torch.no_grad():
-        model(images)
+        try:
+            model(images)
+        except RuntimeError as error:  # e.g. the wrong number of channels
+            reason = str(error).splitlines()[0]
+            raise ValueError(f"images of shape {tuple(images.shape)} do not "
+                             f"fit {type(model).__name__}: {reason}") from None
     return model.eval()
 
 
@@ -386,6 +446,16 @@ class SeparableConv2d(nn.Module):
         # Parameters can be reassigned from outside (layer.depthwise.weight = ...); check them
         # here, where F.conv2d would otherwise fail with a message about `groups`.
         self._check({name: self.get_parameter(name) for name in self._expected()[0]})
+        check_array_kind(input, "input", "torch")
+        checked_dtype({"input": input, "weights": self.depthwise.weight})
+        c = self.depthwise.in_channels
+        if input.dim() not in (3, 4) or input.shape[-3] != c:
+            raise ValueError(f"input must be (N, {c}, H, W) or ({c}, H, W) for "
+                             f"this layer's {c} input channels, got shape "
+                             f"{tuple(input.shape)}")
+        depthwise = self.depthwise  # the spatial sizes must fit its kernel
+        conv2d_geometry(input.shape, depthwise.weight.shape, depthwise.stride,
+                        depthwise.padding, depthwise.dilation, groups=c)
         return self.pointwise(self.depthwise(input))
 
 
@@ -426,22 +496,31 @@ def layer_type(module):
     return "pointwise 1x1" if (kh, kw) == (1, 1) else f"conv {kh}x{kw} full"
 
 
-def count_cost(model, input_size):
+def count_cost(model, input_size, max_bytes=None):
     """Multiply-adds and parameters of ``model``, read off one real forward pass.
 
     ``input_size`` is ``(C, H, W)`` for one image or ``(N, C, H, W)`` to count a batch.
     Forward hooks record every ``nn.Conv2d`` (``kH*kW*(C_in/groups)*C_out*H_out*W_out``
     mult-adds) and ``nn.Linear`` (``in*out`` per row) call, and every BatchNorm; activations,
     pooling and other parameter-free modules cost nothing. A module with parameters of any other
-    kind raises TypeError. Returns a NetworkCost.
+    kind raises TypeError. Returns a NetworkCost. An input of more than
+    ``max_bytes`` bytes (default ``d2ldw.MEMORY_LIMIT``) is refused before it is
+    allocated.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     size = tuple(input_size) if isinstance(input_size, (tuple, list)) else ()
-    if len(size) not in (3, 4) or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size):
+    try:  # ints or NumPy integers, no bools
+        size = tuple(checked_int(n, "input_size", 1) for n in size)
+    except (TypeError, ValueError):
+        size = ()
+    if len(size) not in (3, 4):
         raise ValueError(f"input_size must be (C, H, W) or (N, C, H, W), positive ints, got "
                          f"{input_size!r}")
+    parameter = next(model.parameters(), None)
+    dtype = torch.float32 if parameter is None else parameter.dtype
+    check_memory(math.prod(size) * dtype.itemsize, f"an input of size {size}",
+                 max_bytes)
     batch_norm = nn.modules.batchnorm._BatchNorm
     counted = (nn.Conv2d, nn.Linear, batch_norm)
     for name, module in model.named_modules():
@@ -473,13 +552,16 @@ def count_cost(model, input_size):
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, counted)]
     was_training = model.training
     try:
-        parameter = next(model.parameters(), None)
-        x = torch.zeros(size if len(size) == 4 else (1, *size),
-                        dtype=torch.float32 if parameter is None else parameter.dtype,
+        x = torch.zeros(size if len(size) == 4 else (1, *size), dtype=dtype,
                         device="cpu" if parameter is None else parameter.device)
         model.eval()  # BatchNorm must neither update its statistics nor see a batch of one
         with torch.no_grad():
-            model(x)
+            try:
+                model(x)
+            except RuntimeError as error:  # e.g. the wrong number of channels
+                reason = str(error).splitlines()[0]
+                raise ValueError(f"input_size {size} does not fit "
+                                 f"{type(model).__name__}: {reason}") from None
     finally:
         model.train(was_training)
         for handle in handles:

@@ -8,7 +8,7 @@ from d2ldw._requires import require
 
 require('tvm', 'apache-tvm==0.27.0.post1', module='d2ldw.tvm', extra='tvm')
 
-from d2ldw.shapes import conv2d_geometry, depthwise_multiplier, separable_geometry
+from d2ldw.shapes import ARRAY_KINDS, array_kind, check_array_kind, check_memory, checked_dtype, conv2d_geometry, depthwise_multiplier, separable_geometry
 
 __all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'depthwise_conv2d', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'from_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc']
 
@@ -42,8 +42,17 @@ _pad = padding  # conv2d's `padding` argument hides this function inside conv2d
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
-def _static_shape(tensor):
+def _static_shape(tensor, name="tensor"):
+    check_array_kind(tensor, name, "te")
     return tuple(int(extent) for extent in tensor.shape)
+
+
+def _te_inputs(X, K):
+    """The static shapes of the placeholders X and K, after checking they are TE
+    tensors of one floating dtype."""
+    shapes = _static_shape(X, "X"), _static_shape(K, "K")
+    checked_dtype({"X": X, "K": K})
+    return shapes
 
 
 def conv2d(X, K, stride=1, padding=0, dilation=1):
@@ -52,7 +61,7 @@ def conv2d(X, K, stride=1, padding=0, dilation=1):
     ``X`` is ``(N, C, H, W)``, ``K`` is ``(O, C, kH, kW)``; stride, padding ('valid',
     'same', int or pair) and dilation as in ``F.conv2d``. Returns the output tensor.
     """
-    g = conv2d_geometry(_static_shape(X), _static_shape(K), stride, padding, dilation)
+    g = conv2d_geometry(*_te_inputs(X, K), stride, padding, dilation)
     if g.batch is None:
         raise ValueError(f"X must be batched (N, C, H, W), got shape {_static_shape(X)}")
     (sh, sw), (dh, dw) = g.stride, g.dilation
@@ -70,6 +79,14 @@ def conv2d(X, K, stride=1, padding=0, dilation=1):
 
 def add_bias(Y, B):
     """TE stage adding a per-channel bias ``B`` of shape ``(O,)`` to an NCHW ``Y``."""
+    y_shape, b_shape = _static_shape(Y, "Y"), _static_shape(B, "B")
+    if len(y_shape) != 4:
+        raise ValueError(f"Y must be 4-D (N, O, H, W), got shape {y_shape}")
+    if b_shape != (y_shape[1],):  # a shorter B would be read out of bounds
+        raise ValueError(f"B must have shape (O,) = ({y_shape[1]},) to match "
+                         f"Y's "
+                         f"{y_shape[1]} channels, got {b_shape}")
+    checked_dtype({"Y": Y, "B": B})
     return te.compute(Y.shape, lambda n, o, i, j: Y[n, o, i, j] + B[o], name="Z")
 
 
@@ -112,21 +129,30 @@ def build(tensors_or_module, target=None):
     return tvm.compile(module, target=target or host_target())
 
 
-def build_and_run(tensors, inputs, target=None):
+def build_and_run(tensors, inputs, target=None, max_bytes=None):
     """Compile ``tensors`` for the CPU, run on NumPy ``inputs``, return the output array.
 
     ``tensors`` lists the input placeholders then the output; ``inputs`` holds one
-    array per placeholder, with matching shape and dtype.
+    array per placeholder, with matching shape and dtype. An output larger
+    than ``max_bytes`` (default ``d2ldw.MEMORY_LIMIT``) is refused before it
+    is built.
     """
     *placeholders, output = tensors
+    for index, tensor in enumerate(tensors):
+        _static_shape(tensor, f"tensors[{index}]")
     if len(inputs) != len(placeholders):
         raise ValueError(f"expected {len(placeholders)} input arrays, got {len(inputs)}")
     for index, (tensor, array) in enumerate(zip(placeholders, inputs)):
+        if array_kind(array) in ARRAY_KINDS:  # lists and NumPy scalars are fine
+            check_array_kind(array, f"input {index} ({tensor.name})", "numpy")
         expected = (_static_shape(tensor), str(tensor.dtype))
         if (np.shape(array), str(np.asarray(array).dtype)) != expected:
             raise ValueError(f"input {index} ({tensor.name}) must have shape {expected[0]} "
                              f"and dtype {expected[1]}, got {np.shape(array)} "
                              f"{np.asarray(array).dtype}")
+    output_bytes = tvm.DataType(str(output.dtype)).bits // 8 * int(
+        np.prod(_static_shape(output)))
+    check_memory(output_bytes, "the output", max_bytes)
     device = tvm.cpu()
     arguments = [tvm.runtime.tensor(np.asarray(a), device) for a in inputs]
     result = tvm.runtime.tensor(np.empty(_static_shape(output), dtype=str(output.dtype)), device)
@@ -155,7 +181,7 @@ def group_conv2d(X, K, stride=1, padding=0, dilation=1, groups=1):
     ('valid', 'same', int or pair), dilation and groups as in ``F.conv2d``. Output
     channel ``o`` reads the input channels of group ``o // (O/groups)``.
     """
-    g = conv2d_geometry(_static_shape(X), _static_shape(K), stride, padding, dilation, groups)
+    g = conv2d_geometry(*_te_inputs(X, K), stride, padding, dilation, groups)
     if g.batch is None:
         raise ValueError(f"X must be batched (N, C, H, W), got shape {_static_shape(X)}")
     (sh, sw), (dh, dw) = g.stride, g.dilation
@@ -180,7 +206,7 @@ def depthwise_conv2d(X, K, stride=1, padding=0, dilation=1):
     channel ``o`` reading input channel ``o // M``. stride, padding ('valid', 'same', int or
     pair) and dilation as in ``F.conv2d(..., groups=C)``. Returns the output tensor.
     """
-    x_shape, k_shape = _static_shape(X), _static_shape(K)
+    x_shape, k_shape = _te_inputs(X, K)
     if len(x_shape) != 4:
         raise ValueError(f"X must be batched (N, C, H, W), got shape {x_shape}")
     multiplier = depthwise_multiplier(x_shape[1], k_shape)
