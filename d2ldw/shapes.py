@@ -142,11 +142,15 @@ def _checked_groups(groups, in_channels, weight_shape):
     return groups
 
 
-def _checked_shape(shape, what, first_may_be_zero=False):
-    """``shape`` as a tuple of ints >= 1 (the first may be 0: empty batch)."""
+def _checked_shape(shape, what, first_may_be_zero=False, checked_later=()):
+    """``shape`` as a tuple of ints >= 1 (the first may be 0: empty batch).
+
+    Entries in ``checked_later`` need only be ints >= 0: a rule with a more
+    specific message checks them (the weight's C/groups axis: the groups rule).
+    """
     sizes = tuple(checked_int(n, f"{what} shape {shape} entry {i}")
                   for i, n in enumerate(shape))
-    least = [0 if i == 0 and first_may_be_zero else 1
+    least = [0 if (i == 0 and first_may_be_zero) or i in checked_later else 1
              for i in range(len(sizes))]
     if any(n < low for n, low in zip(sizes, least)):
         rule = "only the batch may be 0, " if first_may_be_zero else ""
@@ -172,7 +176,8 @@ def conv2d_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, 
                          f"got shape {weight_shape}")
     input_shape = _checked_shape(input_shape, "input",
                                  first_may_be_zero=len(input_shape) == 4)
-    weight_shape = _checked_shape(weight_shape, "weight")
+    # a weight (O, 0, kH, kW) fits no groups: _checked_groups says which it needs
+    weight_shape = _checked_shape(weight_shape, "weight", checked_later=(1,))
     batch = input_shape[0] if len(input_shape) == 4 else None
     in_channels, height, width = input_shape[-3:]
     out_channels, _, kh, kw = weight_shape
