@@ -9,9 +9,11 @@ export MALLOC_MMAP_THRESHOLD_ := 1000000000
 export MALLOC_TRIM_THRESHOLD_ := 1000000000
 INSTALLED := $(VENV)/.installed
 
-.PHONY: book test extract clean
+.PHONY: book test extract colab clean
 
+# The Colab setup cells are regenerated first: they follow repository.url in _config.yml.
 book: $(INSTALLED)
+	$(BIN)/python -m d2ldw.colab
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 test: $(INSTALLED)
@@ -21,6 +23,10 @@ test: $(INSTALLED)
 # works even when a generated module is broken or missing).
 extract: $(INSTALLED)
 	$(BIN)/python d2ldw/extract.py
+
+# Rewrite the Colab setup cell at the top of every chapter (after editing imports or the URL).
+colab: $(INSTALLED)
+	$(BIN)/python -m d2ldw.colab
 
 $(INSTALLED): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
