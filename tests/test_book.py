@@ -70,6 +70,19 @@ def test_strict_build_executes_every_chapter(tmp_path):
         assert text.count('class="cell_output') >= 3, page
         assert "Traceback (most recent call last)" not in text, page
     check_api_reference((html / "chapters/appendix/api.html").read_text())
+    check_links_follow_repository_url(html)
+
+
+def check_links_follow_repository_url(html):
+    """The launch (Colab) and repository buttons use repository.url and branch."""
+    repository = yaml.safe_load((REPO / "_config.yml").read_text())["repository"]
+    url, branch = repository["url"].rstrip("/"), repository.get("branch", "main")
+    slug = url.removeprefix("https://github.com/")
+    for page in SECTIONS:
+        text = (html / f"{page}.html").read_text()
+        assert f'href="{url}"' in text, page
+        assert (f'href="https://colab.research.google.com/github/{slug}/blob/{branch}/'
+                f'{page}.ipynb"') in text, page
 
 
 def check_api_reference(text):
