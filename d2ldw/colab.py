@@ -50,8 +50,8 @@ def _colab_setup(extras, packages):
                             "git+{url}@{branch}")
     if os.path.isdir(source):  # a local checkout, as the tests use
         source = "file://" + os.path.abspath(source)
-    d2ldw = f"d2ldw[{{extras}}] @ {{source}}" if extras else f"d2ldw @ {{source}}"
-    requirements = [d2ldw, *packages]
+    package = f"d2ldw[{{extras}}]" if extras else "d2ldw"
+    requirements = [f"{{package}} @ {{source}}", *packages]
     record = os.path.join(sys.prefix, "d2ldw-colab-setup.txt")
     if os.path.exists(record) and open(record).read() == str(requirements):
         print("Colab setup: already installed:", *requirements)
@@ -60,7 +60,7 @@ def _colab_setup(extras, packages):
     def versions():  # the first of a name on sys.path is the one imported
         found = {{}}
         for dist in metadata.distributions():
-            name = dist.metadata["Name"].lower().replace("_", "-")
+            name = (dist.metadata["Name"] or "").lower().replace("_", "-")
             found.setdefault(name, dist.version)
         return found
 
