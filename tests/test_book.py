@@ -81,6 +81,7 @@ def check_links_follow_repository_url(html):
     for page in SECTIONS:
         text = (html / f"{page}.html").read_text()
         assert f'href="{url}"' in text, page
+        assert "_colab_setup" not in text, f"{page}: the Colab setup cell is not hidden"
         assert (f'href="https://colab.research.google.com/github/{slug}/blob/{branch}/'
                 f'{page}.ipynb"') in text, page
 
