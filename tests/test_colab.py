@@ -144,7 +144,8 @@ def colab_world(tmp_path_factory):
     book = root / "book"
     shutil.copytree(REPO / "chapters", book / "chapters",
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    return {"root": root, "site": site, "source": source, "book": book}
+    yield {"root": root, "site": site, "source": source, "book": book}
+    shutil.rmtree(root, ignore_errors=True)  # over a GB: torch, and what the cells installed
 
 
 def fresh_environment(world, name):
@@ -169,13 +170,17 @@ def fresh_environment(world, name):
 
 
 def run_all(path, kernels, env):
-    """Runtime > Run all: the executed notebook, or DeadKernelError if the runtime died."""
+    """Runtime > Run all: the notebook as far as it ran, and whether the runtime died."""
     nb = nbformat.read(path, as_version=4)
     km = AsyncKernelManager(kernel_name="colab",
                             kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
     client = NotebookClient(nb, km=km, timeout=900, allow_errors=False,
                             resources={"metadata": {"path": str(path.parent)}})
-    return client.execute(env=env)
+    try:
+        client.execute(env=env)
+    except DeadKernelError:
+        return nb, True
+    return nb, False
 
 
 def outputs_text(cell):
@@ -188,12 +193,12 @@ def test_chapter_runs_in_colab_from_its_setup_cell_alone(colab_world, page):
     kernels, env = fresh_environment(colab_world, page.replace("/", "-"))
     needs_numpy_1 = "mxnet" in setup_source(path).rstrip().splitlines()[-2]
     start = time.perf_counter()
-    try:
-        nb = run_all(path, kernels, env)
-        restarted = False
-    except DeadKernelError:
-        restarted = True
-        nb = run_all(path, kernels, env)  # the reader runs it again after the restart
+    nb, restarted = run_all(path, kernels, env)
+    if restarted:  # it must be the setup cell that ended the runtime, nothing after it
+        assert nb.cells[0].execution_count is not None, page
+        assert all(cell.get("execution_count") is None for cell in nb.cells[1:]), page
+        nb, died_again = run_all(path, kernels, env)  # the reader runs it again
+        assert not died_again, f"{page}: the runtime died again"
     print(f"{page}: {time.perf_counter() - start:.0f} s, restarted: {restarted}")
     # only a page with MXNet replaces NumPy 2, which is loaded, so only it restarts
     assert restarted == needs_numpy_1, page
@@ -201,7 +206,8 @@ def test_chapter_runs_in_colab_from_its_setup_cell_alone(colab_world, page):
     expected = "already installed" if restarted else "installing"
     assert f"Colab setup: {expected}" in setup_output, setup_output
     # what the pages imported was installed into the fresh environment by the cell
-    site = next((colab_world["root"] / "envs" / page.replace("/", "-") / "lib")
-                .glob("python3*/site-packages"))
+    env_dir = colab_world["root"] / "envs" / page.replace("/", "-")
+    site = next((env_dir / "lib").glob("python3*/site-packages"))
     assert list(site.glob("d2ldw-*.dist-info")), page
     assert bool(list(site.glob("numpy-1.*.dist-info"))) == needs_numpy_1, page
+    shutil.rmtree(env_dir)  # MXNet and TVM are large
