@@ -11,9 +11,11 @@ INSTALLED := $(VENV)/.installed
 # npm's record of an install: the widget manager and require.js the book serves itself
 NODE_MODULES := node_modules/.package-lock.json
 
-.PHONY: book test test-reduced-isa extract clean
+.PHONY: book test test-reduced-isa extract colab clean
 
+# The Colab setup cells are regenerated first: they follow repository.url in _config.yml.
 book: $(INSTALLED) $(NODE_MODULES)
+	$(BIN)/python -m d2ldw.colab
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 test: $(INSTALLED) $(NODE_MODULES)
@@ -31,6 +33,10 @@ test-reduced-isa: $(INSTALLED)
 # works even when a generated module is broken or missing).
 extract: $(INSTALLED)
 	$(BIN)/python d2ldw/extract.py
+
+# Rewrite the Colab setup cell at the top of every chapter (after editing imports or the URL).
+colab: $(INSTALLED)
+	$(BIN)/python -m d2ldw.colab
 
 $(INSTALLED): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -89,6 +89,8 @@ def book_order(root):
                     for n, s in enumerate(chapter.get("sections", []), start=1)]
         for number, entry in entries:
             path = Path(root) / (entry["file"] + ".ipynb")
+            if not path.exists() and (Path(root) / (entry["file"] + ".md")).exists():
+                continue  # a Markdown page (the API reference): no code cells to save
             if not path.exists():
                 raise ExtractError(
                     f"{toc_path} lists {entry['file']}, but {path} does not "

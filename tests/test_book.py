@@ -8,8 +8,13 @@ import yaml
 from conftest import REPO
 
 TOC = yaml.safe_load((REPO / "_toc.yml").read_text())
-PAGES = [TOC["root"]] + [e["file"] for c in TOC["chapters"] for e in [c, *c.get("sections", [])]]
-SECTIONS = [s["file"] for c in TOC["chapters"] for s in c.get("sections", [])]
+# Every page is a notebook but the API reference, a Markdown page of autodoc directives.
+MARKDOWN_PAGES = ["chapters/appendix/api"]
+PAGES = [p for p in [TOC["root"]] + [e["file"] for c in TOC["chapters"]
+                                     for e in [c, *c.get("sections", [])]]
+         if p not in MARKDOWN_PAGES]
+SECTIONS = [s["file"] for c in TOC["chapters"] for s in c.get("sections", [])
+            if s["file"] not in MARKDOWN_PAGES]
 
 
 def notebook(page):
@@ -20,6 +25,7 @@ def test_every_toc_page_is_a_notebook_and_every_notebook_is_in_the_toc():
     on_disk = {str(p.relative_to(REPO).with_suffix("")) for p in (REPO / "chapters").rglob("*.ipynb")
                if ".ipynb_checkpoints" not in p.parts}
     assert on_disk == set(PAGES)
+    assert all((REPO / f"{page}.md").exists() for page in MARKDOWN_PAGES)
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -56,3 +62,35 @@ def test_strict_build_executes_every_chapter(built_book):
         text = (built_book.html / f"{page}.html").read_text()
         assert text.count('class="cell_output') >= 3, page
         assert "Traceback (most recent call last)" not in text, page
+    check_api_reference((html / "chapters/appendix/api.html").read_text())
+    check_links_follow_repository_url(html)
+
+
+def check_links_follow_repository_url(html):
+    """The launch (Colab) and repository buttons use repository.url and branch."""
+    repository = yaml.safe_load((REPO / "_config.yml").read_text())["repository"]
+    url, branch = repository["url"].rstrip("/"), repository.get("branch", "main")
+    slug = url.removeprefix("https://github.com/")
+    for page in SECTIONS:
+        text = (html / f"{page}.html").read_text()
+        assert f'href="{url}"' in text, page
+        assert "_colab_setup" not in text, f"{page}: the Colab setup cell is not hidden"
+        assert (f'href="https://colab.research.google.com/github/{slug}/blob/{branch}/'
+                f'{page}.ipynb"') in text, page
+
+
+def check_api_reference(text):
+    """Every public function and class of d2ldw has an entry that links to its section."""
+    import importlib
+    import inspect
+
+    for module in ("shapes", "data", "cost", "timing", "numerics", "numpy", "torch",
+                   "mxnet", "tvm", "plotting", "bench"):
+        imported = importlib.import_module(f"d2ldw.{module}")
+        for name in imported.__all__:
+            if inspect.isfunction(getattr(imported, name)) or inspect.isclass(
+                    getattr(imported, name)):
+                entry = text.split(f'id="d2ldw.{module}.{name}"', 1)
+                assert len(entry) == 2, f"d2ldw.{module}.{name} is not in the API reference"
+                body = entry[1].split('<dt class="sig', 1)[0]
+                assert "Defined in" in body and 'href="../' in body, f"d2ldw.{module}.{name}"

@@ -1,0 +1,213 @@
+"""The Colab setup cells: generated, up to date, inert outside Colab, and enough in Colab.
+
+The last test runs every chapter notebook the way Colab would: in a fresh virtual
+environment without d2ldw, where ``google.colab`` is importable and NumPy 2 is loaded
+before the first cell runs, with the setup cell installing from a copy of this checkout
+(``D2LDW_COLAB_SOURCE``). When the cell restarts the runtime, the notebook is run again
+from the top, as the cell asks the reader to.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+
+from conftest import REPO
+from d2ldw import colab
+
+NOTEBOOKS = [str(p.relative_to(REPO)) for p in colab.notebooks(REPO)]
+# What the fresh environment has before the setup cell runs, standing in for what Colab
+# ships: NumPy 2 (Colab's version), and torch/matplotlib at the book's pins, which pip
+# then finds already satisfied (an unpinned torch would download GBs of CUDA wheels).
+PREINSTALLED = ["numpy==2.0.2", "torch==2.13.0", "matplotlib==3.11.2", "ipykernel==7.4.0"]
+
+
+def setup_source(path):
+    cells = json.loads(Path(path).read_text())["cells"]
+    return "".join(cells[0]["source"])
+
+
+def test_every_notebook_with_code_starts_with_its_generated_setup_cell():
+    assert len(NOTEBOOKS) >= 20
+    for page in NOTEBOOKS:
+        first = json.loads((REPO / page).read_text())["cells"][0]
+        assert colab.is_setup_cell(first), page
+        assert first["metadata"].get("tags") == ["remove-cell"], page
+    assert colab.out_of_date(REPO) == [], "run: python -m d2ldw.colab"
+
+
+def test_setup_cells_install_exactly_the_frameworks_each_page_imports():
+    def call(page):
+        return setup_source(REPO / page).rstrip().splitlines()[-2]
+
+    assert call("chapters/conv2d/from_scratch.ipynb") == \
+        "_colab_setup('', ['matplotlib==3.11.2'])"
+    assert call("chapters/conv2d/frameworks.ipynb") == "_colab_setup('mxnet,torch', [])"
+    assert call("chapters/conv2d/tvm_te.ipynb") == "_colab_setup('torch,tvm', [])"
+    # d2ldw.bench, run as `python -m d2ldw.bench`, uses all three frameworks
+    assert call("chapters/performance/results.ipynb") == \
+        "_colab_setup('mxnet,torch,tvm', ['matplotlib==3.11.2'])"
+
+
+def test_setup_cell_lines_fit_80_columns():
+    for line in setup_source(REPO / NOTEBOOKS[0]).splitlines():
+        assert len(line) <= 80, line
+
+
+@pytest.fixture()
+def book_copy(tmp_path):
+    for name in ("_config.yml", "_toc.yml", "pyproject.toml", "requirements.txt"):
+        shutil.copy(REPO / name, tmp_path / name)
+    for name in ("chapters", "d2ldw"):
+        shutil.copytree(REPO / name, tmp_path / name,
+                        ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    return tmp_path
+
+
+def add_code_cell(notebook, source):
+    nb = json.loads(notebook.read_text())
+    nb["cells"].append({"cell_type": "code", "execution_count": None, "metadata": {},
+                        "outputs": [], "source": [source]})
+    notebook.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def test_a_new_import_makes_the_cell_stale_until_regenerated(book_copy):
+    page = book_copy / "chapters/separable/spatial.ipynb"
+    assert "'torch'" in setup_source(page)
+    add_code_cell(page, "from d2ldw import tvm as d2l_tvm")
+    assert colab.out_of_date(book_copy) == [page]
+    assert colab.main(["--check", "--root", str(book_copy)]) == 1
+    assert colab.main(["--root", str(book_copy)]) == 0
+    assert colab.out_of_date(book_copy) == []
+    assert "_colab_setup('torch,tvm', [])" in setup_source(page)
+
+
+def test_an_import_nothing_pins_is_an_error(book_copy):
+    add_code_cell(book_copy / "chapters/separable/spatial.ipynb", "import pandas")
+    with pytest.raises(ValueError, match="'pandas'.*pin it"):
+        colab.out_of_date(book_copy)
+
+
+def test_the_cell_installs_from_the_configured_repository(book_copy):
+    config = book_copy / "_config.yml"
+    config.write_text(config.read_text()
+                      .replace("url: https://github.com/d2ldw/d2ldw",
+                               "url: https://github.com/a-fork/d2ldw")
+                      .replace("branch: main", "branch: colab"))
+    assert colab.main(["--root", str(book_copy)]) == 0
+    for path in colab.notebooks(book_copy):
+        assert '"git+https://github.com/a-fork/d2ldw@colab"' in setup_source(path)
+
+
+def test_outside_colab_the_cell_does_nothing(tmp_path):
+    """No google.colab: no output, no pip, and nothing left in the namespace."""
+    script = (setup_source(REPO / NOTEBOOKS[0])
+              + "\nprint(sorted(n for n in globals() if not n.startswith('__')))\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}  # a google package without colab
+    (tmp_path / "google").mkdir()
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n"
+
+
+# --- every chapter, the way Colab runs it ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def colab_world(tmp_path_factory):
+    """A Python environment standing in for Colab's, a kernelspec to run notebooks in a
+    fresh environment layered on it, and a copy of this checkout to install d2ldw from."""
+    root = tmp_path_factory.mktemp("colab")
+    base = root / "colab-python"
+    subprocess.run([sys.executable, "-m", "venv", str(base)], check=True)
+    subprocess.run([str(base / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                    "--progress-bar", "off", *PREINSTALLED], check=True)
+    site = next((base / "lib").glob("python3*/site-packages"))
+    stub = site / "google" / "colab"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text('"""Stands in for Colab\'s own module."""\n')
+    source = root / "checkout"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "d2ldw", source / "d2ldw",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    book = root / "book"
+    shutil.copytree(REPO / "chapters", book / "chapters",
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    yield {"root": root, "site": site, "source": source, "book": book}
+    shutil.rmtree(root, ignore_errors=True)  # over a GB: torch, and what the cells installed
+
+
+def fresh_environment(world, name):
+    """A new venv, without d2ldw, that sees the Colab-like packages through a .pth file
+    (so pip installs into it and leaves the shared ones alone), and its kernelspec."""
+    env_dir = world["root"] / "envs" / name
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
+    site = next((env_dir / "lib").glob("python3*/site-packages"))
+    (site / "colab_python.pth").write_text(f"{world['site']}\n")
+    spec = world["root"] / "kernels" / name / "colab"
+    spec.mkdir(parents=True)
+    # Colab's kernel has google.colab and NumPy loaded before the first cell runs.
+    spec.joinpath("kernel.json").write_text(json.dumps({
+        "argv": [str(env_dir / "bin" / "python"), "-m", "ipykernel_launcher",
+                 "-f", "{connection_file}",
+                 "--IPKernelApp.exec_lines=import google.colab, numpy"],
+        "display_name": "Colab stand-in", "language": "python"}))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PATH=f"{env_dir / 'bin'}{os.pathsep}{env['PATH']}",
+               D2LDW_COLAB_SOURCE=str(world["source"]), MPLBACKEND="agg")
+    return spec.parent, env
+
+
+def run_all(path, kernels, env):
+    """Runtime > Run all: the notebook as far as it ran, and whether the runtime died."""
+    nb = nbformat.read(path, as_version=4)
+    km = AsyncKernelManager(kernel_name="colab",
+                            kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
+    client = NotebookClient(nb, km=km, timeout=900, allow_errors=False,
+                            resources={"metadata": {"path": str(path.parent)}})
+    try:
+        client.execute(env=env)
+    except DeadKernelError:
+        return nb, True
+    return nb, False
+
+
+def outputs_text(cell):
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+@pytest.mark.parametrize("page", NOTEBOOKS)
+def test_chapter_runs_in_colab_from_its_setup_cell_alone(colab_world, page):
+    path = colab_world["book"] / page
+    kernels, env = fresh_environment(colab_world, page.replace("/", "-"))
+    needs_numpy_1 = "mxnet" in setup_source(path).rstrip().splitlines()[-2]
+    start = time.perf_counter()
+    nb, restarted = run_all(path, kernels, env)
+    if restarted:  # it must be the setup cell that ended the runtime, nothing after it
+        assert nb.cells[0].execution_count is not None, page
+        assert all(cell.get("execution_count") is None for cell in nb.cells[1:]), page
+        nb, died_again = run_all(path, kernels, env)  # the reader runs it again
+        assert not died_again, f"{page}: the runtime died again"
+    print(f"{page}: {time.perf_counter() - start:.0f} s, restarted: {restarted}")
+    # only a page with MXNet replaces NumPy 2, which is loaded, so only it restarts
+    assert restarted == needs_numpy_1, page
+    setup_output = outputs_text(nb.cells[0])
+    expected = "already installed" if restarted else "installing"
+    assert f"Colab setup: {expected}" in setup_output, setup_output
+    # what the pages imported was installed into the fresh environment by the cell
+    env_dir = colab_world["root"] / "envs" / page.replace("/", "-")
+    site = next((env_dir / "lib").glob("python3*/site-packages"))
+    assert list(site.glob("d2ldw-*.dist-info")), page
+    assert bool(list(site.glob("numpy-1.*.dist-info"))) == needs_numpy_1, page
+    shutil.rmtree(env_dir)  # MXNet and TVM are large
