@@ -105,7 +105,11 @@ def _imports(code, in_strings=True):
     With ``in_strings``, also those of code in string constants (run in a child process).
     """
     names = set()
-    for node in ast.walk(ast.parse(code)):
+    tree = ast.parse(code)
+    optional = _optional_imports(tree)
+    for node in ast.walk(tree):
+        if id(node) in optional:
+            continue
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -114,6 +118,22 @@ def _imports(code, in_strings=True):
         elif in_strings and isinstance(node, ast.Constant) and isinstance(node.value, str):
             names |= _imports_in_text(node.value)
     return names
+
+
+def _optional_imports(tree):
+    """ids of the nodes in ``try:`` blocks (and their ``else:``) that catch ImportError:
+    imports the code can do without (d2ldw.hardware asks TVM only if it is there)."""
+    def catches_import_error(handler):
+        caught = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+        return any(isinstance(name, ast.Name)
+                   and name.id in ("ImportError", "ModuleNotFoundError") for name in caught)
+
+    optional = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(map(catches_import_error, node.handlers)):
+            for statement in node.body + node.orelse:
+                optional |= {id(inner) for inner in ast.walk(statement)}
+    return optional
 
 
 def _imports_in_text(text):

@@ -56,10 +56,10 @@ def test_random_data_is_seeded(page):
 
 def test_strict_build_executes_every_chapter(built_book):
     """jupyter-book build -W -n --keep-going into a fresh folder; every page gets outputs."""
-    result = built_book.result
+    result, html = built_book.result, built_book.html
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     for page in SECTIONS:
-        text = (built_book.html / f"{page}.html").read_text()
+        text = (html / f"{page}.html").read_text()
         assert text.count('class="cell_output') >= 3, page
         assert "Traceback (most recent call last)" not in text, page
     check_api_reference((html / "chapters/appendix/api.html").read_text())

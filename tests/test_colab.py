@@ -49,8 +49,10 @@ def test_setup_cells_install_exactly_the_frameworks_each_page_imports():
     def call(page):
         return setup_source(REPO / page).rstrip().splitlines()[-2]
 
+    # the live explorer (d2ldw.widgets) needs anywidget and ipywidgets 8
     assert call("chapters/conv2d/from_scratch.ipynb") == \
-        "_colab_setup('', ['matplotlib==3.11.2'])"
+        "_colab_setup('', ['anywidget==0.11.0', 'ipywidgets>=8,<9', 'matplotlib==3.11.2'])"
+    assert call("chapters/conv2d/as_matmul.ipynb") == "_colab_setup('torch', [])"
     assert call("chapters/conv2d/frameworks.ipynb") == "_colab_setup('mxnet,torch', [])"
     assert call("chapters/conv2d/tvm_te.ipynb") == "_colab_setup('torch,tvm', [])"
     # d2ldw.bench, run as `python -m d2ldw.bench`, uses all three frameworks
@@ -211,3 +213,14 @@ def test_chapter_runs_in_colab_from_its_setup_cell_alone(colab_world, page):
     assert list(site.glob("d2ldw-*.dist-info")), page
     assert bool(list(site.glob("numpy-1.*.dist-info"))) == needs_numpy_1, page
     shutil.rmtree(env_dir)  # MXNet and TVM are large
+
+
+def test_imports_a_module_can_do_without_are_not_installed():
+    """An import inside try/except ImportError (and its else branch) is optional: d2ldw.hardware
+    asks TVM about the CPU only where TVM is installed, so it must not make pages install it."""
+    from d2ldw.colab import _imports
+    code = ("import torch\n"
+            "try:\n    import tvm\nexcept ImportError:\n    pass\n"
+            "else:\n    from d2ldw import tvm as d2l_tvm\n"
+            "try:\n    import mxnet\nexcept ValueError:\n    pass\n")
+    assert _imports(code) == {"torch", "mxnet"}
