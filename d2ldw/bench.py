@@ -21,12 +21,18 @@ import sys
 
 from d2ldw.hardware import available_cpus, describe_cpu
 
-ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
+ENVIRONMENT = {
+    "MALLOC_MMAP_THRESHOLD_": "1000000000",
+    "MALLOC_TRIM_THRESHOLD_": "1000000000",
+}
 
 
 def _thread_environment(threads):
-    return {"TVM_NUM_THREADS": str(threads), "MXNET_OMP_MAX_THREADS": str(threads),
-            "OMP_NUM_THREADS": str(threads)}
+    return {
+        "TVM_NUM_THREADS": str(threads),
+        "MXNET_OMP_MAX_THREADS": str(threads),
+        "OMP_NUM_THREADS": str(threads),
+    }
 
 
 def depthwise_layers(resolution=224):
@@ -36,10 +42,15 @@ def depthwise_layers(resolution=224):
     from d2ldw.torch import is_depthwise, mobilenet_v1
 
     model, found = mobilenet_v1().eval(), []
-    hooks = [m.register_forward_hook(
-        lambda module, args, out: found.append((module.in_channels, args[0].shape[-1],
-                                                module.stride[0])))
-        for m in model.modules() if is_depthwise(m)]
+    hooks = [
+        m.register_forward_hook(
+            lambda module, args, out: found.append(
+                (module.in_channels, args[0].shape[-1], module.stride[0])
+            )
+        )
+        for m in model.modules()
+        if is_depthwise(m)
+    ]
     with torch.no_grad():
         model(torch.zeros(1, 3, resolution, resolution))
     for hook in hooks:
@@ -53,13 +64,22 @@ def _configure(threads):
     import torch
     import tvm
 
-    os.environ.update({k: v for k, v in _thread_environment(threads).items()
-                       if k not in os.environ})
+    os.environ.update(
+        {
+            k: v
+            for k, v in _thread_environment(threads).items()
+            if k not in os.environ
+        }
+    )
     torch.set_num_threads(threads)
-    tvm_threads = tvm.get_global_func("runtime.NumThreads")()  # starts TVM's pool
+    tvm_threads = tvm.get_global_func(
+        "runtime.NumThreads"
+    )()  # starts TVM's pool
     if tvm_threads != threads:
-        raise RuntimeError(f"TVM's thread pool already runs {tvm_threads} threads, not "
-                           f"{threads}: set TVM_NUM_THREADS={threads} before using TVM")
+        raise RuntimeError(
+            f"TVM's thread pool already runs {tvm_threads} threads, not "
+            f"{threads}: set TVM_NUM_THREADS={threads} before using TVM"
+        )
 
 
 def _schedule_layout(module):
@@ -92,25 +112,45 @@ def _te_candidates(x, w, stride, lanes):
         return (lambda: library(*bound)), bound[-1]
 
     X, K = te.placeholder(x.shape, name="X"), te.placeholder(w.shape, name="K")
-    default, _ = compiled([X, K, d2l_tvm.depthwise_conv2d(X, K, stride=stride, padding=1)],
-                          [x, w])
+    default, _ = compiled(
+        [X, K, d2l_tvm.depthwise_conv2d(X, K, stride=stride, padding=1)], [x, w]
+    )
     Xc = te.placeholder((batch, channels // lanes, size, size, lanes), name="X")
     Kc = te.placeholder((channels // lanes, 3, 3, lanes), name="K")
-    tuned, result = compiled([Xc, Kc, d2l_tvm.depthwise_conv2d_nchwc(Xc, Kc, stride, 1)],
-                             [d2l_tvm.to_nchwc(x, lanes),
-                              d2l_tvm.depthwise_weight_to_nchwc(w, lanes)],
-                             d2l_tvm.schedule_depthwise_nchwc)
-    to_blocked = te.compute(Xc.shape, lambda n, b, i, j, l: X[n, b * lanes + l, i, j], name="T")
+    tuned, result = compiled(
+        [Xc, Kc, d2l_tvm.depthwise_conv2d_nchwc(Xc, Kc, stride, 1)],
+        [
+            d2l_tvm.to_nchwc(x, lanes),
+            d2l_tvm.depthwise_weight_to_nchwc(w, lanes),
+        ],
+        d2l_tvm.schedule_depthwise_nchwc,
+    )
+    to_blocked = te.compute(
+        Xc.shape, lambda n, b, i, j, l: X[n, b * lanes + l, i, j], name="T"
+    )
     layout, _ = compiled([X, to_blocked], [x], _schedule_layout)
     return {"TE default": default, "TE tuned": tuned, "layout": layout}, result
 
 
 # From Section 6.3, "Results: the nine depthwise layers of MobileNet v1" (chapters/performance/results.ipynb)
-PARTS = ("PyTorch", "MXNet", "TE default", "TE tuned", "layout")  # layout: NCHW to NCHW[x]c
+PARTS = (
+    "PyTorch",
+    "MXNet",
+    "TE default",
+    "TE tuned",
+    "layout",
+)  # layout: NCHW to NCHW[x]c
 
 
-def time_depthwise(parts, batch=1, threads=None, repeat=7, first_layers=None,
-                   settle_seconds=0.02, seed=0):
+def time_depthwise(
+    parts,
+    batch=1,
+    threads=None,
+    repeat=7,
+    first_layers=None,
+    settle_seconds=0.02,
+    seed=0,
+):
     """Median seconds per call of each of ``parts`` on each layer, interleaved in this process.
 
     Returns ``{"seconds": {layer: {part: s}}, "max_error_te_tuned": {layer: e}}`` with layers
@@ -123,7 +163,9 @@ def time_depthwise(parts, batch=1, threads=None, repeat=7, first_layers=None,
 
     unknown = set(parts) - set(PARTS)
     if unknown:
-        raise ValueError(f"unknown parts {sorted(unknown)}; expected some of {PARTS}")
+        raise ValueError(
+            f"unknown parts {sorted(unknown)}; expected some of {PARTS}"
+        )
     threads = threads or available_cpus()
     _configure(threads)
     layers = depthwise_layers()[:first_layers]
@@ -131,23 +173,37 @@ def time_depthwise(parts, batch=1, threads=None, repeat=7, first_layers=None,
     candidates, errors = {}, {}
     for channels, size, stride in layers:
         name = f"{channels}/{size}/{stride}"
-        x, w, _ = get_conv_data(channels, channels, size, 3, batch=batch, groups=channels,
-                                seed=seed)
+        x, w, _ = get_conv_data(
+            channels, channels, size, 3, batch=batch, groups=channels, seed=seed
+        )
         xt, wt = torch.from_numpy(x), torch.from_numpy(w)
-        calls = {"PyTorch": lambda xt=xt, wt=wt, s=stride, c=channels: F.conv2d(
-            xt, wt, stride=s, padding=1, groups=c)}
+        calls = {
+            "PyTorch": lambda xt=xt, wt=wt, s=stride, c=channels: F.conv2d(
+                xt, wt, stride=s, padding=1, groups=c
+            )
+        }
         if "MXNet" in parts:
             from d2ldw import mxnet as d2l_mx
+
             xm, wm = d2l_mx.nd.array(x), d2l_mx.nd.array(w)
-            calls["MXNet"] = lambda xm=xm, wm=wm, s=stride, c=channels: d2l_mx.conv2d(
-                xm, wm, stride=s, padding=1, groups=c).wait_to_read()
+            calls["MXNet"] = (
+                lambda xm=xm, wm=wm, s=stride, c=channels: d2l_mx.conv2d(
+                    xm, wm, stride=s, padding=1, groups=c
+                ).wait_to_read()
+            )
         if {"TE default", "TE tuned", "layout"} & set(parts):
             te_calls, result = _te_candidates(x, w, stride, lanes)
             calls.update(te_calls)
-            expected = F.conv2d(xt, wt, stride=stride, padding=1, groups=channels).numpy()
-            errors[name] = float(abs(d2l_tvm.from_nchwc(result.numpy()) - expected).max())
+            expected = F.conv2d(
+                xt, wt, stride=stride, padding=1, groups=channels
+            ).numpy()
+            errors[name] = float(
+                abs(d2l_tvm.from_nchwc(result.numpy()) - expected).max()
+            )
         candidates.update({(name, part): calls[part] for part in parts})
-    timings = time_interleaved(candidates, repeat=repeat, settle_seconds=settle_seconds)
+    timings = time_interleaved(
+        candidates, repeat=repeat, settle_seconds=settle_seconds
+    )
     seconds = {}
     for (name, part), timing in timings.items():
         seconds.setdefault(name, {})[part] = timing.median
@@ -161,9 +217,22 @@ def _time_in_child(parts, batch, threads, repeat, first_layers):
 
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "parts.json")
-        command = [sys.executable, "-m", "d2ldw.bench", "depthwise", "--parts", ",".join(parts),
-                   "--batch", str(batch), "--threads", str(threads), "--repeat", str(repeat),
-                   "--json", path] + (["--layers", str(first_layers)] if first_layers else [])
+        command = [
+            sys.executable,
+            "-m",
+            "d2ldw.bench",
+            "depthwise",
+            "--parts",
+            ",".join(parts),
+            "--batch",
+            str(batch),
+            "--threads",
+            str(threads),
+            "--repeat",
+            str(repeat),
+            "--json",
+            path,
+        ] + (["--layers", str(first_layers)] if first_layers else [])
         subprocess.run(command, check=True, capture_output=True, text=True)
         with open(path) as result:
             return json.load(result)
@@ -186,58 +255,104 @@ def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None):
 
     threads = threads or available_cpus()
     lanes = d2l_tvm.host_vector_lanes()
-    layout = f"NCHW to NCHW{lanes}c"  # the label says which blocking this CPU got
-    shared = time_depthwise(["PyTorch", "TE default", "TE tuned", "layout"], batch,
-                            threads, repeat, first_layers)
-    alone = _time_in_child(["PyTorch"], batch, threads, repeat, first_layers)["seconds"]
-    mxnet = _time_in_child(["MXNet"], batch, threads, repeat, first_layers)["seconds"]
+    layout = (
+        f"NCHW to NCHW{lanes}c"  # the label says which blocking this CPU got
+    )
+    shared = time_depthwise(
+        ["PyTorch", "TE default", "TE tuned", "layout"],
+        batch,
+        threads,
+        repeat,
+        first_layers,
+    )
+    alone = _time_in_child(["PyTorch"], batch, threads, repeat, first_layers)[
+        "seconds"
+    ]
+    mxnet = _time_in_child(["MXNet"], batch, threads, repeat, first_layers)[
+        "seconds"
+    ]
     rows = []
     for name, seconds in shared["seconds"].items():
         channels, size, stride = map(int, name.split("/"))
-        seconds = {**seconds, "PyTorch alone": alone[name]["PyTorch"],
-                   "MXNet": mxnet[name]["MXNet"]}
+        seconds = {
+            **seconds,
+            "PyTorch alone": alone[name]["PyTorch"],
+            "MXNet": mxnet[name]["MXNet"],
+        }
         seconds[layout] = seconds.pop("layout")
-        flops = conv2d_cost((batch, channels, size, size), (channels, 1, 3, 3), stride, 1,
-                            groups=channels).flops
+        flops = conv2d_cost(
+            (batch, channels, size, size),
+            (channels, 1, 3, 3),
+            stride,
+            1,
+            groups=channels,
+        ).flops
         torch_time = min(seconds["PyTorch"], seconds["PyTorch alone"])
         tuned = seconds["TE tuned"]
-        rows.append({
-            "channels": channels, "size": size, "stride": stride, "batch": batch,
-            "gflop": flops / 1e9, "max_error_te_tuned": shared["max_error_te_tuned"][name],
-            "median_us": {k: v * 1e6 for k, v in seconds.items()},
-            "gflops": {k: flops / v / 1e9 for k, v in seconds.items() if k != layout},
-            "speedup_vs_torch": {"MXNet": torch_time / seconds["MXNet"],
-                                 "TE default": torch_time / seconds["TE default"],
-                                 "TE tuned": torch_time / tuned,
-                                 "TE tuned + layout": torch_time / (
-                                     tuned + seconds[layout])}})
-    return {"layers": rows, "batch": batch, "threads": threads, "repeat": repeat,
-            "geomean_speedup_vs_torch": geometric_mean(
-                r["speedup_vs_torch"]["TE tuned"] for r in rows),
-            "geomean_speedup_vs_torch_with_layout": geometric_mean(
-                r["speedup_vs_torch"]["TE tuned + layout"] for r in rows),
-            "cpu": str(d2l_tvm.host_target().attrs["mcpu"]),
-            "cpu_description": str(describe_cpu()), "vector_lanes": lanes}
+        rows.append(
+            {
+                "channels": channels,
+                "size": size,
+                "stride": stride,
+                "batch": batch,
+                "gflop": flops / 1e9,
+                "max_error_te_tuned": shared["max_error_te_tuned"][name],
+                "median_us": {k: v * 1e6 for k, v in seconds.items()},
+                "gflops": {
+                    k: flops / v / 1e9
+                    for k, v in seconds.items()
+                    if k != layout
+                },
+                "speedup_vs_torch": {
+                    "MXNet": torch_time / seconds["MXNet"],
+                    "TE default": torch_time / seconds["TE default"],
+                    "TE tuned": torch_time / tuned,
+                    "TE tuned + layout": torch_time / (tuned + seconds[layout]),
+                },
+            }
+        )
+    return {
+        "layers": rows,
+        "batch": batch,
+        "threads": threads,
+        "repeat": repeat,
+        "geomean_speedup_vs_torch": geometric_mean(
+            r["speedup_vs_torch"]["TE tuned"] for r in rows
+        ),
+        "geomean_speedup_vs_torch_with_layout": geometric_mean(
+            r["speedup_vs_torch"]["TE tuned + layout"] for r in rows
+        ),
+        "cpu": str(d2l_tvm.host_target().attrs["mcpu"]),
+        "cpu_description": str(describe_cpu()),
+        "vector_lanes": lanes,
+    }
 
 
 # From Section 6.3, "Results: the nine depthwise layers of MobileNet v1" (chapters/performance/results.ipynb)
 def format_table(result):
     """The benchmark's table as text: GFLOP/s per implementation and speedups vs PyTorch."""
     names = ["PyTorch", "PyTorch alone", "MXNet", "TE default", "TE tuned"]
-    lines = [*result.get("cpu_description", "").splitlines(),
-             f"depthwise 3x3, MobileNet v1, batch {result['batch']}, {result['threads']} threads, "
-             f"{result['cpu']}; GFLOP/s, medians of {result['repeat']} interleaved rounds",
-             f"{'C':>5} {'size':>4} {'s':>1} | " + " ".join(f"{n:>13}" for n in names)
-             + f" | {'tuned/PyTorch':>13} {'+layout':>8}"]
+    lines = [
+        *result.get("cpu_description", "").splitlines(),
+        f"depthwise 3x3, MobileNet v1, batch {result['batch']}, {result['threads']} threads, "
+        f"{result['cpu']}; GFLOP/s, medians of {result['repeat']} interleaved rounds",
+        f"{'C':>5} {'size':>4} {'s':>1} | "
+        + " ".join(f"{n:>13}" for n in names)
+        + f" | {'tuned/PyTorch':>13} {'+layout':>8}",
+    ]
     for row in result["layers"]:
         rates = " ".join(f"{row['gflops'][n]:>13.1f}" for n in names)
-        lines.append(f"{row['channels']:>5} {row['size']:>4} {row['stride']:>1} | {rates} | "
-                     f"{row['speedup_vs_torch']['TE tuned']:>12.2f}x "
-                     f"{row['speedup_vs_torch']['TE tuned + layout']:>7.2f}x")
-    lines.append(f"geometric mean speedup of TE tuned vs PyTorch (the faster of its two "
-                 f"columns): {result['geomean_speedup_vs_torch']:.2f}x; "
-                 f"{result['geomean_speedup_vs_torch_with_layout']:.2f}x counting the layout "
-                 f"conversion of the input")
+        lines.append(
+            f"{row['channels']:>5} {row['size']:>4} {row['stride']:>1} | {rates} | "
+            f"{row['speedup_vs_torch']['TE tuned']:>12.2f}x "
+            f"{row['speedup_vs_torch']['TE tuned + layout']:>7.2f}x"
+        )
+    lines.append(
+        f"geometric mean speedup of TE tuned vs PyTorch (the faster of its two "
+        f"columns): {result['geomean_speedup_vs_torch']:.2f}x; "
+        f"{result['geomean_speedup_vs_torch_with_layout']:.2f}x counting the layout "
+        f"conversion of the input"
+    )
     return "\n".join(lines)
 
 
@@ -254,10 +369,12 @@ def _positive(text):
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a positive int, got {text!r}") from None
+            f"expected a positive int, got {text!r}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(
-            f"expected a positive int, got {value}")
+            f"expected a positive int, got {value}"
+        )
     return value
 
 
@@ -265,54 +382,95 @@ def _check_args(args, error):
     """Refuse, before any timing, flags the run would fail on after minutes."""
     layers = depthwise_layers()
     if args.layers is not None and args.layers > len(layers):
-        error(f"--layers: MobileNet v1 has {len(layers)} depthwise layers, got "
-              f"{args.layers}")
+        error(
+            f"--layers: MobileNet v1 has {len(layers)} depthwise layers, got "
+            f"{args.layers}"
+        )
     if args.threads > 4 * available_cpus():
-        error(f"--threads: at most 4 x the {available_cpus()} available CPUs, "
-              f"got {args.threads}")
+        error(
+            f"--threads: at most 4 x the {available_cpus()} available CPUs, "
+            f"got {args.threads}"
+        )
     if args.parts and set(args.parts.split(",")) - set(PARTS):
         error(f"--parts: expected some of {','.join(PARTS)}, got {args.parts}")
     # float32 input and output of the largest layer
     largest = max(c * size * size for c, size, _ in layers)
     try:
-        check_memory(8 * args.batch * largest, f"--batch {args.batch}",
-                     args.max_bytes)
+        check_memory(
+            8 * args.batch * largest, f"--batch {args.batch}", args.max_bytes
+        )
     except ValueError as message:
         error(f"{message} (--max-bytes)")
     if args.json:
         folder = os.path.dirname(os.path.abspath(args.json))
-        if os.path.isdir(args.json) or not os.path.isdir(folder) \
-                or not os.access(folder, os.W_OK):
-            error(f"--json: cannot write {args.json!r} (its folder must exist "
-                  f"and be writable)")
+        if (
+            os.path.isdir(args.json)
+            or not os.path.isdir(folder)
+            or not os.access(folder, os.W_OK)
+        ):
+            error(
+                f"--json: cannot write {args.json!r} (its folder must exist "
+                f"and be writable)"
+            )
 
 
 def main(argv=None):
-    parser = _Parser(prog="python -m d2ldw.bench",
-                     description="Benchmarks of the book's kernels.")
+    parser = _Parser(
+        prog="python -m d2ldw.bench",
+        description="Benchmarks of the book's kernels.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    depthwise = commands.add_parser("depthwise", help="MobileNet v1's depthwise layers")
+    depthwise = commands.add_parser(
+        "depthwise", help="MobileNet v1's depthwise layers"
+    )
     depthwise.add_argument("--batch", type=_positive, default=1)
-    depthwise.add_argument("--threads", type=_positive,
-                           default=available_cpus())
+    depthwise.add_argument(
+        "--threads", type=_positive, default=available_cpus()
+    )
     depthwise.add_argument("--repeat", type=_positive, default=7)
-    depthwise.add_argument("--layers", type=_positive, default=None,
-                           help="only the first N layers (for a quick check)")
-    depthwise.add_argument("--max-bytes", type=_positive, default=None,
-                           help="refuse a larger batch input (default 2 GiB)")
-    depthwise.add_argument("--json", type=str, default=None, help="also write the result here")
-    depthwise.add_argument("--parts", type=str, default=None, help=argparse.SUPPRESS)
+    depthwise.add_argument(
+        "--layers",
+        type=_positive,
+        default=None,
+        help="only the first N layers (for a quick check)",
+    )
+    depthwise.add_argument(
+        "--max-bytes",
+        type=_positive,
+        default=None,
+        help="refuse a larger batch input (default 2 GiB)",
+    )
+    depthwise.add_argument(
+        "--json", type=str, default=None, help="also write the result here"
+    )
+    depthwise.add_argument(
+        "--parts", type=str, default=None, help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     _check_args(args, depthwise.error)
     wanted = {**ENVIRONMENT, **_thread_environment(args.threads)}
-    if any(os.environ.get(k) != v for k, v in wanted.items()):  # start over, set up
-        os.execve(sys.executable, [sys.executable, "-m", "d2ldw.bench", *(argv or sys.argv[1:])],
-                  {**os.environ, **wanted})
-    if args.parts:  # one part of the benchmark, for run_depthwise's child processes
-        result = time_depthwise(args.parts.split(","), args.batch, args.threads, args.repeat,
-                                args.layers)
+    if any(
+        os.environ.get(k) != v for k, v in wanted.items()
+    ):  # start over, set up
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "d2ldw.bench", *(argv or sys.argv[1:])],
+            {**os.environ, **wanted},
+        )
+    if (
+        args.parts
+    ):  # one part of the benchmark, for run_depthwise's child processes
+        result = time_depthwise(
+            args.parts.split(","),
+            args.batch,
+            args.threads,
+            args.repeat,
+            args.layers,
+        )
     else:
-        result = run_depthwise(args.batch, args.threads, args.repeat, args.layers)
+        result = run_depthwise(
+            args.batch, args.threads, args.repeat, args.layers
+        )
         print(format_table(result))
     if args.json:
         with open(args.json, "w") as out:

@@ -15,13 +15,21 @@ from typing import NamedTuple
 
 class ConvCost(NamedTuple):
     """Work and size of one 2-D convolution call."""
+
     mult_adds: int  # multiply-adds with the weights, taps on padding included
     flops: int  # 2 per multiply-add, plus 1 per output element for the bias
     params: int  # weight elements, plus bias elements
 
 
-def conv2d_cost(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,
-                bias=False):
+def conv2d_cost(
+    input_shape,
+    weight_shape,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    bias=False,
+):
     """Multiply-adds, FLOPs and parameters of ``F.conv2d`` with these shapes and arguments.
 
     Shapes and arguments as for ``conv2d_geometry``; ``bias`` (True or False) says whether
@@ -29,11 +37,15 @@ def conv2d_cost(input_shape, weight_shape, stride=1, padding=0, dilation=1, grou
     """
     if not isinstance(bias, bool):
         raise TypeError(f"bias must be True or False, got {bias!r}")
-    g = conv2d_geometry(input_shape, weight_shape, stride, padding, dilation, groups)
+    g = conv2d_geometry(
+        input_shape, weight_shape, stride, padding, dilation, groups
+    )
     batch = 1 if g.batch is None else g.batch
     outputs = batch * g.out_channels * g.out_size[0] * g.out_size[1]
     per_output = g.in_channels // g.groups * g.kernel_size[0] * g.kernel_size[1]
     mult_adds = outputs * per_output
-    return ConvCost(mult_adds=mult_adds,
-                    flops=2 * mult_adds + (outputs if bias else 0),
-                    params=g.out_channels * per_output + (g.out_channels if bias else 0))
+    return ConvCost(
+        mult_adds=mult_adds,
+        flops=2 * mult_adds + (outputs if bias else 0),
+        params=g.out_channels * per_output + (g.out_channels if bias else 0),
+    )

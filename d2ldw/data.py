@@ -17,13 +17,24 @@ def _as_pair(value, name):
     """``value`` as (height, width): an int for both, or a pair."""
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair) != 2:
-        raise ValueError(f"{name} must be an int or a (height, width) pair, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{name} must be an int or a (height, width) pair, got {value!r}"
+        )
     return pair
 
 
-def get_conv_data(in_channels, out_channels, size, kernel_size, batch=1, groups=1,
-                  bias=False, dtype="float32", seed=0, constructor=None):
+def get_conv_data(
+    in_channels,
+    out_channels,
+    size,
+    kernel_size,
+    batch=1,
+    groups=1,
+    bias=False,
+    dtype="float32",
+    seed=0,
+    constructor=None,
+):
     """Seeded random input, weight and bias for a 2-D convolution, as NumPy arrays.
 
     ``size`` and ``kernel_size`` are ints or (height, width) pairs. Returns
@@ -34,21 +45,33 @@ def get_conv_data(in_channels, out_channels, size, kernel_size, batch=1, groups=
     """
     height, width = _as_pair(size, "size")
     kh, kw = _as_pair(kernel_size, "kernel_size")
-    sizes = dict(in_channels=in_channels, out_channels=out_channels,
-                 height=height, width=width, kernel_height=kh, kernel_width=kw,
-                 groups=groups)
+    sizes = dict(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        height=height,
+        width=width,
+        kernel_height=kh,
+        kernel_width=kw,
+        groups=groups,
+    )
     in_channels, out_channels, height, width, kh, kw, groups = (
-        checked_int(value, name, 1) for name, value in sizes.items())
+        checked_int(value, name, 1) for name, value in sizes.items()
+    )
     batch = checked_int(batch, "batch", 0)
     elements = batch * in_channels * height * width + out_channels * (
-        in_channels // groups * kh * kw + 1)
+        in_channels // groups * kh * kw + 1
+    )
     check_memory(elements * np.dtype(dtype).itemsize, "the arrays")
     if in_channels % groups or out_channels % groups:
-        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
-                         f"out_channels={out_channels}")
+        raise ValueError(
+            f"groups={groups} must divide in_channels={in_channels} and "
+            f"out_channels={out_channels}"
+        )
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, in_channels, height, width)).astype(dtype)
-    w = rng.standard_normal((out_channels, in_channels // groups, kh, kw)).astype(dtype)
+    w = rng.standard_normal(
+        (out_channels, in_channels // groups, kh, kw)
+    ).astype(dtype)
     b = rng.standard_normal(out_channels).astype(dtype) if bias else None
     if constructor is not None:
         x, w = constructor(x), constructor(w)

@@ -25,8 +25,14 @@ os.environ.setdefault("MXNET_OMP_MAX_THREADS", str(available_cpus()))
 
 # MXNet 1.9.1 refers to np.bool, np.int, ... which NumPy removed in 1.24; it cannot be
 # imported without them, so restore them (as the builtins they aliased) before it is.
-_REMOVED_NUMPY_ALIASES = {"bool": bool, "int": int, "float": float, "complex": complex,
-                          "object": object, "str": str}
+_REMOVED_NUMPY_ALIASES = {
+    "bool": bool,
+    "int": int,
+    "float": float,
+    "complex": complex,
+    "object": object,
+    "str": str,
+}
 for _name, _builtin in _REMOVED_NUMPY_ALIASES.items():
     if _name not in vars(np):  # hasattr() would trigger NumPy's FutureWarning
         setattr(np, _name, _builtin)
@@ -36,8 +42,9 @@ from mxnet import gluon, nd
 
 
 # From Section 1.2, "Convolution in PyTorch and MXNet" (chapters/conv2d/frameworks.ipynb)
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
-           max_bytes=None):
+def conv2d(
+    x, w, b=None, stride=1, padding=0, dilation=1, groups=1, max_bytes=None
+):
     """``nd.Convolution`` called with the arguments of ``torch.nn.functional.conv2d``.
 
     ``x`` is an NDArray ``(N, C, H, W)`` or ``(C, H, W)``, ``w`` is ``(O, C/groups, kH, kW)``,
@@ -49,27 +56,55 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
     for name, value in (("x", x), ("w", w), ("b", b)):
         if value is not None:
             check_array_kind(value, name, "mxnet")
-    checked_dtype({"x": x, "w": w, "b": b},
-                  floating=("float16", "float32", "float64"))
-    g = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups,
-                        bias_shape=None if b is None else b.shape)
+    checked_dtype(
+        {"x": x, "w": w, "b": b}, floating=("float16", "float32", "float64")
+    )
+    g = conv2d_geometry(
+        x.shape,
+        w.shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+        bias_shape=None if b is None else b.shape,
+    )
     (top, bottom), (left, right), (oh, ow) = *g.padding, g.out_size
-    padded = g.in_channels * (g.in_size[0] + top + bottom) * (
-        g.in_size[1] + left + right)
+    padded = (
+        g.in_channels
+        * (g.in_size[0] + top + bottom)
+        * (g.in_size[1] + left + right)
+    )
     batch = 1 if g.batch is None else g.batch
-    check_memory(batch * np.dtype(x.dtype).itemsize
-                 * (padded + g.out_channels * oh * ow),
-                 "the padded input and the output", max_bytes)
+    check_memory(
+        batch
+        * np.dtype(x.dtype).itemsize
+        * (padded + g.out_channels * oh * ow),
+        "the padded input and the output",
+        max_bytes,
+    )
     if g.batch == 0:  # nd.Convolution fails; F.conv2d returns an empty batch
         return nd.empty(g.output_shape, dtype=x.dtype)  # not zeros: size 0
     x4 = x if g.batch is not None else x.expand_dims(0)
     (top, bottom), (left, right) = g.padding
     if top != bottom or left != right:
-        x4 = nd.pad(x4, mode="constant", pad_width=(0, 0, 0, 0, top, bottom, left, right))
+        x4 = nd.pad(
+            x4,
+            mode="constant",
+            pad_width=(0, 0, 0, 0, top, bottom, left, right),
+        )
         top = left = 0
-    y = nd.Convolution(x4, w, b, kernel=g.kernel_size, stride=g.stride, dilate=g.dilation,
-                       pad=(top, left), num_filter=g.out_channels, num_group=g.groups,
-                       no_bias=b is None)
+    y = nd.Convolution(
+        x4,
+        w,
+        b,
+        kernel=g.kernel_size,
+        stride=g.stride,
+        dilate=g.dilation,
+        pad=(top, left),
+        num_filter=g.out_channels,
+        num_group=g.groups,
+        no_bias=b is None,
+    )
     return y if g.batch is not None else y[0]
 
 
@@ -82,28 +117,57 @@ class SeparableConv2D(gluon.HybridBlock):
     layout of ``d2ldw.torch.SeparableConv2d``, whose weights copy over unchanged.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, strides=1, padding=0,
-                 dilation=1, multiplier=1, use_bias=True, **kwargs):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        strides=1,
+        padding=0,
+        dilation=1,
+        multiplier=1,
+        use_bias=True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         with self.name_scope():
-            self.depthwise = gluon.nn.Conv2D(in_channels * multiplier, kernel_size, strides,
-                                             padding, dilation, groups=in_channels,
-                                             use_bias=False, in_channels=in_channels)
-            self.pointwise = gluon.nn.Conv2D(out_channels, 1, use_bias=use_bias,
-                                             in_channels=in_channels * multiplier)
+            self.depthwise = gluon.nn.Conv2D(
+                in_channels * multiplier,
+                kernel_size,
+                strides,
+                padding,
+                dilation,
+                groups=in_channels,
+                use_bias=False,
+                in_channels=in_channels,
+            )
+            self.pointwise = gluon.nn.Conv2D(
+                out_channels,
+                1,
+                use_bias=use_bias,
+                in_channels=in_channels * multiplier,
+            )
 
-    def load_weights(self, depthwise_weight, pointwise_weight, pointwise_bias=None):
+    def load_weights(
+        self, depthwise_weight, pointwise_weight, pointwise_bias=None
+    ):
         """Set the weights from arrays, after checking their shapes; returns the block."""
-        given = {"depthwise weight": (self.depthwise.weight, depthwise_weight),
-                 "pointwise weight": (self.pointwise.weight, pointwise_weight)}
+        given = {
+            "depthwise weight": (self.depthwise.weight, depthwise_weight),
+            "pointwise weight": (self.pointwise.weight, pointwise_weight),
+        }
         if pointwise_bias is not None:
             if self.pointwise.bias is None:
-                raise ValueError("this block was built with use_bias=False; got a bias")
+                raise ValueError(
+                    "this block was built with use_bias=False; got a bias"
+                )
             given["pointwise bias"] = (self.pointwise.bias, pointwise_bias)
         for name, (parameter, array) in given.items():
             if tuple(parameter.shape) != tuple(array.shape):
-                raise ValueError(f"{name} must have shape {tuple(parameter.shape)}, got "
-                                 f"{tuple(array.shape)}")
+                raise ValueError(
+                    f"{name} must have shape {tuple(parameter.shape)}, got "
+                    f"{tuple(array.shape)}"
+                )
         for parameter, array in given.values():
             parameter.set_data(nd.array(array, dtype=parameter.dtype))
         return self

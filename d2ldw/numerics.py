@@ -17,8 +17,12 @@ import numpy as np
 
 # Unit roundoff u = 2**-p for a p-bit significand (implicit bit included): round to nearest
 # returns fl(x) = x(1 + d) with |d| <= u. bfloat16 has no NumPy dtype; it is named by string.
-UNIT_ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24,
-                 "float64": 2.0**-53}
+UNIT_ROUNDOFF = {
+    "float16": 2.0**-11,
+    "bfloat16": 2.0**-8,
+    "float32": 2.0**-24,
+    "float64": 2.0**-53,
+}
 
 
 def _dtype_name(dtype):
@@ -30,8 +34,10 @@ def _dtype_name(dtype):
         except TypeError:
             pass
     if name not in UNIT_ROUNDOFF:
-        raise TypeError(f"expected one of the floating dtypes {', '.join(UNIT_ROUNDOFF)}, "
-                        f"got {dtype!r}")
+        raise TypeError(
+            f"expected one of the floating dtypes {', '.join(UNIT_ROUNDOFF)}, "
+            f"got {dtype!r}"
+        )
     return name
 
 
@@ -47,12 +53,16 @@ def gamma(n, dtype):
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     nu = n * unit_roundoff(dtype)
     if nu >= 1:
-        raise ValueError(f"gamma_n needs n*u < 1; n={n} is too large for {dtype}")
+        raise ValueError(
+            f"gamma_n needs n*u < 1; n={n} is too large for {dtype}"
+        )
     return nu / (1 - nu)
 
 
 # From Section 5.2, "Measuring error properly" (chapters/numerics/measuring_error.ipynb)
-def conv_error_bound(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, dtype=None):
+def conv_error_bound(
+    x, w, b=None, stride=1, padding=0, dilation=1, groups=1, dtype=None
+):
     """Largest error of any correct convolution of x, w, b computed in ``dtype``, per output.
 
     Each output is a dot product of n = C/groups * kH * kW products, plus the bias: n + 1
@@ -62,14 +72,24 @@ def conv_error_bound(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, dt
     of the output; ``dtype`` (default: x's) sets the unit roundoff. Arguments as in
     ``F.conv2d``; NumPy only.
     """
-    from d2ldw.numpy import conv2d  # the NumPy reference, on magnitudes, in float64
+    from d2ldw.numpy import (
+        conv2d,
+    )  # the NumPy reference, on magnitudes, in float64
 
     x, w = _as_float_array(x, "x"), _as_float_array(w, "w")
     terms = w.shape[1] * w.shape[2] * w.shape[3] if w.ndim == 4 else 0
     m = terms + (b is not None)
-    magnitude = conv2d(np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64)),
-                       None if b is None else np.abs(_as_float_array(b, "b").astype(np.float64)),
-                       stride, padding, dilation, groups)
+    magnitude = conv2d(
+        np.abs(x.astype(np.float64)),
+        np.abs(w.astype(np.float64)),
+        None
+        if b is None
+        else np.abs(_as_float_array(b, "b").astype(np.float64)),
+        stride,
+        padding,
+        dilation,
+        groups,
+    )
     return gamma(m, dtype or x.dtype.name) * magnitude
 
 
@@ -80,16 +100,22 @@ _INT_OF = {"float16": np.int16, "float32": np.int32, "float64": np.int64}
 def _as_float_array(a, what):
     """``a`` as a NumPy array of float16/32/64, or a TypeError saying what came."""
     if "bfloat16" in str(getattr(a, "dtype", "")):
-        raise TypeError(f"{what} is bfloat16, which NumPy cannot hold: pass it as float32 "
-                        f"(tensor.float().numpy(), exact) with dtype='bfloat16'")
+        raise TypeError(
+            f"{what} is bfloat16, which NumPy cannot hold: pass it as float32 "
+            f"(tensor.float().numpy(), exact) with dtype='bfloat16'"
+        )
     try:
         array = np.asarray(a)
     except (TypeError, RuntimeError, ValueError) as error:
-        raise TypeError(f"{what} must be convertible to a NumPy array, got "
-                        f"{type(a).__name__} ({error})") from None
+        raise TypeError(
+            f"{what} must be convertible to a NumPy array, got "
+            f"{type(a).__name__} ({error})"
+        ) from None
     if array.dtype.name not in _INT_OF:
-        raise TypeError(f"{what} must have dtype float16, float32 or float64, "
-                        f"got {array.dtype}")
+        raise TypeError(
+            f"{what} must have dtype float16, float32 or float64, "
+            f"got {array.dtype}"
+        )
     return array
 
 
@@ -97,9 +123,11 @@ def _check_finite(array, what):
     bad = ~np.isfinite(array)
     if bad.any():
         nan, first = int(np.isnan(array).sum()), np.argwhere(bad)[0]
-        raise ValueError(f"{what} has {nan} NaN and {int(bad.sum()) - nan} infinite values "
-                         f"(first at index {tuple(int(i) for i in first)}); ULPs and relative "
-                         f"errors are only defined between finite numbers")
+        raise ValueError(
+            f"{what} has {nan} NaN and {int(bad.sum()) - nan} infinite values "
+            f"(first at index {tuple(int(i) for i in first)}); ULPs and relative "
+            f"errors are only defined between finite numbers"
+        )
 
 
 def _ordered(array, dtype):
@@ -108,8 +136,10 @@ def _ordered(array, dtype):
     if dtype == "bfloat16":
         bits = array.astype(np.float32).view(np.int32)
         if (bits & 0xFFFF).any():
-            raise ValueError("values are not all bfloat16 numbers stored as float32 (their low "
-                             "16 bits are not zero)")
+            raise ValueError(
+                "values are not all bfloat16 numbers stored as float32 (their low "
+                "16 bits are not zero)"
+            )
         ints = (bits >> 16).astype(np.int64)
         low = -(2**15)
     else:
@@ -131,17 +161,27 @@ def ulp_distance(a, b, dtype=None):
     """
     a, b = _as_float_array(a, "a"), _as_float_array(b, "b")
     if a.dtype != b.dtype:
-        raise TypeError(f"a and b must have the same dtype, got {a.dtype} and {b.dtype}; "
-                        f"round the reference to the result's dtype first")
+        raise TypeError(
+            f"a and b must have the same dtype, got {a.dtype} and {b.dtype}; "
+            f"round the reference to the result's dtype first"
+        )
     if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"a and b must have the same shape, got {a.shape} and {b.shape}"
+        )
     if dtype is None:
         dtype = a.dtype.name
     elif _dtype_name(dtype) == "bfloat16" and a.dtype != np.float32:
-        raise TypeError(f"dtype='bfloat16' needs float32 arrays holding bfloat16 values, "
-                        f"got {a.dtype}")
-    elif _dtype_name(dtype) != a.dtype.name and _dtype_name(dtype) != "bfloat16":
-        raise TypeError(f"dtype={dtype!r} does not match the arrays' dtype {a.dtype}")
+        raise TypeError(
+            f"dtype='bfloat16' needs float32 arrays holding bfloat16 values, "
+            f"got {a.dtype}"
+        )
+    elif (
+        _dtype_name(dtype) != a.dtype.name and _dtype_name(dtype) != "bfloat16"
+    ):
+        raise TypeError(
+            f"dtype={dtype!r} does not match the arrays' dtype {a.dtype}"
+        )
     _check_finite(a, "a")
     _check_finite(b, "b")
     oa, ob = _ordered(a, _dtype_name(dtype)), _ordered(b, _dtype_name(dtype))
@@ -158,29 +198,45 @@ def max_ulp_distance(a, b, dtype=None):
 @dataclass(frozen=True)
 class ErrorReport:
     """Errors of ``result`` against a more accurate ``reference``, element by element."""
-    dtype: str            # the result's dtype, in which ULPs are counted
-    size: int             # number of elements compared
-    max_abs: float        # max |result - reference|
+
+    dtype: str  # the result's dtype, in which ULPs are counted
+    size: int  # number of elements compared
+    max_abs: float  # max |result - reference|
     mean_abs: float
-    max_rel: float        # max |result - reference| / |reference| over reference != 0
+    max_rel: float  # max |result - reference| / |reference| over reference != 0
     mean_rel: float
-    rel_excluded: int     # elements with reference == 0, left out of the relative errors
-    max_ulps: int         # ULPs between result and the reference rounded to dtype
-    within_bound: Optional[bool] = None  # every |error| <= bound (None: no bound given)
-    worst_ratio: Optional[float] = None  # max |error| / bound (inf: error where bound is 0)
+    rel_excluded: (
+        int  # elements with reference == 0, left out of the relative errors
+    )
+    max_ulps: int  # ULPs between result and the reference rounded to dtype
+    within_bound: Optional[bool] = (
+        None  # every |error| <= bound (None: no bound given)
+    )
+    worst_ratio: Optional[float] = (
+        None  # max |error| / bound (inf: error where bound is 0)
+    )
 
     def __str__(self):
-        lines = [f"{self.size} {self.dtype} values: max abs error {self.max_abs:.3g} "
-                 f"(mean {self.mean_abs:.3g}), max {self.max_ulps} ULPs",
-                 f"relative: max {self.max_rel:.3g}, mean {self.mean_rel:.3g}"
-                 + (f" ({self.rel_excluded} zero references left out)"
-                    if self.rel_excluded else "")]
+        lines = [
+            f"{self.size} {self.dtype} values: max abs error {self.max_abs:.3g} "
+            f"(mean {self.mean_abs:.3g}), max {self.max_ulps} ULPs",
+            f"relative: max {self.max_rel:.3g}, mean {self.mean_rel:.3g}"
+            + (
+                f" ({self.rel_excluded} zero references left out)"
+                if self.rel_excluded
+                else ""
+            ),
+        ]
         if self.within_bound is not None:
-            lines.append(f"{'within' if self.within_bound else 'VIOLATES'} the bound: "
-                         f"worst error/bound = {self.worst_ratio:.3g}")
+            lines.append(
+                f"{'within' if self.within_bound else 'VIOLATES'} the bound: "
+                f"worst error/bound = {self.worst_ratio:.3g}"
+            )
         return "\n".join(lines)
 
-    def _repr_pretty_(self, printer, cycle):  # how IPython and notebooks show it
+    def _repr_pretty_(
+        self, printer, cycle
+    ):  # how IPython and notebooks show it
         printer.text(str(self))
 
 
@@ -196,8 +252,10 @@ def error_report(result, reference, bound=None, dtype=None):
     result = _as_float_array(result, "result")
     reference = _as_float_array(reference, "reference")
     if result.shape != reference.shape:
-        raise ValueError(f"result and reference must have the same shape, got "
-                         f"{result.shape} and {reference.shape}")
+        raise ValueError(
+            f"result and reference must have the same shape, got "
+            f"{result.shape} and {reference.shape}"
+        )
     _check_finite(result, "result")
     _check_finite(reference, "reference")
     name = _dtype_name(dtype or result.dtype.name)
@@ -211,8 +269,10 @@ def error_report(result, reference, bound=None, dtype=None):
     elif name != result.dtype.name:  # e.g. float16 results passed as float32
         narrowed = result.astype(name)
         if not np.array_equal(narrowed.astype(result.dtype), result):
-            raise ValueError(f"dtype={name!r} but the {result.dtype} result holds values "
-                             f"that are not {name} numbers")
+            raise ValueError(
+                f"dtype={name!r} but the {result.dtype} result holds values "
+                f"that are not {name} numbers"
+            )
         ulps = max_ulp_distance(narrowed, reference.astype(name))
     else:
         ulps = max_ulp_distance(result, reference.astype(result.dtype))
@@ -222,8 +282,10 @@ def error_report(result, reference, bound=None, dtype=None):
         try:
             bound = np.broadcast_to(bound, error.shape)
         except ValueError:
-            raise ValueError(f"bound of shape {bound.shape} does not broadcast to the "
-                             f"result's shape {error.shape}") from None
+            raise ValueError(
+                f"bound of shape {bound.shape} does not broadcast to the "
+                f"result's shape {error.shape}"
+            ) from None
         if np.isnan(bound).any() or (bound < 0).any():
             raise ValueError("bound must be non-negative and not NaN")
         within = bool((error <= bound).all())
@@ -231,11 +293,18 @@ def error_report(result, reference, bound=None, dtype=None):
             ratios = np.where(error == 0, 0.0, error / bound)
         ratio = float(ratios.max()) if ratios.size else 0.0
     empty = error.size == 0
-    return ErrorReport(name, int(error.size), 0.0 if empty else float(error.max()),
-                       0.0 if empty else float(error.mean()),
-                       float(relative.max()) if relative.size else 0.0,
-                       float(relative.mean()) if relative.size else 0.0,
-                       int((~nonzero).sum()), ulps, within, ratio)
+    return ErrorReport(
+        name,
+        int(error.size),
+        0.0 if empty else float(error.max()),
+        0.0 if empty else float(error.mean()),
+        float(relative.max()) if relative.size else 0.0,
+        float(relative.mean()) if relative.size else 0.0,
+        int((~nonzero).sum()),
+        ulps,
+        within,
+        ratio,
+    )
 
 
 def round_to_bfloat16(array):
@@ -265,21 +334,28 @@ def fma32(a, b, c):
     """
     a, b, c = (np.asarray(v) for v in (a, b, c))
     if not all(v.dtype == np.float32 for v in (a, b, c)):
-        raise TypeError(f"fma32 takes float32 arrays, got {a.dtype}, {b.dtype}, {c.dtype}")
+        raise TypeError(
+            f"fma32 takes float32 arrays, got {a.dtype}, {b.dtype}, {c.dtype}"
+        )
     p, c64 = a.astype(np.float64) * b.astype(np.float64), c.astype(np.float64)
     s = p + c64
     v = s - p
     err = (p - (s - v)) + (c64 - v)  # s + err == p + c exactly (Knuth's TwoSum)
     r = s.astype(np.float32)
     r64 = r.astype(np.float64)
-    other = np.nextafter(r, np.where(s > r64, np.float32(np.inf), np.float32(-np.inf)))
+    other = np.nextafter(
+        r, np.where(s > r64, np.float32(np.inf), np.float32(-np.inf))
+    )
     tie = (s != r64) & (2 * s == r64 + other.astype(np.float64))
-    use_other = tie & (err != 0) & ((err > 0) == (other.astype(np.float64) > r64))
+    use_other = (
+        tie & (err != 0) & ((err > 0) == (other.astype(np.float64) > r64))
+    )
     return np.where(use_other, other, r).astype(np.float32)
 
 
-def sequential_depthwise(x, w, stride=1, padding=0, dilation=1, fma=True,
-                         accumulators=1):
+def sequential_depthwise(
+    x, w, stride=1, padding=0, dilation=1, fma=True, accumulators=1
+):
     """Depthwise convolution in float32 with each output's taps added one by one.
 
     Taps are numbered row-major, ``t = ri * kW + rj``. With ``accumulators=1``, every
@@ -297,22 +373,37 @@ def sequential_depthwise(x, w, stride=1, padding=0, dilation=1, fma=True,
         raise TypeError(f"x and w must be float32, got {x.dtype} and {w.dtype}")
     if x.ndim != 4:
         raise ValueError(f"x must be batched (N, C, H, W), got shape {x.shape}")
-    if isinstance(accumulators, bool) or not isinstance(accumulators, (int, np.integer)) \
-            or accumulators < 1:
-        raise ValueError(f"accumulators must be a positive int, got {accumulators!r}")
+    if (
+        isinstance(accumulators, bool)
+        or not isinstance(accumulators, (int, np.integer))
+        or accumulators < 1
+    ):
+        raise ValueError(
+            f"accumulators must be a positive int, got {accumulators!r}"
+        )
     m = depthwise_multiplier(x.shape[1], w.shape)
-    g = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups=x.shape[1])
+    g = conv2d_geometry(
+        x.shape, w.shape, stride, padding, dilation, groups=x.shape[1]
+    )
     (top, bottom), (left, right) = g.padding
     padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    padded = np.repeat(padded, m, axis=1)  # output channel o reads input channel o // M
+    padded = np.repeat(
+        padded, m, axis=1
+    )  # output channel o reads input channel o // M
     (sh, sw), (dh, dw), (oh, ow) = g.stride, g.dilation, g.out_size
     kh, kw = g.kernel_size
 
     def add_tap(acc, t):
         ri, rj = divmod(t, kw)
-        window = padded[:, :, ri * dh:ri * dh + sh * (oh - 1) + 1:sh,
-                        rj * dw:rj * dw + sw * (ow - 1) + 1:sw]
-        tap = np.broadcast_to(w[:, 0, ri, rj].reshape(1, -1, 1, 1), window.shape)
+        window = padded[
+            :,
+            :,
+            ri * dh : ri * dh + sh * (oh - 1) + 1 : sh,
+            rj * dw : rj * dw + sw * (ow - 1) + 1 : sw,
+        ]
+        tap = np.broadcast_to(
+            w[:, 0, ri, rj].reshape(1, -1, 1, 1), window.shape
+        )
         # NumPy rounds the product, then the sum; fma32 rounds once
         return fma32(window, tap, acc) if fma else acc + window * tap
 
@@ -341,7 +432,11 @@ def summation_tree_sizes(add_up, n):
     smallest partial sum that contains both a and b. A one-by-one chain gives
     ``max(a, b) + 1``. (The idea of Xie et al., "FPRev", 2024.)
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 2 <= n <= 64:
+    if (
+        isinstance(n, bool)
+        or not isinstance(n, (int, np.integer))
+        or not 2 <= n <= 64
+    ):
         raise ValueError(f"n must be an int from 2 to 64, got {n!r}")
     sizes = np.zeros((n, n), dtype=np.int64)
     for a in range(n):
@@ -353,7 +448,9 @@ def summation_tree_sizes(add_up, n):
     return sizes
 
 
-def probe_depthwise_order(conv, x_shape, w_shape, stride=1, padding=0, dilation=1):
+def probe_depthwise_order(
+    conv, x_shape, w_shape, stride=1, padding=0, dilation=1
+):
     """``summation_tree_sizes`` of one output of a depthwise convolution ``conv(x, w)``.
 
     ``conv`` takes and returns float32 NumPy arrays of the given shapes (groups = C).
@@ -361,30 +458,41 @@ def probe_depthwise_order(conv, x_shape, w_shape, stride=1, padding=0, dilation=
     holds the probe's terms; the output read is that of the first batch element and
     channel, at the centre of the output. Returns the ``(kH*kW, kH*kW)`` array.
     """
-    g = conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups=x_shape[-3])
+    g = conv2d_geometry(
+        x_shape, w_shape, stride, padding, dilation, groups=x_shape[-3]
+    )
     (top, _), (left, _) = g.padding
     (sh, sw), (dh, dw) = g.stride, g.dilation
     (kh, kw), (oi, oj) = g.kernel_size, (g.out_size[0] // 2, g.out_size[1] // 2)
     rows = [oi * sh - top + ri * dh for ri in range(kh)]
     cols = [oj * sw - left + rj * dw for rj in range(kw)]
-    if min(rows + cols) < 0 or max(rows) >= x_shape[-2] or max(cols) >= x_shape[-1]:
-        raise ValueError(f"the centre output's window leaves the input {x_shape}: choose a "
-                         f"larger input or less padding")
+    if (
+        min(rows + cols) < 0
+        or max(rows) >= x_shape[-2]
+        or max(cols) >= x_shape[-1]
+    ):
+        raise ValueError(
+            f"the centre output's window leaves the input {x_shape}: choose a "
+            f"larger input or less padding"
+        )
     w = np.ones(w_shape, dtype=np.float32)
 
     def add_up(values):
         x = np.zeros(x_shape, dtype=np.float32)
-        x[(0,) * (len(x_shape) - 3) + (0, slice(None), slice(None))][np.ix_(rows, cols)] = \
-            values.reshape(kh, kw)
+        x[(0,) * (len(x_shape) - 3) + (0, slice(None), slice(None))][
+            np.ix_(rows, cols)
+        ] = values.reshape(kh, kw)
         return conv(x, w)[(0,) * (len(x_shape) - 3) + (0, oi, oj)]
 
     return summation_tree_sizes(add_up, kh * kw)
 
 
-SUMMATION_ORDERS = {"chain, FMA": dict(accumulators=1, fma=True),
-                    "chain, no FMA": dict(accumulators=1, fma=False),
-                    "2 accumulators, FMA": dict(accumulators=2, fma=True),
-                    "2 accumulators, no FMA": dict(accumulators=2, fma=False)}
+SUMMATION_ORDERS = {
+    "chain, FMA": dict(accumulators=1, fma=True),
+    "chain, no FMA": dict(accumulators=1, fma=False),
+    "2 accumulators, FMA": dict(accumulators=2, fma=True),
+    "2 accumulators, no FMA": dict(accumulators=2, fma=False),
+}
 
 
 def matching_order(y, x, w, stride=1, padding=0, dilation=1):
@@ -394,8 +502,16 @@ def matching_order(y, x, w, stride=1, padding=0, dilation=1):
     agrees with ``y`` in the largest fraction of outputs, and that fraction; ``y``
     follows that order bit for bit when the fraction is 1.
     """
-    agreement = {name: float(np.mean(np.asarray(y) == sequential_depthwise(
-        x, w, stride, padding, dilation, **order)))
-        for name, order in SUMMATION_ORDERS.items()}
+    agreement = {
+        name: float(
+            np.mean(
+                np.asarray(y)
+                == sequential_depthwise(
+                    x, w, stride, padding, dilation, **order
+                )
+            )
+        )
+        for name, order in SUMMATION_ORDERS.items()
+    }
     best = max(agreement, key=agreement.get)
     return best, agreement[best]

@@ -24,14 +24,23 @@ def _tap_windows(x, g):
     (sh, sw), (dh, dw), (oh, ow) = g.stride, g.dilation, g.out_size
     for a in range(g.kernel_size[0]):
         for b in range(g.kernel_size[1]):
-            yield a, b, padded[:, :, a * dh:a * dh + sh * (oh - 1) + 1:sh,
-                               b * dw:b * dw + sw * (ow - 1) + 1:sw]
+            yield (
+                a,
+                b,
+                padded[
+                    :,
+                    :,
+                    a * dh : a * dh + sh * (oh - 1) + 1 : sh,
+                    b * dw : b * dw + sw * (ow - 1) + 1 : sw,
+                ],
+            )
 
 
 # From Section 2.2, "Grouped convolution in four implementations" (chapters/grouped/implementations.ipynb)
 # (replaces conv2d of Section 1.1)
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
-           max_bytes=None):
+def conv2d(
+    x, w, b=None, stride=1, padding=0, dilation=1, groups=1, max_bytes=None
+):
     """Reference 2-D convolution (cross-correlation) in NumPy, NCHW, with groups.
 
     Same arguments as ``torch.nn.functional.conv2d``: ``x`` is ``(N, C, H, W)`` or
@@ -43,23 +52,41 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1,
     """
     x, w = _as_real_array(x, "x"), _as_real_array(w, "w")
     b = None if b is None else _as_real_array(b, "b")
-    g = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups,
-                        bias_shape=None if b is None else np.shape(b))
+    g = conv2d_geometry(
+        x.shape,
+        w.shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+        bias_shape=None if b is None else np.shape(b),
+    )
     dtype = np.result_type(x, w) if b is None else np.result_type(x, w, b)
     batch, (oh, ow) = (1 if g.batch is None else g.batch), g.out_size
     (top, bottom), (left, right) = g.padding
-    padded = g.in_channels * (g.in_size[0] + top + bottom) * (
-        g.in_size[1] + left + right)
+    padded = (
+        g.in_channels
+        * (g.in_size[0] + top + bottom)
+        * (g.in_size[1] + left + right)
+    )
     window = g.in_channels * oh * ow  # einsum's copy of one tap's window
     output = g.out_channels * oh * ow
-    check_memory(batch * (padded + window + output) * dtype.itemsize,
-                 "the padded input and the output", max_bytes)
-    in_per_group, out_per_group = g.in_channels // g.groups, g.out_channels // g.groups
+    check_memory(
+        batch * (padded + window + output) * dtype.itemsize,
+        "the padded input and the output",
+        max_bytes,
+    )
+    in_per_group, out_per_group = (
+        g.in_channels // g.groups,
+        g.out_channels // g.groups,
+    )
     y = np.zeros((batch, g.groups, out_per_group, oh, ow), dtype=dtype)
     for a, c, window in _tap_windows(x, g):
-        y += np.einsum("ngchw,goc->ngohw",
-                       window.reshape(batch, g.groups, in_per_group, oh, ow),
-                       w[:, :, a, c].reshape(g.groups, out_per_group, in_per_group))
+        y += np.einsum(
+            "ngchw,goc->ngohw",
+            window.reshape(batch, g.groups, in_per_group, oh, ow),
+            w[:, :, a, c].reshape(g.groups, out_per_group, in_per_group),
+        )
     y = y.reshape(batch, g.out_channels, oh, ow)
     if b is not None:
         y += np.asarray(b).reshape(1, -1, 1, 1)
@@ -72,8 +99,10 @@ def _as_real_array(value, name):
         check_array_kind(value, name, "numpy")
     array = np.asarray(value)
     if array.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must hold real numbers (an int or float "
-                        f"dtype), got dtype {array.dtype}")
+        raise TypeError(
+            f"{name} must hold real numbers (an int or float "
+            f"dtype), got dtype {array.dtype}"
+        )
     return array
 
 
@@ -88,15 +117,29 @@ def low_rank_kernels(kernel, rank):
     """
     kernel = np.asarray(kernel)
     if kernel.ndim != 2 or 0 in kernel.shape:
-        raise ValueError(f"kernel must be a non-empty 2-D array (kH, kW), got shape "
-                         f"{kernel.shape}")
-    if not (np.issubdtype(kernel.dtype, np.integer) or np.issubdtype(kernel.dtype, np.floating)):
-        raise TypeError(f"kernel must have a real numeric dtype, got {kernel.dtype}")
+        raise ValueError(
+            f"kernel must be a non-empty 2-D array (kH, kW), got shape "
+            f"{kernel.shape}"
+        )
+    if not (
+        np.issubdtype(kernel.dtype, np.integer)
+        or np.issubdtype(kernel.dtype, np.floating)
+    ):
+        raise TypeError(
+            f"kernel must have a real numeric dtype, got {kernel.dtype}"
+        )
     largest = min(kernel.shape)
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) \
-            or not 1 <= rank <= largest:
-        raise ValueError(f"rank must be an int from 1 to min(kH, kW) = {largest}, got {rank!r}")
-    u, s, vt = np.linalg.svd(kernel.astype(np.result_type(kernel.dtype, np.float32)))
+    if (
+        isinstance(rank, bool)
+        or not isinstance(rank, (int, np.integer))
+        or not 1 <= rank <= largest
+    ):
+        raise ValueError(
+            f"rank must be an int from 1 to min(kH, kW) = {largest}, got {rank!r}"
+        )
+    u, s, vt = np.linalg.svd(
+        kernel.astype(np.result_type(kernel.dtype, np.float32))
+    )
     scale = np.sqrt(s[:rank])
     columns, rows = u[:, :rank].T * scale[:, None], vt[:rank] * scale[:, None]
     # An SVD term's sign is arbitrary: make each column's largest entry positive, so that
@@ -113,5 +156,7 @@ def rank1_factors(kernel):
     is separable.
     """
     (column,), (row,) = low_rank_kernels(kernel, 1)
-    residual = np.linalg.norm(np.asarray(kernel, dtype=column.dtype) - np.outer(column, row))
+    residual = np.linalg.norm(
+        np.asarray(kernel, dtype=column.dtype) - np.outer(column, row)
+    )
     return column, row, residual

@@ -18,8 +18,9 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 
 
-def plot_sliding_window(size, kernel_size, padding=0, stride=1, dilation=1,
-                        position=(0, 0), ax=None):
+def plot_sliding_window(
+    size, kernel_size, padding=0, stride=1, dilation=1, position=(0, 0), ax=None
+):
     """Draw a square input with its padding and the taps read for one output position.
 
     ``position`` is the (row, column) of the output pixel; the output size is printed
@@ -28,27 +29,48 @@ def plot_sliding_window(size, kernel_size, padding=0, stride=1, dilation=1,
     out = conv_out_size(size, kernel_size, padding, stride, dilation)
     row, col = position
     if not (0 <= row < out and 0 <= col < out):
-        raise ValueError(f"position {position} is outside the {out}x{out} output")
+        raise ValueError(
+            f"position {position} is outside the {out}x{out} output"
+        )
     padded = size + 2 * padding
     ax = ax or plt.subplots(figsize=(4, 4))[1]
     for i in range(padded):
         for j in range(padded):
-            inside = padding <= i < padding + size and padding <= j < padding + size
-            ax.add_patch(Rectangle((j, i), 1, 1, facecolor="white" if inside else "#dddddd",
-                                   edgecolor="#999999"))
+            inside = (
+                padding <= i < padding + size and padding <= j < padding + size
+            )
+            ax.add_patch(
+                Rectangle(
+                    (j, i),
+                    1,
+                    1,
+                    facecolor="white" if inside else "#dddddd",
+                    edgecolor="#999999",
+                )
+            )
     for a in range(kernel_size):
         for b in range(kernel_size):
             i, j = row * stride + a * dilation, col * stride + b * dilation
-            ax.add_patch(Rectangle((j, i), 1, 1, facecolor="tab:orange", alpha=0.8,
-                                   edgecolor="black"))
+            ax.add_patch(
+                Rectangle(
+                    (j, i),
+                    1,
+                    1,
+                    facecolor="tab:orange",
+                    alpha=0.8,
+                    edgecolor="black",
+                )
+            )
     ax.set_xlim(0, padded)
     ax.set_ylim(padded, 0)
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(f"input {size}, kernel {kernel_size}, pad {padding}, stride {stride}, "
-                 f"dilation {dilation}\noutput {out}x{out}; taps of output {position}",
-                 fontsize=9)
+    ax.set_title(
+        f"input {size}, kernel {kernel_size}, pad {padding}, stride {stride}, "
+        f"dilation {dilation}\noutput {out}x{out}; taps of output {position}",
+        fontsize=9,
+    )
     return ax
 
 
@@ -67,6 +89,9 @@ def plot_connections(in_channels, out_channels, groups=1, ax=None):
     ax.tick_params(which="both", length=0, labelsize=7)
     ax.set_xlabel("input channel c", fontsize=8)
     ax.set_ylabel("output channel o", fontsize=8)
-    ax.set_title(f"C={in_channels}, O={out_channels}, groups={groups}\n"
-                 f"{int(matrix.sum())} of {matrix.size} pairs connected", fontsize=8)
+    ax.set_title(
+        f"C={in_channels}, O={out_channels}, groups={groups}\n"
+        f"{int(matrix.sum())} of {matrix.size} pairs connected",
+        fontsize=8,
+    )
     return ax

@@ -21,13 +21,17 @@ def checked_int(value, name, low=None):
     ValueError.
     """
     if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__index__"):
-        raise TypeError(f"{name} must be an int (bools are refused), got "
-                        f"{value!r} of type {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be an int (bools are refused), got "
+            f"{value!r} of type {type(value).__name__}"
+        )
     try:
         value = operator.index(value)
     except TypeError:
-        raise TypeError(f"{name} must be an int, got {value!r} of type "
-                        f"{type(value).__name__}") from None
+        raise TypeError(
+            f"{name} must be an int, got {value!r} of type "
+            f"{type(value).__name__}"
+        ) from None
     if low is not None and value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
     return value
@@ -42,12 +46,18 @@ def conv_out_size(n, k, p=0, s=1, d=1):
     """
     pair = tuple(p) if isinstance(p, (tuple, list)) else (p, p)
     if len(pair) != 2:
-        raise ValueError(f"padding p must be an int or a (before, after) pair, "
-                         f"got {p!r}")
+        raise ValueError(
+            f"padding p must be an int or a (before, after) pair, got {p!r}"
+        )
     before, after = pair
-    for name, value, low in (("input length n", n, 0), ("kernel size k", k, 1),
-                             ("stride s", s, 1), ("dilation d", d, 1),
-                             ("padding", before, 0), ("padding", after, 0)):
+    for name, value, low in (
+        ("input length n", n, 0),
+        ("kernel size k", k, 1),
+        ("stride s", s, 1),
+        ("dilation d", d, 1),
+        ("padding", before, 0),
+        ("padding", after, 0),
+    ):
         if checked_int(value, name) < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
     n, k, s, d, before, after = map(operator.index, (n, k, s, d, before, after))
@@ -56,7 +66,8 @@ def conv_out_size(n, k, p=0, s=1, d=1):
     if extent > padded:
         raise ValueError(
             f"kernel extent {extent} (kernel {k}, dilation {d}) is larger than the "
-            f"padded input {padded} (length {n} + padding {before} + {after})")
+            f"padded input {padded} (length {n} + padding {before} + {after})"
+        )
     return (padded - extent) // s + 1
 
 
@@ -68,6 +79,7 @@ Pair = Tuple[int, int]
 
 class ConvGeometry(NamedTuple):
     """A 2-D convolution's shapes and arguments, checked and normalised."""
+
     batch: Optional[int]  # None for an unbatched (C, H, W) input
     in_channels: int
     in_size: Pair
@@ -88,18 +100,28 @@ class ConvGeometry(NamedTuple):
 
 def _int_pair(value, name, low):
     """``value`` as a pair of ints >= ``low``; accepts an int or a length-2 sequence."""
-    values = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
+    values = (
+        (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
+    )
     if len(values) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        raise ValueError(
+            f"{name} must be an int or a pair of ints, got {value!r}"
+        )
     if any(isinstance(v, (bool, np.bool_)) for v in values):  # as PyTorch does
-        raise TypeError(f"{name} must be an int or a pair of ints, not a bool, "
-                        f"got {value!r}")
+        raise TypeError(
+            f"{name} must be an int or a pair of ints, not a bool, "
+            f"got {value!r}"
+        )
     try:
         values = tuple(operator.index(v) for v in values)
     except TypeError:
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+        raise TypeError(
+            f"{name} must be an int or a pair of ints, got {value!r}"
+        ) from None
     if min(values) < low:
-        raise ValueError(f"{name} must be >= {low} along both axes, got {value!r}")
+        raise ValueError(
+            f"{name} must be >= {low} along both axes, got {value!r}"
+        )
     return values
 
 
@@ -109,9 +131,13 @@ def _padding_pairs(padding, kernel_size, stride, dilation):
         if padding == "valid":
             return (0, 0), (0, 0)
         if padding != "same":
-            raise ValueError(f"padding must be 'valid', 'same', an int or a pair, got {padding!r}")
+            raise ValueError(
+                f"padding must be 'valid', 'same', an int or a pair, got {padding!r}"
+            )
         if stride != (1, 1):
-            raise ValueError(f"padding='same' needs stride 1, got stride {stride}")
+            raise ValueError(
+                f"padding='same' needs stride 1, got stride {stride}"
+            )
         totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
         return tuple((t // 2, t - t // 2) for t in totals)
     ph, pw = _int_pair(padding, "padding", 0)
@@ -121,24 +147,46 @@ def _padding_pairs(padding, kernel_size, stride, dilation):
 def _checked_groups(groups, in_channels, weight_shape):
     """``groups`` as an int that fits the input's channels and the weight's shape."""
     out_channels, per_group, kh, kw = weight_shape
-    implied = in_channels // per_group if per_group and in_channels % per_group == 0 else None
+    implied = (
+        in_channels // per_group
+        if per_group and in_channels % per_group == 0
+        else None
+    )
     fits = bool(implied) and out_channels % implied == 0
-    hint = f"; the weight given, {weight_shape}, is the one for groups={implied}" if fits else ""
+    hint = (
+        f"; the weight given, {weight_shape}, is the one for groups={implied}"
+        if fits
+        else ""
+    )
     rule = f"with groups=G the weight has shape ({out_channels}, {in_channels}/G, {kh}, {kw})"
-    if isinstance(groups, bool) or not hasattr(groups, "__index__") or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}; {rule}{hint}")
+    if (
+        isinstance(groups, bool)
+        or not hasattr(groups, "__index__")
+        or groups < 1
+    ):
+        raise ValueError(
+            f"groups must be a positive int, got {groups!r}; {rule}{hint}"
+        )
     groups = operator.index(groups)
     if in_channels % groups or out_channels % groups:
-        valid = [g for g in range(1, min(in_channels, out_channels) + 1)
-                 if in_channels % g == 0 and out_channels % g == 0]
-        listed = ", ".join(map(str, valid[:12])) + (", ..." if len(valid) > 12 else "")
-        raise ValueError(f"groups={groups} must divide both in_channels={in_channels} and "
-                         f"out_channels={out_channels} (valid: {listed}); {rule}{hint}")
+        valid = [
+            g
+            for g in range(1, min(in_channels, out_channels) + 1)
+            if in_channels % g == 0 and out_channels % g == 0
+        ]
+        listed = ", ".join(map(str, valid[:12])) + (
+            ", ..." if len(valid) > 12 else ""
+        )
+        raise ValueError(
+            f"groups={groups} must divide both in_channels={in_channels} and "
+            f"out_channels={out_channels} (valid: {listed}); {rule}{hint}"
+        )
     if per_group * groups != in_channels:
         raise ValueError(
             f"input has {in_channels} channels, so with groups={groups} the weight must have "
             f"shape ({out_channels}, {in_channels // groups}, {kh}, {kw}); got {weight_shape}"
-            + (f", the weight for groups={implied}" if fits else ""))
+            + (f", the weight for groups={implied}" if fits else "")
+        )
     return groups
 
 
@@ -148,19 +196,32 @@ def _checked_shape(shape, what, first_may_be_zero=False, checked_later=()):
     Entries in ``checked_later`` need only be ints >= 0: a rule with a more
     specific message checks them (the weight's C/groups axis: the groups rule).
     """
-    sizes = tuple(checked_int(n, f"{what} shape {shape} entry {i}")
-                  for i, n in enumerate(shape))
-    least = [0 if (i == 0 and first_may_be_zero) or i in checked_later else 1
-             for i in range(len(sizes))]
+    sizes = tuple(
+        checked_int(n, f"{what} shape {shape} entry {i}")
+        for i, n in enumerate(shape)
+    )
+    least = [
+        0 if (i == 0 and first_may_be_zero) or i in checked_later else 1
+        for i in range(len(sizes))
+    ]
     if any(n < low for n, low in zip(sizes, least)):
         rule = "only the batch may be 0, " if first_may_be_zero else ""
-        raise ValueError(f"{what} sizes must be >= 1 ({rule}as in F.conv2d), "
-                         f"got shape {sizes}")
+        raise ValueError(
+            f"{what} sizes must be >= 1 ({rule}as in F.conv2d), "
+            f"got shape {sizes}"
+        )
     return sizes
 
 
-def conv2d_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,
-                    bias_shape=None):
+def conv2d_geometry(
+    input_shape,
+    weight_shape,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    bias_shape=None,
+):
     """Check the arguments of a 2-D convolution and describe its result.
 
     Shapes follow PyTorch: input ``(N, C, H, W)`` or ``(C, H, W)``, weight
@@ -169,13 +230,18 @@ def conv2d_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, 
     """
     input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
     if len(input_shape) not in (3, 4):
-        raise ValueError(f"input must be 4-D (N, C, H, W) or 3-D (C, H, W), "
-                         f"got shape {input_shape}")
+        raise ValueError(
+            f"input must be 4-D (N, C, H, W) or 3-D (C, H, W), "
+            f"got shape {input_shape}"
+        )
     if len(weight_shape) != 4:
-        raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
-                         f"got shape {weight_shape}")
-    input_shape = _checked_shape(input_shape, "input",
-                                 first_may_be_zero=len(input_shape) == 4)
+        raise ValueError(
+            f"weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
+            f"got shape {weight_shape}"
+        )
+    input_shape = _checked_shape(
+        input_shape, "input", first_may_be_zero=len(input_shape) == 4
+    )
     # a weight (O, 0, kH, kW) fits no groups: _checked_groups says which it needs
     weight_shape = _checked_shape(weight_shape, "weight", checked_later=(1,))
     batch = input_shape[0] if len(input_shape) == 4 else None
@@ -183,20 +249,33 @@ def conv2d_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, 
     out_channels, _, kh, kw = weight_shape
     groups = _checked_groups(groups, in_channels, weight_shape)
     if bias_shape is not None and tuple(bias_shape) != (out_channels,):
-        raise ValueError(f"bias must have shape ({out_channels},) to match the weight's "
-                         f"{out_channels} output channels, got {tuple(bias_shape)}")
+        raise ValueError(
+            f"bias must have shape ({out_channels},) to match the weight's "
+            f"{out_channels} output channels, got {tuple(bias_shape)}"
+        )
     stride = _int_pair(stride, "stride", 1)
     dilation = _int_pair(dilation, "dilation", 1)
     pads = _padding_pairs(padding, (kh, kw), stride, dilation)
     out_size = []
-    for axis, n, k, p, s, d in zip(("height", "width"), (height, width), (kh, kw),
-                                   pads, stride, dilation):
+    for axis, n, k, p, s, d in zip(
+        ("height", "width"), (height, width), (kh, kw), pads, stride, dilation
+    ):
         try:
             out_size.append(conv_out_size(n, k, p, s, d))
         except ValueError as error:
             raise ValueError(f"along the {axis}: {error}") from None
-    return ConvGeometry(batch, in_channels, (height, width), out_channels, (kh, kw),
-                        stride, pads, dilation, groups, tuple(out_size))
+    return ConvGeometry(
+        batch,
+        in_channels,
+        (height, width),
+        out_channels,
+        (kh, kw),
+        stride,
+        pads,
+        dilation,
+        groups,
+        tuple(out_size),
+    )
 
 
 # Refuse an allocation this large up front; every function that checks
@@ -208,17 +287,26 @@ def check_memory(nbytes, what, max_bytes=None):
     """Raise ValueError, before anything is allocated, if ``what`` needs more
     than ``max_bytes`` bytes (default ``MEMORY_LIMIT``); the message says how
     to allow it."""
-    limit = (MEMORY_LIMIT if max_bytes is None
-             else checked_int(max_bytes, "max_bytes", 1))
+    limit = (
+        MEMORY_LIMIT
+        if max_bytes is None
+        else checked_int(max_bytes, "max_bytes", 1)
+    )
     if nbytes > limit:
-        raise ValueError(f"{what} would need {nbytes / 2**30:.3g} GiB "
-                         f"({nbytes} bytes), more than the limit of {limit} "
-                         f"bytes; pass max_bytes= to raise it")
+        raise ValueError(
+            f"{what} would need {nbytes / 2**30:.3g} GiB "
+            f"({nbytes} bytes), more than the limit of {limit} "
+            f"bytes; pass max_bytes= to raise it"
+        )
 
 
-ARRAY_KINDS = {"numpy": "NumPy array", "torch": "torch.Tensor",
-               "mxnet": "MXNet NDArray", "te": "TVM te.Tensor (te.placeholder)",
-               "tvm": "TVM runtime tensor"}
+ARRAY_KINDS = {
+    "numpy": "NumPy array",
+    "torch": "torch.Tensor",
+    "mxnet": "MXNet NDArray",
+    "te": "TVM te.Tensor (te.placeholder)",
+    "tvm": "TVM runtime tensor",
+}
 
 
 def array_kind(value):
@@ -237,19 +325,21 @@ def check_array_kind(value, name, kinds):
     got = array_kind(value)
     if got not in kinds:
         expected = " or ".join(ARRAY_KINDS[k] for k in kinds)
-        raise TypeError(f"{name} must be a {expected}, "
-                        f"got a {ARRAY_KINDS.get(got, got)}")
+        raise TypeError(
+            f"{name} must be a {expected}, got a {ARRAY_KINDS.get(got, got)}"
+        )
 
 
 def dtype_name(value):
     """The dtype of a NumPy, torch, MXNet or TVM array as a name: 'float32'."""
     raw = getattr(value, "dtype", None)
-    if isinstance(raw, np.dtype) or (isinstance(raw, type)
-                                     and issubclass(raw, np.generic)):
+    if isinstance(raw, np.dtype) or (
+        isinstance(raw, type) and issubclass(raw, np.generic)
+    ):
         return np.dtype(raw).name  # NumPy; MXNet gives NumPy scalar types
     text = str(raw) if raw is not None else type(value).__name__
     if text.startswith("torch."):
-        return text[len("torch."):]
+        return text[len("torch.") :]
     try:
         return np.dtype(text).name  # TVM's names: 'float32', 'bfloat16'
     except TypeError:
@@ -267,13 +357,16 @@ def checked_dtype(arrays, floating=FLOAT_DTYPES):
     """
     names = {name: dtype_name(a) for name, a in arrays.items() if a is not None}
     if len(set(names.values())) > 1:
-        raise TypeError("arguments must share one dtype, got "
-                        + ", ".join(f"{name} {dtype}"
-                                    for name, dtype in names.items()))
+        raise TypeError(
+            "arguments must share one dtype, got "
+            + ", ".join(f"{name} {dtype}" for name, dtype in names.items())
+        )
     dtype = next(iter(names.values()))
     if dtype not in floating:
-        raise TypeError(f"{' and '.join(names)} must have a floating dtype "
-                        f"({', '.join(floating)}), got {dtype}")
+        raise TypeError(
+            f"{' and '.join(names)} must have a floating dtype "
+            f"({', '.join(floating)}), got {dtype}"
+        )
     return dtype
 
 
@@ -283,10 +376,17 @@ def channel_connections(in_channels, out_channels, groups=1):
 
     Block diagonal: ``groups`` blocks of ``out_channels/groups`` by ``in_channels/groups``.
     """
-    if isinstance(groups, bool) or not hasattr(groups, "__index__") or groups < 1 \
-            or in_channels % groups or out_channels % groups:
-        raise ValueError(f"groups must be a positive int dividing in_channels={in_channels} "
-                         f"and out_channels={out_channels}, got {groups!r}")
+    if (
+        isinstance(groups, bool)
+        or not hasattr(groups, "__index__")
+        or groups < 1
+        or in_channels % groups
+        or out_channels % groups
+    ):
+        raise ValueError(
+            f"groups must be a positive int dividing in_channels={in_channels} "
+            f"and out_channels={out_channels}, got {groups!r}"
+        )
     group_of_output = np.arange(out_channels) // (out_channels // groups)
     group_of_input = np.arange(in_channels) // (in_channels // groups)
     return group_of_output[:, np.newaxis] == group_of_input[np.newaxis, :]
@@ -301,31 +401,49 @@ def depthwise_multiplier(in_channels, weight_shape):
     """
     weight_shape = tuple(weight_shape)
     if len(weight_shape) != 4:
-        raise ValueError(f"a depthwise weight must be 4-D (C*M, 1, kH, kW), got shape "
-                         f"{weight_shape}")
+        raise ValueError(
+            f"a depthwise weight must be 4-D (C*M, 1, kH, kW), got shape "
+            f"{weight_shape}"
+        )
     for name, value in [("in_channels", in_channels)] + [
-            (f"weight_shape entry {i}", n) for i, n in enumerate(weight_shape)]:
+        (f"weight_shape entry {i}", n) for i, n in enumerate(weight_shape)
+    ]:
         if isinstance(value, bool) or not hasattr(value, "__index__"):
-            raise TypeError(f"{name} must be an int, got {value!r} of type "
-                            f"{type(value).__name__}")
+            raise TypeError(
+                f"{name} must be an int, got {value!r} of type "
+                f"{type(value).__name__}"
+            )
     if min(weight_shape) < 0 or min(weight_shape[2:]) < 1:
-        raise ValueError(f"a depthwise weight's sizes must be >= 0 and its "
-                         f"kernel's >= 1, got shape {weight_shape}")
+        raise ValueError(
+            f"a depthwise weight's sizes must be >= 0 and its "
+            f"kernel's >= 1, got shape {weight_shape}"
+        )
     if in_channels < 1:
-        raise ValueError(f"depthwise convolution needs at least one input channel, "
-                         f"got {in_channels}")
+        raise ValueError(
+            f"depthwise convolution needs at least one input channel, "
+            f"got {in_channels}"
+        )
     out_channels, per_channel, kh, kw = weight_shape
     if per_channel != 1 or out_channels == 0 or out_channels % in_channels:
         raise ValueError(
             f"the input has C={in_channels} channels, so a depthwise weight must have shape "
             f"(C*M, 1, kH, kW) = ({in_channels}*M, 1, {kh}, {kw}) for a channel multiplier "
-            f"M >= 1; got {weight_shape}")
+            f"M >= 1; got {weight_shape}"
+        )
     return out_channels // in_channels
 
 
 # From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)
-def separable_geometry(input_shape, depthwise_shape, pointwise_shape, stride=1, padding=0,
-                       dilation=1, depthwise_bias_shape=None, pointwise_bias_shape=None):
+def separable_geometry(
+    input_shape,
+    depthwise_shape,
+    pointwise_shape,
+    stride=1,
+    padding=0,
+    dilation=1,
+    depthwise_bias_shape=None,
+    pointwise_bias_shape=None,
+):
     """Check a depthwise-separable convolution's shapes; returns the two stages' ConvGeometry.
 
     input ``(N, C, H, W)`` or ``(C, H, W)``; depthwise weight ``(C*M, 1, kH, kW)``; pointwise
@@ -335,25 +453,42 @@ def separable_geometry(input_shape, depthwise_shape, pointwise_shape, stride=1, 
     input_shape, depthwise_shape = tuple(input_shape), tuple(depthwise_shape)
     pointwise_shape = tuple(pointwise_shape)
     if len(input_shape) not in (3, 4):
-        raise ValueError(f"input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape "
-                         f"{input_shape}")
+        raise ValueError(
+            f"input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape "
+            f"{input_shape}"
+        )
     channels = input_shape[-3]
     try:
         multiplier = depthwise_multiplier(channels, depthwise_shape)
     except ValueError as error:
         hint = ""
-        if len(depthwise_shape) == 4 and depthwise_shape[1:] == (channels, 1, 1):
-            hint = (f"; {depthwise_shape} is the shape of a pointwise weight (O, C, 1, 1): "
-                    f"did you pass the pointwise weight as the depthwise one?")
+        if len(depthwise_shape) == 4 and depthwise_shape[1:] == (
+            channels,
+            1,
+            1,
+        ):
+            hint = (
+                f"; {depthwise_shape} is the shape of a pointwise weight (O, C, 1, 1): "
+                f"did you pass the pointwise weight as the depthwise one?"
+            )
         raise ValueError(f"depthwise weight: {error}{hint}") from None
-    first = conv2d_geometry(input_shape, depthwise_shape, stride, padding, dilation,
-                            groups=channels, bias_shape=depthwise_bias_shape)
+    first = conv2d_geometry(
+        input_shape,
+        depthwise_shape,
+        stride,
+        padding,
+        dilation,
+        groups=channels,
+        bias_shape=depthwise_bias_shape,
+    )
     hidden = channels * multiplier
     if len(pointwise_shape) != 4 or pointwise_shape[1:] != (hidden, 1, 1):
         raise ValueError(
             f"pointwise weight must have shape (O, C*M, 1, 1) = (O, {hidden}, 1, 1) for "
             f"C={channels} input channels and channel multiplier M={multiplier}; got "
-            f"{pointwise_shape}")
-    second = conv2d_geometry(first.output_shape, pointwise_shape,
-                             bias_shape=pointwise_bias_shape)
+            f"{pointwise_shape}"
+        )
+    second = conv2d_geometry(
+        first.output_shape, pointwise_shape, bias_shape=pointwise_bias_shape
+    )
     return first, second

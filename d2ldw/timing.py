@@ -16,13 +16,19 @@ from typing import NamedTuple
 
 class Timing(NamedTuple):
     """Seconds per call of one candidate: the median over rounds, and each round's value."""
+
     median: float
     samples: tuple
     calls_per_sample: int
 
 
-def time_interleaved(candidates, repeat=7, min_seconds=0.01, timer=time.perf_counter,
-                     settle_seconds=0.0):
+def time_interleaved(
+    candidates,
+    repeat=7,
+    min_seconds=0.01,
+    timer=time.perf_counter,
+    settle_seconds=0.0,
+):
     """Time zero-argument callables side by side; returns ``{name: Timing}``.
 
     Each candidate is called once to warm up, then timed once more to choose how many calls
@@ -32,10 +38,15 @@ def time_interleaved(candidates, repeat=7, min_seconds=0.01, timer=time.perf_cou
     call: the idle threads of the previous candidate's library stop spinning on the cores
     this one needs (several thread pools in one process, as in the performance chapter).
     """
-    if not isinstance(candidates, dict) or not candidates \
-            or not all(callable(f) for f in candidates.values()):
-        raise TypeError(f"candidates must be a non-empty dict of name: callable, "
-                        f"got {type(candidates).__name__}")
+    if (
+        not isinstance(candidates, dict)
+        or not candidates
+        or not all(callable(f) for f in candidates.values())
+    ):
+        raise TypeError(
+            f"candidates must be a non-empty dict of name: callable, "
+            f"got {type(candidates).__name__}"
+        )
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         raise ValueError(f"repeat must be a positive int, got {repeat!r}")
     calls = {}
@@ -43,7 +54,9 @@ def time_interleaved(candidates, repeat=7, min_seconds=0.01, timer=time.perf_cou
         function()
         start = timer()
         function()
-        calls[name] = max(1, math.ceil(min_seconds / max(timer() - start, 1e-9)))
+        calls[name] = max(
+            1, math.ceil(min_seconds / max(timer() - start, 1e-9))
+        )
     samples = {name: [] for name in candidates}
     for _ in range(repeat):
         for name, function in candidates.items():
@@ -54,5 +67,7 @@ def time_interleaved(candidates, repeat=7, min_seconds=0.01, timer=time.perf_cou
             for _ in range(calls[name]):
                 function()
             samples[name].append((timer() - start) / calls[name])
-    return {name: Timing(statistics.median(s), tuple(s), calls[name])
-            for name, s in samples.items()}
+    return {
+        name: Timing(statistics.median(s), tuple(s), calls[name])
+        for name, s in samples.items()
+    }

@@ -23,19 +23,27 @@ from torch.nn import functional as F
 def _check_tensors(input, weight, bias, caller):
     """Refuse what F.unfold cannot take, with an error that names the cause."""
     if not (torch.is_tensor(input) and torch.is_tensor(weight)):
-        raise TypeError(f"input and weight must be tensors, got {type(input).__name__} "
-                        f"and {type(weight).__name__}")
+        raise TypeError(
+            f"input and weight must be tensors, got {type(input).__name__} "
+            f"and {type(weight).__name__}"
+        )
     if not (input.is_floating_point() or input.is_complex()):
-        raise TypeError(f"{caller} needs a floating or complex dtype, got {input.dtype}: "
-                        "F.unfold has no integer kernel; convert to float64, which is exact "
-                        "for integers below 2**53")
+        raise TypeError(
+            f"{caller} needs a floating or complex dtype, got {input.dtype}: "
+            "F.unfold has no integer kernel; convert to float64, which is exact "
+            "for integers below 2**53"
+        )
     if bias is not None:
         check_array_kind(bias, "bias", "torch")
-    dtypes = {input.dtype, weight.dtype} | ({bias.dtype} if bias is not None else set())
+    dtypes = {input.dtype, weight.dtype} | (
+        {bias.dtype} if bias is not None else set()
+    )
     if len(dtypes) > 1:
-        raise TypeError(f"input, weight and bias must share one dtype, got input "
-                        f"{input.dtype}, weight {weight.dtype}"
-                        + (f", bias {bias.dtype}" if bias is not None else ""))
+        raise TypeError(
+            f"input, weight and bias must share one dtype, got input "
+            f"{input.dtype}, weight {weight.dtype}"
+            + (f", bias {bias.dtype}" if bias is not None else "")
+        )
 
 
 def _unfold(input, g, max_bytes=None):
@@ -45,26 +53,49 @@ def _unfold(input, g, max_bytes=None):
     than ``max_bytes`` bytes (default ``d2ldw.MEMORY_LIMIT``).
     """
     (kh, kw), (oh, ow), (top, bottom), (left, right) = (
-        g.kernel_size, g.out_size, *g.padding)
+        g.kernel_size,
+        g.out_size,
+        *g.padding,
+    )
     batch = 1 if g.batch is None else g.batch
-    padded = batch * g.in_channels * (g.in_size[0] + top + bottom) * (
-        g.in_size[1] + left + right)
+    padded = (
+        batch
+        * g.in_channels
+        * (g.in_size[0] + top + bottom)
+        * (g.in_size[1] + left + right)
+    )
     columns = batch * g.in_channels * kh * kw * oh * ow
-    check_memory((padded + columns) * input.element_size(),
-                 "the unfolded input (F.unfold's columns)", max_bytes)
+    check_memory(
+        (padded + columns) * input.element_size(),
+        "the unfolded input (F.unfold's columns)",
+        max_bytes,
+    )
     x = input if g.batch is not None else input.unsqueeze(0)
     (top, bottom), (left, right) = g.padding
     if top != bottom or left != right:  # unfold pads both sides equally
         x = F.pad(x, (left, right, top, bottom))
         top = left = 0
-    return F.unfold(x, g.kernel_size, dilation=g.dilation, padding=(top, left),
-                    stride=g.stride)
+    return F.unfold(
+        x,
+        g.kernel_size,
+        dilation=g.dilation,
+        padding=(top, left),
+        stride=g.stride,
+    )
 
 
 # From Section 2.2, "Grouped convolution in four implementations" (chapters/grouped/implementations.ipynb)
 # (replaces conv2d_unfold of Section 1.3)
-def conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1,
-                  groups=1, max_bytes=None):
+def conv2d_unfold(
+    input,
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    max_bytes=None,
+):
     """2-D convolution as one ``unfold`` and one batched ``matmul``, like ``F.conv2d``.
 
     input ``(N, C, H, W)`` or ``(C, H, W)``; weight ``(O, C/groups, kH, kW)``; bias
@@ -73,8 +104,15 @@ def conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1,
     ``d2ldw.MEMORY_LIMIT``) are refused before they are allocated.
     """
     _check_tensors(input, weight, bias, "conv2d_unfold")
-    g = conv2d_geometry(input.shape, weight.shape, stride, padding, dilation, groups,
-                        bias_shape=None if bias is None else bias.shape)
+    g = conv2d_geometry(
+        input.shape,
+        weight.shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+        bias_shape=None if bias is None else bias.shape,
+    )
     columns = _unfold(input, g, max_bytes)  # (N, C*kH*kW, L), channel first
     batch, rows, length = columns.shape
     out_per_group = g.out_channels // g.groups
@@ -88,8 +126,9 @@ def conv2d_unfold(input, weight, bias=None, stride=1, padding=0, dilation=1,
 
 
 # From Section 3.3, "Depthwise convolution in PyTorch from unfold" (chapters/depthwise/depthwise_unfold.ipynb)
-def depthwise_conv2d_unfold(input, weight, bias=None, stride=1, padding=0,
-                            dilation=1, max_bytes=None):
+def depthwise_conv2d_unfold(
+    input, weight, bias=None, stride=1, padding=0, dilation=1, max_bytes=None
+):
     """Depthwise convolution as one ``unfold`` and one batched ``matmul``.
 
     The contract of ``F.conv2d(input, weight, bias, stride, padding, dilation, groups=C)``:
@@ -101,10 +140,19 @@ def depthwise_conv2d_unfold(input, weight, bias=None, stride=1, padding=0,
     """
     _check_tensors(input, weight, bias, "depthwise_conv2d_unfold")
     channels = input.shape[-3] if input.dim() in (3, 4) else None
-    if channels is not None:  # else conv2d_geometry names the input shapes it accepts
+    if (
+        channels is not None
+    ):  # else conv2d_geometry names the input shapes it accepts
         depthwise_multiplier(channels, weight.shape)
-    g = conv2d_geometry(input.shape, weight.shape, stride, padding, dilation, groups=channels,
-                        bias_shape=None if bias is None else bias.shape)
+    g = conv2d_geometry(
+        input.shape,
+        weight.shape,
+        stride,
+        padding,
+        dilation,
+        groups=channels,
+        bias_shape=None if bias is None else bias.shape,
+    )
     kh, kw = g.kernel_size
     c, m = g.in_channels, g.out_channels // g.in_channels
     # (N, C*kH*kW, L), padded as F.conv2d would
@@ -133,60 +181,94 @@ from torch import nn
 # is the 1x1 conv that follows it. Each conv is followed by BatchNorm and ReLU.
 MOBILENET_V1_TABLE = [
     ("conv", 2, 32),
-    ("dw", 1, 32), ("pw", 1, 64),
-    ("dw", 2, 64), ("pw", 1, 128),
-    ("dw", 1, 128), ("pw", 1, 128),
-    ("dw", 2, 128), ("pw", 1, 256),
-    ("dw", 1, 256), ("pw", 1, 256),
-    ("dw", 2, 256), ("pw", 1, 512),
+    ("dw", 1, 32),
+    ("pw", 1, 64),
+    ("dw", 2, 64),
+    ("pw", 1, 128),
+    ("dw", 1, 128),
+    ("pw", 1, 128),
+    ("dw", 2, 128),
+    ("pw", 1, 256),
+    ("dw", 1, 256),
+    ("pw", 1, 256),
+    ("dw", 2, 256),
+    ("pw", 1, 512),
     *[("dw", 1, 512), ("pw", 1, 512)] * 5,
-    ("dw", 2, 512), ("pw", 1, 1024),
-    ("dw", 1, 1024), ("pw", 1, 1024),  # Table 1 prints "s2" here, but its sizes say 7x7 -> 7x7
+    ("dw", 2, 512),
+    ("pw", 1, 1024),
+    ("dw", 1, 1024),
+    ("pw", 1, 1024),  # Table 1 prints "s2" here, but its sizes say 7x7 -> 7x7
     ("avgpool", 1, 1024),
     ("fc", 1, 1000),
 ]
 
 
-def _conv_bn(in_channels, out_channels, kernel_size, stride, groups, activation):
+def _conv_bn(
+    in_channels, out_channels, kernel_size, stride, groups, activation
+):
     """Conv (no bias: the BatchNorm after it has one), BatchNorm, activation."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2,
-                  groups=groups, bias=False),
-        nn.BatchNorm2d(out_channels), activation())
+        nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding=kernel_size // 2,
+            groups=groups,
+            bias=False,
+        ),
+        nn.BatchNorm2d(out_channels),
+        activation(),
+    )
 
 
 def _check_network_args(width_multiplier, num_classes):
     """Refuse a width or class count that would build a broken or huge net."""
     alpha = width_multiplier
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) \
-            or not 0 < alpha < math.inf:
-        raise ValueError(f"width_multiplier must be a positive finite number, "
-                         f"got "
-                         f"{width_multiplier!r}")
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, numbers.Real)
+        or not 0 < alpha < math.inf
+    ):
+        raise ValueError(
+            f"width_multiplier must be a positive finite number, "
+            f"got "
+            f"{width_multiplier!r}"
+        )
     num_classes = checked_int(num_classes, "num_classes", 1)
     # about 4.3M parameters at width 1 (float32), growing with its square
     width = max(1.0, float(width_multiplier))
-    check_memory(int(4 * (4.3e6 * width**2 + 1280 * width * num_classes)),
-                 f"a MobileNet of width {width_multiplier} with "
-                 f"{num_classes} classes",
-                 None)
+    check_memory(
+        int(4 * (4.3e6 * width**2 + 1280 * width * num_classes)),
+        f"a MobileNet of width {width_multiplier} with {num_classes} classes",
+        None,
+    )
 
 
 def mobilenet_v1(width_multiplier=1.0, num_classes=1000):
     """MobileNet v1 (Howard et al. 2017, Table 1) with width multiplier alpha."""
     _check_network_args(width_multiplier, num_classes)
-    def width(c):  # alpha*c channels, at least 8, as in the paper's reference code
+
+    def width(
+        c,
+    ):  # alpha*c channels, at least 8, as in the paper's reference code
         return max(8, int(c * width_multiplier))
 
     layers, channels = [], 3
     for operator, stride, out_channels in MOBILENET_V1_TABLE:
         if operator == "conv":
-            layers.append(_conv_bn(channels, width(out_channels), 3, stride, 1, nn.ReLU))
+            layers.append(
+                _conv_bn(channels, width(out_channels), 3, stride, 1, nn.ReLU)
+            )
             channels = width(out_channels)
         elif operator == "dw":
-            layers.append(_conv_bn(channels, channels, 3, stride, channels, nn.ReLU))
+            layers.append(
+                _conv_bn(channels, channels, 3, stride, channels, nn.ReLU)
+            )
         elif operator == "pw":
-            layers.append(_conv_bn(channels, width(out_channels), 1, 1, 1, nn.ReLU))
+            layers.append(
+                _conv_bn(channels, width(out_channels), 1, 1, 1, nn.ReLU)
+            )
             channels = width(out_channels)
         elif operator == "avgpool":
             layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
@@ -199,17 +281,23 @@ def mobilenet_v1(width_multiplier=1.0, num_classes=1000):
 # Sandler et al. 2018, Table 2, one tuple per row: (operator, t, c, n, s): expansion
 # factor t, output channels c, the row repeated n times, stride s of its first repeat.
 MOBILENET_V2_TABLE = [
-    ("conv2d", None, 32, 1, 2),        # input 224x224x3
-    ("bottleneck", 1, 16, 1, 1),       # 112x112x32
-    ("bottleneck", 6, 24, 2, 2),       # 112x112x16
-    ("bottleneck", 6, 32, 3, 2),       # 56x56x24
-    ("bottleneck", 6, 64, 4, 2),       # 28x28x32
-    ("bottleneck", 6, 96, 3, 1),       # 14x14x64
-    ("bottleneck", 6, 160, 3, 2),      # 14x14x96
-    ("bottleneck", 6, 320, 1, 1),      # 7x7x160
+    ("conv2d", None, 32, 1, 2),  # input 224x224x3
+    ("bottleneck", 1, 16, 1, 1),  # 112x112x32
+    ("bottleneck", 6, 24, 2, 2),  # 112x112x16
+    ("bottleneck", 6, 32, 3, 2),  # 56x56x24
+    ("bottleneck", 6, 64, 4, 2),  # 28x28x32
+    ("bottleneck", 6, 96, 3, 1),  # 14x14x64
+    ("bottleneck", 6, 160, 3, 2),  # 14x14x96
+    ("bottleneck", 6, 320, 1, 1),  # 7x7x160
     ("conv2d 1x1", None, 1280, 1, 1),  # 7x7x320
     ("avgpool 7x7", None, None, 1, None),
-    ("conv2d 1x1", None, "k", None, None),  # the classifier: a Linear layer on 1x1x1280
+    (
+        "conv2d 1x1",
+        None,
+        "k",
+        None,
+        None,
+    ),  # the classifier: a Linear layer on 1x1x1280
 ]
 
 
@@ -227,10 +315,18 @@ class InvertedResidual(nn.Module):
     def __init__(self, in_channels, out_channels, stride, expansion):
         super().__init__()
         hidden = in_channels * expansion
-        layers = [] if expansion == 1 else [_conv_bn(in_channels, hidden, 1, 1, 1, nn.ReLU6)]
-        layers += [_conv_bn(hidden, hidden, 3, stride, hidden, nn.ReLU6),
-                   nn.Conv2d(hidden, out_channels, 1, bias=False),  # linear: no activation
-                   nn.BatchNorm2d(out_channels)]
+        layers = (
+            []
+            if expansion == 1
+            else [_conv_bn(in_channels, hidden, 1, 1, 1, nn.ReLU6)]
+        )
+        layers += [
+            _conv_bn(hidden, hidden, 3, stride, hidden, nn.ReLU6),
+            nn.Conv2d(
+                hidden, out_channels, 1, bias=False
+            ),  # linear: no activation
+            nn.BatchNorm2d(out_channels),
+        ]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and in_channels == out_channels
 
@@ -249,11 +345,17 @@ def mobilenet_v2(width_multiplier=1.0, num_classes=1000):
         elif operator == "bottleneck":
             out = make_divisible(c * width_multiplier)
             for repeat in range(n):
-                layers.append(InvertedResidual(channels, out, s if repeat == 0 else 1, t))
+                layers.append(
+                    InvertedResidual(channels, out, s if repeat == 0 else 1, t)
+                )
                 channels = out
         elif operator == "conv2d 1x1" and c != "k":
             # The paper keeps the last conv at 1280 channels for multipliers below one.
-            out = make_divisible(c * width_multiplier) if width_multiplier > 1 else c
+            out = (
+                make_divisible(c * width_multiplier)
+                if width_multiplier > 1
+                else c
+            )
             layers.append(_conv_bn(channels, out, 1, 1, 1, nn.ReLU6))
         elif operator == "avgpool 7x7":
             layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
@@ -268,8 +370,12 @@ def mobilenet_v2(width_multiplier=1.0, num_classes=1000):
 # From Section 3.4, "Swapping every depthwise layer" (chapters/depthwise/mobilenets.ipynb)
 def is_depthwise(module):
     """True for an ``nn.Conv2d`` with ``groups == in_channels > 1``: weight (C*M, 1, kH, kW)."""
-    return (isinstance(module, nn.Conv2d) and module.groups > 1
-            and module.groups == module.in_channels and module.weight.shape[1] == 1)
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.groups > 1
+        and module.groups == module.in_channels
+        and module.weight.shape[1] == 1
+    )
 
 
 def replace_depthwise(model, make_layer):
@@ -279,13 +385,19 @@ def replace_depthwise(model, make_layer):
     checked to be modules, before any is put in, so a failing ``make_layer`` leaves
     ``model`` unchanged. Returns the number of layers replaced.
     """
-    targets = [(parent, name, child) for parent in model.modules()
-               for name, child in parent.named_children() if is_depthwise(child)]
+    targets = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if is_depthwise(child)
+    ]
     new_layers = [make_layer(conv) for _, _, conv in targets]
     for (_, name, _), layer in zip(targets, new_layers):
         if not isinstance(layer, nn.Module):
-            raise TypeError(f"make_layer must return an nn.Module, got "
-                            f"{type(layer).__name__} for layer '{name}'")
+            raise TypeError(
+                f"make_layer must return an nn.Module, got "
+                f"{type(layer).__name__} for layer '{name}'"
+            )
     for (parent, name, _), layer in zip(targets, new_layers):
         setattr(parent, name, layer)
     return len(targets)
@@ -301,30 +413,46 @@ class DepthwiseConv2dUnfold(nn.Module):
     def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1):
         super().__init__()
         self.weight = nn.Parameter(weight.detach().clone())
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+        self.bias = (
+            None if bias is None else nn.Parameter(bias.detach().clone())
+        )
         self.stride, self.padding, self.dilation = stride, padding, dilation
 
     @classmethod
     def from_conv(cls, conv):
         """A copy of the depthwise ``nn.Conv2d`` ``conv``: same weights, same arguments."""
         if not is_depthwise(conv):
-            raise ValueError(f"expected a depthwise nn.Conv2d (groups == in_channels > 1), "
-                             f"got {conv!r}")
+            raise ValueError(
+                f"expected a depthwise nn.Conv2d (groups == in_channels > 1), "
+                f"got {conv!r}"
+            )
         if conv.padding_mode != "zeros":
-            raise ValueError(f"only zero padding is supported, got "
-                             f"padding_mode={conv.padding_mode!r}")
-        layer = cls(conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
+            raise ValueError(
+                f"only zero padding is supported, got "
+                f"padding_mode={conv.padding_mode!r}"
+            )
+        layer = cls(
+            conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation
+        )
         layer.weight.requires_grad_(conv.weight.requires_grad)
         return layer
 
     def forward(self, input):
-        return depthwise_conv2d_unfold(input, self.weight, self.bias, self.stride,
-                                       self.padding, self.dilation)
+        return depthwise_conv2d_unfold(
+            input,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+        )
 
     def extra_repr(self):
-        return (f"{self.weight.shape[0]}, kernel_size={tuple(self.weight.shape[2:])}, "
-                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-                f"bias={self.bias is not None}")
+        return (
+            f"{self.weight.shape[0]}, kernel_size={tuple(self.weight.shape[2:])}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+            f"bias={self.bias is not None}"
+        )
 
 
 # From Section 3.4, "Swapping every depthwise layer" (chapters/depthwise/mobilenets.ipynb)
@@ -335,17 +463,26 @@ def calibrate_batchnorm(model, images):
     by layer; with statistics of real activations they stay of order one, as when trained.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, "
-                        f"got {type(model).__name__}")
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        raise TypeError(
+            f"model must be an nn.Module, got {type(model).__name__}"
+        )
+    norms = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
     if not norms:
-        raise ValueError(f"{type(model).__name__} has no BatchNorm layers to calibrate")
+        raise ValueError(
+            f"{type(model).__name__} has no BatchNorm layers to calibrate"
+        )
     check_array_kind(images, "images", "torch")
     if images.dim() != 4 or images.shape[0] < 2 or images.numel() == 0:
-        raise ValueError(f"images must be a non-empty batch (N, C, H, W) with "
-                         f"N >= 2 (BatchNorm needs two samples for a "
-                         f"variance), "
-                         f"got shape {tuple(images.shape)}")
+        raise ValueError(
+            f"images must be a non-empty batch (N, C, H, W) with "
+            f"N >= 2 (BatchNorm needs two samples for a "
+            f"variance), "
+            f"got shape {tuple(images.shape)}"
+        )
     parameter = next(model.parameters(), None)
     if parameter is not None:
         checked_dtype({"images": images, "the model's parameters": parameter})
@@ -358,14 +495,24 @@ def calibrate_batchnorm(model, images):
             model(images)
         except RuntimeError as error:  # e.g. the wrong number of channels
             reason = str(error).splitlines()[0]
-            raise ValueError(f"images of shape {tuple(images.shape)} do not "
-                             f"fit {type(model).__name__}: {reason}") from None
+            raise ValueError(
+                f"images of shape {tuple(images.shape)} do not "
+                f"fit {type(model).__name__}: {reason}"
+            ) from None
     return model.eval()
 
 
 # From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)
-def separable_conv2d(input, depthwise_weight, pointwise_weight, depthwise_bias=None,
-                     pointwise_bias=None, stride=1, padding=0, dilation=1):
+def separable_conv2d(
+    input,
+    depthwise_weight,
+    pointwise_weight,
+    depthwise_bias=None,
+    pointwise_bias=None,
+    stride=1,
+    padding=0,
+    dilation=1,
+):
     """Depthwise-separable convolution with weights given as arguments (differentiable).
 
     ``F.conv2d(input, depthwise_weight, depthwise_bias, stride, padding, dilation, groups=C)``
@@ -373,20 +520,40 @@ def separable_conv2d(input, depthwise_weight, pointwise_weight, depthwise_bias=N
     or ``(C, H, W)``; depthwise weight ``(C*M, 1, kH, kW)``; pointwise weight
     ``(O, C*M, 1, 1)``; biases ``(C*M,)`` and ``(O,)`` or None.
     """
-    tensors = {"input": input, "depthwise_weight": depthwise_weight,
-               "pointwise_weight": pointwise_weight}
+    tensors = {
+        "input": input,
+        "depthwise_weight": depthwise_weight,
+        "pointwise_weight": pointwise_weight,
+    }
     for name, value in tensors.items():
         if not torch.is_tensor(value):
-            raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
+            raise TypeError(
+                f"{name} must be a tensor, got {type(value).__name__}"
+            )
     first, _ = separable_geometry(
-        input.shape, depthwise_weight.shape, pointwise_weight.shape, stride, padding, dilation,
+        input.shape,
+        depthwise_weight.shape,
+        pointwise_weight.shape,
+        stride,
+        padding,
+        dilation,
         None if depthwise_bias is None else depthwise_bias.shape,
-        None if pointwise_bias is None else pointwise_bias.shape)
+        None if pointwise_bias is None else pointwise_bias.shape,
+    )
     (top, bottom), (left, right) = first.padding
-    if top != bottom or left != right:  # 'same' with an even kernel: pad as F.conv2d does
+    if (
+        top != bottom or left != right
+    ):  # 'same' with an even kernel: pad as F.conv2d does
         input, top, left = F.pad(input, (left, right, top, bottom)), 0, 0
-    hidden = F.conv2d(input, depthwise_weight, depthwise_bias, first.stride, (top, left),
-                      first.dilation, groups=first.in_channels)
+    hidden = F.conv2d(
+        input,
+        depthwise_weight,
+        depthwise_bias,
+        first.stride,
+        (top, left),
+        first.dilation,
+        groups=first.in_channels,
+    )
     return F.conv2d(hidden, pointwise_weight, pointwise_bias)
 
 
@@ -400,20 +567,45 @@ class SeparableConv2d(nn.Module):
     per output channel, which the pointwise bias already provides.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, multiplier=1, bias=True):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        multiplier=1,
+        bias=True,
+    ):
         super().__init__()
-        self.depthwise = nn.Conv2d(in_channels, in_channels * multiplier, kernel_size, stride,
-                                   padding, dilation, groups=in_channels, bias=False)
-        self.pointwise = nn.Conv2d(in_channels * multiplier, out_channels, 1, bias=bias)
+        self.depthwise = nn.Conv2d(
+            in_channels,
+            in_channels * multiplier,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups=in_channels,
+            bias=False,
+        )
+        self.pointwise = nn.Conv2d(
+            in_channels * multiplier, out_channels, 1, bias=bias
+        )
 
     def _expected(self):
         """Shapes fixed at construction: {name: (shape, what it is)}."""
         c, hidden = self.depthwise.in_channels, self.depthwise.out_channels
-        shapes = {"depthwise.weight": ((hidden, 1, *self.depthwise.kernel_size),
-                                       "(C*M, 1, kH, kW)"),
-                  "pointwise.weight": ((self.pointwise.out_channels, hidden, 1, 1),
-                                       "(O, C*M, 1, 1)")}
+        shapes = {
+            "depthwise.weight": (
+                (hidden, 1, *self.depthwise.kernel_size),
+                "(C*M, 1, kH, kW)",
+            ),
+            "pointwise.weight": (
+                (self.pointwise.out_channels, hidden, 1, 1),
+                "(O, C*M, 1, 1)",
+            ),
+        }
         if self.pointwise.bias is not None:
             shapes["pointwise.bias"] = ((self.pointwise.out_channels,), "(O,)")
         return shapes, c, hidden // c
@@ -423,18 +615,31 @@ class SeparableConv2d(nn.Module):
         for name, tensor in tensors.items():
             shape, form = expected[name]
             if tuple(tensor.shape) != shape:
-                others = [n for n, (s, _) in expected.items() if s == tuple(tensor.shape)]
+                others = [
+                    n
+                    for n, (s, _) in expected.items()
+                    if s == tuple(tensor.shape)
+                ]
                 hint = f"; that is the shape of {others[0]}" if others else ""
-                raise ValueError(f"{name} must have shape {form} = {shape} for C={c} input "
-                                 f"channels and multiplier M={m}, got {tuple(tensor.shape)}"
-                                 f"{hint}")
+                raise ValueError(
+                    f"{name} must have shape {form} = {shape} for C={c} input "
+                    f"channels and multiplier M={m}, got {tuple(tensor.shape)}"
+                    f"{hint}"
+                )
 
-    def load_weights(self, depthwise_weight, pointwise_weight, pointwise_bias=None):
+    def load_weights(
+        self, depthwise_weight, pointwise_weight, pointwise_bias=None
+    ):
         """Copy weights in after checking their shapes (ValueError names the expected ones)."""
-        tensors = {"depthwise.weight": depthwise_weight, "pointwise.weight": pointwise_weight}
+        tensors = {
+            "depthwise.weight": depthwise_weight,
+            "pointwise.weight": pointwise_weight,
+        }
         if pointwise_bias is not None:
             if self.pointwise.bias is None:
-                raise ValueError("this layer was built with bias=False; got a pointwise bias")
+                raise ValueError(
+                    "this layer was built with bias=False; got a pointwise bias"
+                )
             tensors["pointwise.bias"] = pointwise_bias
         self._check(tensors)
         with torch.no_grad():
@@ -445,17 +650,27 @@ class SeparableConv2d(nn.Module):
     def forward(self, input):
         # Parameters can be reassigned from outside (layer.depthwise.weight = ...); check them
         # here, where F.conv2d would otherwise fail with a message about `groups`.
-        self._check({name: self.get_parameter(name) for name in self._expected()[0]})
+        self._check(
+            {name: self.get_parameter(name) for name in self._expected()[0]}
+        )
         check_array_kind(input, "input", "torch")
         checked_dtype({"input": input, "weights": self.depthwise.weight})
         c = self.depthwise.in_channels
         if input.dim() not in (3, 4) or input.shape[-3] != c:
-            raise ValueError(f"input must be (N, {c}, H, W) or ({c}, H, W) for "
-                             f"this layer's {c} input channels, got shape "
-                             f"{tuple(input.shape)}")
+            raise ValueError(
+                f"input must be (N, {c}, H, W) or ({c}, H, W) for "
+                f"this layer's {c} input channels, got shape "
+                f"{tuple(input.shape)}"
+            )
         depthwise = self.depthwise  # the spatial sizes must fit its kernel
-        conv2d_geometry(input.shape, depthwise.weight.shape, depthwise.stride,
-                        depthwise.padding, depthwise.dilation, groups=c)
+        conv2d_geometry(
+            input.shape,
+            depthwise.weight.shape,
+            depthwise.stride,
+            depthwise.padding,
+            depthwise.dilation,
+            groups=c,
+        )
         return self.pointwise(self.depthwise(input))
 
 
@@ -465,6 +680,7 @@ from typing import NamedTuple
 
 class LayerCost(NamedTuple):
     """Multiply-adds and parameters of all layers of one type, and how many calls there were."""
+
     mult_adds: int
     params: int
     layers: int
@@ -472,15 +688,20 @@ class LayerCost(NamedTuple):
 
 class NetworkCost(NamedTuple):
     """What ``count_cost`` found in one forward pass."""
-    mult_adds: int  # convolutions and linear layers (the MobileNet papers' convention)
+
+    mult_adds: (
+        int  # convolutions and linear layers (the MobileNet papers' convention)
+    )
     params: int  # weights and biases of the convolutions and linear layers
     bn_params: int  # BatchNorm's scale and shift, reported apart
     by_type: dict  # layer type, e.g. "depthwise 3x3" -> LayerCost
 
     def shares(self):
         """{layer type: (fraction of mult-adds, fraction of params)}."""
-        return {kind: (cost.mult_adds / self.mult_adds, cost.params / self.params)
-                for kind, cost in self.by_type.items()}
+        return {
+            kind: (cost.mult_adds / self.mult_adds, cost.params / self.params)
+            for kind, cost in self.by_type.items()
+        }
 
 
 def layer_type(module):
@@ -508,30 +729,43 @@ def count_cost(model, input_size, max_bytes=None):
     allocated.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        raise TypeError(
+            f"model must be an nn.Module, got {type(model).__name__}"
+        )
     size = tuple(input_size) if isinstance(input_size, (tuple, list)) else ()
     try:  # ints or NumPy integers, no bools
         size = tuple(checked_int(n, "input_size", 1) for n in size)
     except (TypeError, ValueError):
         size = ()
     if len(size) not in (3, 4):
-        raise ValueError(f"input_size must be (C, H, W) or (N, C, H, W), positive ints, got "
-                         f"{input_size!r}")
+        raise ValueError(
+            f"input_size must be (C, H, W) or (N, C, H, W), positive ints, got "
+            f"{input_size!r}"
+        )
     parameter = next(model.parameters(), None)
     dtype = torch.float32 if parameter is None else parameter.dtype
-    check_memory(math.prod(size) * dtype.itemsize, f"an input of size {size}",
-                 max_bytes)
+    check_memory(
+        math.prod(size) * dtype.itemsize, f"an input of size {size}", max_bytes
+    )
     batch_norm = nn.modules.batchnorm._BatchNorm
     counted = (nn.Conv2d, nn.Linear, batch_norm)
     for name, module in model.named_modules():
-        if not isinstance(module, counted) and next(module.parameters(recurse=False), None) \
-                is not None:
-            raise TypeError(f"count_cost cannot count {type(module).__name__} '{name}', which "
-                            f"has parameters; it counts nn.Conv2d, nn.Linear and BatchNorm")
+        if (
+            not isinstance(module, counted)
+            and next(module.parameters(recurse=False), None) is not None
+        ):
+            raise TypeError(
+                f"count_cost cannot count {type(module).__name__} '{name}', which "
+                f"has parameters; it counts nn.Conv2d, nn.Linear and BatchNorm"
+            )
     by_type, seen, bn_params = {}, set(), []
 
-    def new_params(module):  # parameters not counted yet (a layer may run twice)
-        fresh = [p for p in module.parameters(recurse=False) if id(p) not in seen]
+    def new_params(
+        module,
+    ):  # parameters not counted yet (a layer may run twice)
+        fresh = [
+            p for p in module.parameters(recurse=False) if id(p) not in seen
+        ]
         seen.update(id(p) for p in fresh)
         return sum(p.numel() for p in fresh)
 
@@ -540,34 +774,56 @@ def count_cost(model, input_size, max_bytes=None):
             bn_params.append(new_params(module))
             return
         if isinstance(module, nn.Conv2d):
-            mult_adds = conv2d_cost(inputs[0].shape, module.weight.shape, module.stride,
-                                    module.padding, module.dilation, module.groups).mult_adds
+            mult_adds = conv2d_cost(
+                inputs[0].shape,
+                module.weight.shape,
+                module.stride,
+                module.padding,
+                module.dilation,
+                module.groups,
+            ).mult_adds
         else:
             mult_adds = output.numel() * module.in_features
         kind = layer_type(module)
         old = by_type.get(kind, LayerCost(0, 0, 0))
-        by_type[kind] = LayerCost(old.mult_adds + mult_adds, old.params + new_params(module),
-                                  old.layers + 1)
+        by_type[kind] = LayerCost(
+            old.mult_adds + mult_adds,
+            old.params + new_params(module),
+            old.layers + 1,
+        )
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, counted)]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, counted)
+    ]
     was_training = model.training
     try:
-        x = torch.zeros(size if len(size) == 4 else (1, *size), dtype=dtype,
-                        device="cpu" if parameter is None else parameter.device)
+        x = torch.zeros(
+            size if len(size) == 4 else (1, *size),
+            dtype=dtype,
+            device="cpu" if parameter is None else parameter.device,
+        )
         model.eval()  # BatchNorm must neither update its statistics nor see a batch of one
         with torch.no_grad():
             try:
                 model(x)
             except RuntimeError as error:  # e.g. the wrong number of channels
                 reason = str(error).splitlines()[0]
-                raise ValueError(f"input_size {size} does not fit "
-                                 f"{type(model).__name__}: {reason}") from None
+                raise ValueError(
+                    f"input_size {size} does not fit "
+                    f"{type(model).__name__}: {reason}"
+                ) from None
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return NetworkCost(sum(c.mult_adds for c in by_type.values()),
-                       sum(c.params for c in by_type.values()), sum(bn_params), by_type)
+    return NetworkCost(
+        sum(c.mult_adds for c in by_type.values()),
+        sum(c.params for c in by_type.values()),
+        sum(bn_params),
+        by_type,
+    )
 
 
 # From Section 4.3, "Counting a whole network" (chapters/separable/counting.ipynb)
@@ -579,10 +835,14 @@ def mobilenet_v1_full_conv(width_multiplier=1.0, num_classes=1000):
     for block in mobilenet_v1(width_multiplier, num_classes):
         conv = block[0] if isinstance(block, nn.Sequential) else None
         if conv is not None and is_depthwise(conv):
-            stride = conv.stride  # the pointwise block that follows completes the pair
+            stride = (
+                conv.stride
+            )  # the pointwise block that follows completes the pair
             continue
         if conv is not None and conv.kernel_size == (1, 1):
-            block = _conv_bn(conv.in_channels, conv.out_channels, 3, stride, 1, nn.ReLU)
+            block = _conv_bn(
+                conv.in_channels, conv.out_channels, 3, stride, 1, nn.ReLU
+            )
         layers.append(block)
     return nn.Sequential(*layers)
 
@@ -604,13 +864,19 @@ class _TEDepthwiseFunction(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         layer = ctx.layer
-        kwargs = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
-                      groups=x.shape[1])
+        kwargs = dict(
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=x.shape[1],
+        )
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.nn.grad.conv2d_input(x.shape, weight, grad, **kwargs)
         if ctx.needs_input_grad[1]:
-            grad_w = torch.nn.grad.conv2d_weight(x, weight.shape, grad, **kwargs)
+            grad_w = torch.nn.grad.conv2d_weight(
+                x, weight.shape, grad, **kwargs
+            )
         return grad_x, grad_w, None
 
 
@@ -626,9 +892,15 @@ class TEDepthwiseConv2d(nn.Module):
 
     def __init__(self, weight, stride=1, padding=0, dilation=1):
         super().__init__()
-        if weight.dtype != torch.float32 or weight.dim() != 4 or weight.shape[1] != 1:
-            raise ValueError(f"weight must be a float32 (C*M, 1, kH, kW) tensor, got "
-                             f"{weight.dtype} of shape {tuple(weight.shape)}")
+        if (
+            weight.dtype != torch.float32
+            or weight.dim() != 4
+            or weight.shape[1] != 1
+        ):
+            raise ValueError(
+                f"weight must be a float32 (C*M, 1, kH, kW) tensor, got "
+                f"{weight.dtype} of shape {tuple(weight.shape)}"
+            )
         self.weight = nn.Parameter(weight.detach().clone())
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.kernels = {}  # input shape -> (summation order, compiled kernel)
@@ -637,12 +909,19 @@ class TEDepthwiseConv2d(nn.Module):
     def from_conv(cls, conv):
         """A copy of the depthwise ``nn.Conv2d`` ``conv`` (no bias, zero padding)."""
         if not is_depthwise(conv):
-            raise ValueError(f"expected a depthwise nn.Conv2d (groups == in_channels > 1), "
-                             f"got {conv!r}")
-        if conv.bias is not None or conv.padding_mode != "zeros" \
-                or isinstance(conv.padding, str):
-            raise ValueError(f"expected bias=False, padding_mode='zeros' and numeric "
-                             f"padding, got {conv!r}")
+            raise ValueError(
+                f"expected a depthwise nn.Conv2d (groups == in_channels > 1), "
+                f"got {conv!r}"
+            )
+        if (
+            conv.bias is not None
+            or conv.padding_mode != "zeros"
+            or isinstance(conv.padding, str)
+        ):
+            raise ValueError(
+                f"expected bias=False, padding_mode='zeros' and numeric "
+                f"padding, got {conv!r}"
+            )
         layer = cls(conv.weight, conv.stride, conv.padding, conv.dilation)
         layer.weight.requires_grad_(conv.weight.requires_grad)
         return layer
@@ -652,9 +931,15 @@ class TEDepthwiseConv2d(nn.Module):
         rng = np.random.default_rng(0)
         x = rng.standard_normal(input_shape).astype(np.float32)
         w = rng.standard_normal(tuple(self.weight.shape)).astype(np.float32)
-        kwargs = dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
-        y = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), groups=input_shape[1],
-                     **kwargs).numpy()
+        kwargs = dict(
+            stride=self.stride, padding=self.padding, dilation=self.dilation
+        )
+        y = F.conv2d(
+            torch.from_numpy(x),
+            torch.from_numpy(w),
+            groups=input_shape[1],
+            **kwargs,
+        ).numpy()
         name, fraction = matching_order(y, x, w, **kwargs)
         return name if fraction == 1 else None
 
@@ -668,12 +953,19 @@ class TEDepthwiseConv2d(nn.Module):
                 raise RuntimeError(
                     f"F.conv2d follows none of the emulated summation orders for input "
                     f"{input_shape} on this CPU, so no kernel here can match it bit for bit; "
-                    f"use F.conv2d itself, or DepthwiseConv2dUnfold within the bound")
+                    f"use F.conv2d itself, or DepthwiseConv2dUnfold within the bound"
+                )
             settings = SUMMATION_ORDERS[order]
             X = d2l_tvm.te.placeholder(input_shape, name="X")
             K = d2l_tvm.te.placeholder(tuple(self.weight.shape), name="K")
             Y = d2l_tvm.depthwise_conv2d_interleaved(
-                X, K, self.stride, self.padding, self.dilation, settings["accumulators"])
+                X,
+                K,
+                self.stride,
+                self.padding,
+                self.dilation,
+                settings["accumulators"],
+            )
             target = d2l_tvm.target_with_fma(settings["fma"])
             self.kernels[input_shape] = order, d2l_tvm.build([X, K, Y], target)
         return self.kernels[input_shape]
@@ -682,15 +974,25 @@ class TEDepthwiseConv2d(nn.Module):
         from d2ldw import tvm as d2l_tvm
 
         if x.dtype != torch.float32 or x.device.type != "cpu":
-            raise ValueError(f"input must be a float32 CPU tensor, got {x.dtype} on "
-                             f"{x.device}")
+            raise ValueError(
+                f"input must be a float32 CPU tensor, got {x.dtype} on "
+                f"{x.device}"
+            )
         batched = x if x.dim() == 4 else x.unsqueeze(0)
         batched = batched.detach().contiguous()
-        g = conv2d_geometry(tuple(batched.shape), tuple(weight.shape), self.stride,
-                            self.padding, self.dilation, groups=batched.shape[1])
+        g = conv2d_geometry(
+            tuple(batched.shape),
+            tuple(weight.shape),
+            self.stride,
+            self.padding,
+            self.dilation,
+            groups=batched.shape[1],
+        )
         _, kernel = self.compiled(tuple(batched.shape))
         y = torch.empty(g.output_shape, dtype=torch.float32)
-        as_tvm = d2l_tvm.tvm.runtime.from_dlpack  # a view of the same memory, no copy
+        as_tvm = (
+            d2l_tvm.tvm.runtime.from_dlpack
+        )  # a view of the same memory, no copy
         kernel(as_tvm(batched), as_tvm(weight.detach().contiguous()), as_tvm(y))
         return y if x.dim() == 4 else y[0]
 

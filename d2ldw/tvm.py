@@ -30,12 +30,20 @@ def padding(X, pad_h, pad_w, value=0.0):
 
     def element(*index):
         *lead_index, i, j = index
-        inside = tvm.tirx.all(i >= top, i < height + top, j >= left, j < width + left)
-        return te.if_then_else(inside, X[(*lead_index, i - top, j - left)],
-                               tvm.tirx.const(value, X.dtype))
+        inside = tvm.tirx.all(
+            i >= top, i < height + top, j >= left, j < width + left
+        )
+        return te.if_then_else(
+            inside,
+            X[(*lead_index, i - top, j - left)],
+            tvm.tirx.const(value, X.dtype),
+        )
 
-    return te.compute((*lead, height + top + bottom, width + left + right), element,
-                      name="PaddedX")
+    return te.compute(
+        (*lead, height + top + bottom, width + left + right),
+        element,
+        name="PaddedX",
+    )
 
 
 _pad = padding  # conv2d's `padding` argument hides this function inside conv2d
@@ -63,7 +71,9 @@ def conv2d(X, K, stride=1, padding=0, dilation=1):
     """
     g = conv2d_geometry(*_te_inputs(X, K), stride, padding, dilation)
     if g.batch is None:
-        raise ValueError(f"X must be batched (N, C, H, W), got shape {_static_shape(X)}")
+        raise ValueError(
+            f"X must be batched (N, C, H, W), got shape {_static_shape(X)}"
+        )
     (sh, sw), (dh, dw) = g.stride, g.dilation
     PaddedX = _pad(X, *g.padding)
     rc = te.reduce_axis((0, g.in_channels), name="rc")
@@ -72,9 +82,12 @@ def conv2d(X, K, stride=1, padding=0, dilation=1):
     return te.compute(
         g.output_shape,
         lambda n, o, i, j: te.sum(
-            PaddedX[n, rc, i * sh + ri * dh, j * sw + rj * dw] * K[o, rc, ri, rj],
-            axis=[rc, ri, rj]),
-        name="Y")
+            PaddedX[n, rc, i * sh + ri * dh, j * sw + rj * dw]
+            * K[o, rc, ri, rj],
+            axis=[rc, ri, rj],
+        ),
+        name="Y",
+    )
 
 
 def add_bias(Y, B):
@@ -83,11 +96,15 @@ def add_bias(Y, B):
     if len(y_shape) != 4:
         raise ValueError(f"Y must be 4-D (N, O, H, W), got shape {y_shape}")
     if b_shape != (y_shape[1],):  # a shorter B would be read out of bounds
-        raise ValueError(f"B must have shape (O,) = ({y_shape[1]},) to match "
-                         f"Y's "
-                         f"{y_shape[1]} channels, got {b_shape}")
+        raise ValueError(
+            f"B must have shape (O,) = ({y_shape[1]},) to match "
+            f"Y's "
+            f"{y_shape[1]} channels, got {b_shape}"
+        )
     checked_dtype({"Y": Y, "B": B})
-    return te.compute(Y.shape, lambda n, o, i, j: Y[n, o, i, j] + B[o], name="Z")
+    return te.compute(
+        Y.shape, lambda n, o, i, j: Y[n, o, i, j] + B[o], name="Z"
+    )
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
@@ -106,14 +123,18 @@ def host_target():
     if not mcpu:
         mcpu = codegen.llvm_get_system_cpu()
     elif not codegen.llvm_is_valid_cpu(mcpu, codegen.llvm_get_system_triple()):
-        raise ValueError(f"D2LDW_LLVM_MCPU must name a CPU that LLVM knows (e.g. x86-64, "
-                         f"haswell, skylake-avx512), got {mcpu!r}")
+        raise ValueError(
+            f"D2LDW_LLVM_MCPU must name a CPU that LLVM knows (e.g. x86-64, "
+            f"haswell, skylake-avx512), got {mcpu!r}"
+        )
     return tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
 
 
 def target_features(target=None):
     """The instruction-set features (LLVM names: ``avx2``, ``fma``, ...) of ``target``."""
-    return set(tvm.target.codegen.llvm_get_cpu_features(target or host_target()))
+    return set(
+        tvm.target.codegen.llvm_get_cpu_features(target or host_target())
+    )
 
 
 def prim_module(tensors):
@@ -141,21 +162,30 @@ def build_and_run(tensors, inputs, target=None, max_bytes=None):
     for index, tensor in enumerate(tensors):
         _static_shape(tensor, f"tensors[{index}]")
     if len(inputs) != len(placeholders):
-        raise ValueError(f"expected {len(placeholders)} input arrays, got {len(inputs)}")
+        raise ValueError(
+            f"expected {len(placeholders)} input arrays, got {len(inputs)}"
+        )
     for index, (tensor, array) in enumerate(zip(placeholders, inputs)):
         if array_kind(array) in ARRAY_KINDS:  # lists and NumPy scalars are fine
             check_array_kind(array, f"input {index} ({tensor.name})", "numpy")
         expected = (_static_shape(tensor), str(tensor.dtype))
         if (np.shape(array), str(np.asarray(array).dtype)) != expected:
-            raise ValueError(f"input {index} ({tensor.name}) must have shape {expected[0]} "
-                             f"and dtype {expected[1]}, got {np.shape(array)} "
-                             f"{np.asarray(array).dtype}")
-    output_bytes = tvm.DataType(str(output.dtype)).bits // 8 * int(
-        np.prod(_static_shape(output)))
+            raise ValueError(
+                f"input {index} ({tensor.name}) must have shape {expected[0]} "
+                f"and dtype {expected[1]}, got {np.shape(array)} "
+                f"{np.asarray(array).dtype}"
+            )
+    output_bytes = (
+        tvm.DataType(str(output.dtype)).bits
+        // 8
+        * int(np.prod(_static_shape(output)))
+    )
     check_memory(output_bytes, "the output", max_bytes)
     device = tvm.cpu()
     arguments = [tvm.runtime.tensor(np.asarray(a), device) for a in inputs]
-    result = tvm.runtime.tensor(np.empty(_static_shape(output), dtype=str(output.dtype)), device)
+    result = tvm.runtime.tensor(
+        np.empty(_static_shape(output), dtype=str(output.dtype)), device
+    )
     build(tensors, target)(*arguments, result)
     return result.numpy()
 
@@ -163,13 +193,15 @@ def build_and_run(tensors, inputs, target=None, max_bytes=None):
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
 def lower(module):
     """Run the first lowering passes (blocks to loops, buffers flattened) for reading."""
-    passes = [tvm.s_tir.transform.LowerInitBlock(),
-              tvm.s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
-              tvm.s_tir.transform.ConvertBlocksToOpaque(),
-              tvm.s_tir.transform.CompactBufferAllocation(),
-              tvm.s_tir.transform.LowerOpaqueBlock(),
-              tvm.tirx.transform.FlattenBuffer(),
-              tvm.s_tir.transform.StmtSimplify()]
+    passes = [
+        tvm.s_tir.transform.LowerInitBlock(),
+        tvm.s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+        tvm.s_tir.transform.ConvertBlocksToOpaque(),
+        tvm.s_tir.transform.CompactBufferAllocation(),
+        tvm.s_tir.transform.LowerOpaqueBlock(),
+        tvm.tirx.transform.FlattenBuffer(),
+        tvm.s_tir.transform.StmtSimplify(),
+    ]
     return tvm.ir.transform.Sequential(passes)(module)
 
 
@@ -183,9 +215,14 @@ def group_conv2d(X, K, stride=1, padding=0, dilation=1, groups=1):
     """
     g = conv2d_geometry(*_te_inputs(X, K), stride, padding, dilation, groups)
     if g.batch is None:
-        raise ValueError(f"X must be batched (N, C, H, W), got shape {_static_shape(X)}")
+        raise ValueError(
+            f"X must be batched (N, C, H, W), got shape {_static_shape(X)}"
+        )
     (sh, sw), (dh, dw) = g.stride, g.dilation
-    in_per_group, out_per_group = g.in_channels // g.groups, g.out_channels // g.groups
+    in_per_group, out_per_group = (
+        g.in_channels // g.groups,
+        g.out_channels // g.groups,
+    )
     PaddedX = _pad(X, *g.padding)
     rc = te.reduce_axis((0, in_per_group), name="rc")
     ri = te.reduce_axis((0, g.kernel_size[0]), name="ri")
@@ -193,9 +230,17 @@ def group_conv2d(X, K, stride=1, padding=0, dilation=1, groups=1):
     return te.compute(
         g.output_shape,
         lambda n, o, i, j: te.sum(
-            PaddedX[n, o // out_per_group * in_per_group + rc, i * sh + ri * dh, j * sw + rj * dw]
-            * K[o, rc, ri, rj], axis=[rc, ri, rj]),
-        name="Y")
+            PaddedX[
+                n,
+                o // out_per_group * in_per_group + rc,
+                i * sh + ri * dh,
+                j * sw + rj * dw,
+            ]
+            * K[o, rc, ri, rj],
+            axis=[rc, ri, rj],
+        ),
+        name="Y",
+    )
 
 
 # From Section 3.2, "Depthwise convolution in TVM tensor expressions" (chapters/depthwise/depthwise_te.ipynb)
@@ -210,7 +255,9 @@ def depthwise_conv2d(X, K, stride=1, padding=0, dilation=1):
     if len(x_shape) != 4:
         raise ValueError(f"X must be batched (N, C, H, W), got shape {x_shape}")
     multiplier = depthwise_multiplier(x_shape[1], k_shape)
-    g = conv2d_geometry(x_shape, k_shape, stride, padding, dilation, groups=x_shape[1])
+    g = conv2d_geometry(
+        x_shape, k_shape, stride, padding, dilation, groups=x_shape[1]
+    )
     (sh, sw), (dh, dw) = g.stride, g.dilation
     # Pad whenever any of the four sides is nonzero; a test like `ph * pw != 0` would
     # silently drop the padding of one axis when the other axis has none.
@@ -221,27 +268,46 @@ def depthwise_conv2d(X, K, stride=1, padding=0, dilation=1):
     return te.compute(
         g.output_shape,
         lambda n, o, i, j: te.sum(
-            PaddedX[n, o // multiplier, i * sh + ri * dh, j * sw + rj * dw] * K[o, 0, ri, rj],
-            axis=[ri, rj]),
-        name="Y")
+            PaddedX[n, o // multiplier, i * sh + ri * dh, j * sw + rj * dw]
+            * K[o, 0, ri, rj],
+            axis=[ri, rj],
+        ),
+        name="Y",
+    )
 
 
 # From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)
 def pointwise_conv2d(X, K):
     """TE definition of a 1x1 convolution: ``Y[n, o, i, j] = sum_c X[n, c, i, j] K[o, c, 0, 0]``."""
     x_shape, k_shape = _static_shape(X), _static_shape(K)
-    if len(x_shape) != 4 or len(k_shape) != 4 or k_shape[1:] != (x_shape[1], 1, 1):
-        raise ValueError(f"X must be (N, C, H, W) and K (O, C, 1, 1) with the same C, got "
-                         f"{x_shape} and {k_shape}")
+    if (
+        len(x_shape) != 4
+        or len(k_shape) != 4
+        or k_shape[1:] != (x_shape[1], 1, 1)
+    ):
+        raise ValueError(
+            f"X must be (N, C, H, W) and K (O, C, 1, 1) with the same C, got "
+            f"{x_shape} and {k_shape}"
+        )
     batch, channels, height, width = x_shape
     rc = te.reduce_axis((0, channels), name="rc")
-    return te.compute((batch, k_shape[0], height, width),
-                      lambda n, o, i, j: te.sum(X[n, rc, i, j] * K[o, rc, 0, 0], axis=rc),
-                      name="Pointwise")
+    return te.compute(
+        (batch, k_shape[0], height, width),
+        lambda n, o, i, j: te.sum(X[n, rc, i, j] * K[o, rc, 0, 0], axis=rc),
+        name="Pointwise",
+    )
 
 
-def separable_conv2d(X, DW, PW, stride=1, padding=0, dilation=1, depthwise_bias=None,
-                     pointwise_bias=None):
+def separable_conv2d(
+    X,
+    DW,
+    PW,
+    stride=1,
+    padding=0,
+    dilation=1,
+    depthwise_bias=None,
+    pointwise_bias=None,
+):
     """TE definition of a depthwise-separable convolution, NCHW, batched.
 
     ``DW`` is ``(C*M, 1, kH, kW)`` (stride, padding, dilation apply to it), ``PW`` is
@@ -250,23 +316,37 @@ def separable_conv2d(X, DW, PW, stride=1, padding=0, dilation=1, depthwise_bias=
     x_shape = _static_shape(X)
     if len(x_shape) != 4:
         raise ValueError(f"X must be batched (N, C, H, W), got shape {x_shape}")
-    separable_geometry(x_shape, _static_shape(DW), _static_shape(PW), stride, padding,
-                       dilation,
-                       None if depthwise_bias is None else _static_shape(depthwise_bias),
-                       None if pointwise_bias is None else _static_shape(pointwise_bias))
+    separable_geometry(
+        x_shape,
+        _static_shape(DW),
+        _static_shape(PW),
+        stride,
+        padding,
+        dilation,
+        None if depthwise_bias is None else _static_shape(depthwise_bias),
+        None if pointwise_bias is None else _static_shape(pointwise_bias),
+    )
     Y = depthwise_conv2d(X, DW, stride, padding, dilation)
     if depthwise_bias is not None:
-        Y = te.compute(Y.shape, lambda n, c, i, j: Y[n, c, i, j] + depthwise_bias[c],
-                       name="DepthwiseBiased")
+        Y = te.compute(
+            Y.shape,
+            lambda n, c, i, j: Y[n, c, i, j] + depthwise_bias[c],
+            name="DepthwiseBiased",
+        )
     Z = pointwise_conv2d(Y, PW)
     if pointwise_bias is not None:
-        Z = te.compute(Z.shape, lambda n, o, i, j: Z[n, o, i, j] + pointwise_bias[o],
-                       name="PointwiseBiased")
+        Z = te.compute(
+            Z.shape,
+            lambda n, o, i, j: Z[n, o, i, j] + pointwise_bias[o],
+            name="PointwiseBiased",
+        )
     return Z
 
 
 # From Section 5.4, "Bitwise equality" (chapters/numerics/bitwise.ipynb)
-def depthwise_conv2d_interleaved(X, K, stride=1, padding=0, dilation=1, accumulators=1):
+def depthwise_conv2d_interleaved(
+    X, K, stride=1, padding=0, dilation=1, accumulators=1
+):
     """TE depthwise convolution, NCHW, adding the taps in a chosen order.
 
     Taps are numbered row-major, ``t = ri * kW + rj``; ``t < a * (n // a)`` goes to
@@ -278,25 +358,36 @@ def depthwise_conv2d_interleaved(X, K, stride=1, padding=0, dilation=1, accumula
     x_shape, k_shape = _static_shape(X), _static_shape(K)
     if len(x_shape) != 4:
         raise ValueError(f"X must be batched (N, C, H, W), got shape {x_shape}")
-    if isinstance(accumulators, bool) or not isinstance(accumulators, int) \
-            or accumulators < 1:
-        raise ValueError(f"accumulators must be a positive int, got {accumulators!r}")
+    if (
+        isinstance(accumulators, bool)
+        or not isinstance(accumulators, int)
+        or accumulators < 1
+    ):
+        raise ValueError(
+            f"accumulators must be a positive int, got {accumulators!r}"
+        )
     multiplier = depthwise_multiplier(x_shape[1], k_shape)
-    g = conv2d_geometry(x_shape, k_shape, stride, padding, dilation, groups=x_shape[1])
+    g = conv2d_geometry(
+        x_shape, k_shape, stride, padding, dilation, groups=x_shape[1]
+    )
     padded = _pad(X, *g.padding)
     (sh, sw), (dh, dw), (kh, kw) = g.stride, g.dilation, g.kernel_size
     taps, a = kh * kw, accumulators
 
     def product(n, o, i, j, t):
         ri, rj = t // kw, t % kw
-        return (padded[n, o // multiplier, i * sh + ri * dh, j * sw + rj * dw]
-                * K[o, 0, ri, rj])
+        return (
+            padded[n, o // multiplier, i * sh + ri * dh, j * sw + rj * dw]
+            * K[o, 0, ri, rj]
+        )
 
     def partial_sum(p):  # the taps p, p + a, p + 2a, ... in order
         r = te.reduce_axis((0, taps // a), name=f"r{p}")
-        return te.compute(g.output_shape,
-                          lambda n, o, i, j: te.sum(product(n, o, i, j, r * a + p), axis=r),
-                          name=f"Partial{p}")
+        return te.compute(
+            g.output_shape,
+            lambda n, o, i, j: te.sum(product(n, o, i, j, r * a + p), axis=r),
+            name=f"Partial{p}",
+        )
 
     partials = [partial_sum(p) for p in range(a)]
 
@@ -320,11 +411,14 @@ def target_with_fma(fma, target=None):
     """
     target = target or host_target()
     if fma:
-        this_cpu = tvm.target.Target({"kind": "llvm",
-                                      "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+        this_cpu = tvm.target.Target(
+            {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}
+        )
         if "fma" not in target_features(this_cpu):
-            raise ValueError("this CPU has no FMA instructions, so a kernel built with "
-                             "them cannot run here")
+            raise ValueError(
+                "this CPU has no FMA instructions, so a kernel built with "
+                "them cannot run here"
+            )
     config = dict(target.export())
     config["mattr"] = [*config.get("mattr", []), "+fma" if fma else "-fma"]
     return tvm.target.Target(config)
@@ -344,23 +438,33 @@ def to_nchwc(x, lanes):
     """NumPy NCHW array to NCHW[x]c, shape (N, C/lanes, H, W, lanes)."""
     n, c, h, w = x.shape
     if c % lanes:
-        raise ValueError(f"channels ({c}) must be a multiple of lanes ({lanes}) for NCHW[x]c")
-    return np.ascontiguousarray(x.reshape(n, c // lanes, lanes, h, w).transpose(0, 1, 3, 4, 2))
+        raise ValueError(
+            f"channels ({c}) must be a multiple of lanes ({lanes}) for NCHW[x]c"
+        )
+    return np.ascontiguousarray(
+        x.reshape(n, c // lanes, lanes, h, w).transpose(0, 1, 3, 4, 2)
+    )
 
 
 def from_nchwc(y):
     """NumPy NCHW[x]c array back to NCHW."""
     n, blocks, h, w, lanes = y.shape
-    return np.ascontiguousarray(y.transpose(0, 1, 4, 2, 3).reshape(n, blocks * lanes, h, w))
+    return np.ascontiguousarray(
+        y.transpose(0, 1, 4, 2, 3).reshape(n, blocks * lanes, h, w)
+    )
 
 
 def depthwise_weight_to_nchwc(w, lanes):
     """PyTorch depthwise weight (C, 1, kH, kW), multiplier 1, to (C/lanes, kH, kW, lanes)."""
     c, per_channel, kh, kw = w.shape
     if per_channel != 1 or c % lanes:
-        raise ValueError(f"expected a depthwise weight (C, 1, kH, kW) with C a multiple of "
-                         f"{lanes}, got shape {tuple(w.shape)}")
-    return np.ascontiguousarray(w.reshape(c // lanes, lanes, kh, kw).transpose(0, 2, 3, 1))
+        raise ValueError(
+            f"expected a depthwise weight (C, 1, kH, kW) with C a multiple of "
+            f"{lanes}, got shape {tuple(w.shape)}"
+        )
+    return np.ascontiguousarray(
+        w.reshape(c // lanes, lanes, kh, kw).transpose(0, 2, 3, 1)
+    )
 
 
 # From Section 6.2, "Scheduling depthwise convolution in TensorIR" (chapters/performance/scheduling.ipynb)
@@ -373,26 +477,40 @@ def depthwise_conv2d_nchwc(X, K, stride=1, padding=0, dilation=1):
     n, blocks, h, w, lanes = _static_shape(X)
     k_blocks, kh, kw, k_lanes = _static_shape(K)
     if (k_blocks, k_lanes) != (blocks, lanes):
-        raise ValueError(f"K must have shape ({blocks}, kH, kW, {lanes}) to match X of shape "
-                         f"{_static_shape(X)}, got {_static_shape(K)}")
-    g = conv2d_geometry((n, blocks * lanes, h, w), (blocks * lanes, 1, kh, kw), stride,
-                        padding, dilation, groups=blocks * lanes)
+        raise ValueError(
+            f"K must have shape ({blocks}, kH, kW, {lanes}) to match X of shape "
+            f"{_static_shape(X)}, got {_static_shape(K)}"
+        )
+    g = conv2d_geometry(
+        (n, blocks * lanes, h, w),
+        (blocks * lanes, 1, kh, kw),
+        stride,
+        padding,
+        dilation,
+        groups=blocks * lanes,
+    )
     (top, bottom), (left, right) = g.padding
     (sh, sw), (dh, dw), (oh, ow) = g.stride, g.dilation, g.out_size
     PaddedX = te.compute(
         (n, blocks, h + top + bottom, w + left + right, lanes),
         lambda b, c, i, j, l: te.if_then_else(
             tvm.tirx.all(i >= top, i < h + top, j >= left, j < w + left),
-            X[b, c, i - top, j - left, l], tvm.tirx.const(0.0, X.dtype)),
-        name="PaddedX")
+            X[b, c, i - top, j - left, l],
+            tvm.tirx.const(0.0, X.dtype),
+        ),
+        name="PaddedX",
+    )
     ri = te.reduce_axis((0, kh), name="ri")
     rj = te.reduce_axis((0, kw), name="rj")
     return te.compute(
         (n, blocks, oh, ow, lanes),
         lambda b, c, i, j, l: te.sum(
-            PaddedX[b, c, i * sh + ri * dh, j * sw + rj * dw, l] * K[c, ri, rj, l],
-            axis=[ri, rj]),
-        name="Y")
+            PaddedX[b, c, i * sh + ri * dh, j * sw + rj * dw, l]
+            * K[c, ri, rj, l],
+            axis=[ri, rj],
+        ),
+        name="Y",
+    )
 
 
 # From Section 6.2, "Scheduling depthwise convolution in TensorIR" (chapters/performance/scheduling.ipynb)
@@ -429,9 +547,13 @@ def schedule_depthwise_nchwc(module, tile=1):
 def schedule_depthwise_cuda(module, threads_per_block=128):
     """Schedule the NCHW ``depthwise_conv2d`` definition for CUDA: one thread per output."""
     sch = tvm.s_tir.Schedule(module)
-    stages = {sch.get(block).name_hint
-              for block in sch.get_child_blocks(sch.get_sblock("root"))}
-    if "PaddedX" in stages:  # depthwise_conv2d adds no padding stage for padding=0
+    stages = {
+        sch.get(block).name_hint
+        for block in sch.get_child_blocks(sch.get_sblock("root"))
+    }
+    if (
+        "PaddedX" in stages
+    ):  # depthwise_conv2d adds no padding stage for padding=0
         sch.compute_inline(sch.get_sblock("PaddedX"))
     n, c, i, j, ri, rj = sch.get_loops(sch.get_sblock("Y"))
     blocks, threads = sch.split(sch.fuse(n, c, i, j), [None, threads_per_block])
