@@ -10,7 +10,7 @@ require('tvm', 'apache-tvm==0.27.0.post1', module='d2ldw.tvm', extra='tvm')
 
 from d2ldw.shapes import ARRAY_KINDS, array_kind, check_array_kind, check_memory, checked_dtype, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'depthwise_conv2d', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'from_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc']
+__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'from_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc']
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
@@ -402,6 +402,14 @@ def depthwise_conv2d_interleaved(
     return te.compute(g.output_shape, combine, name="Y")
 
 
+def cpu_has_fma():
+    """Whether the CPU running this process has FMA instructions (LLVM's view)."""
+    this_cpu = tvm.target.Target(
+        {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}
+    )
+    return "fma" in target_features(this_cpu)
+
+
 def target_with_fma(fma, target=None):
     """``target`` (default ``host_target()``) with x86 FMA instructions allowed or not.
 
@@ -410,15 +418,11 @@ def target_with_fma(fma, target=None):
     ValueError on a CPU without FMA, where such a kernel could not run.
     """
     target = target or host_target()
-    if fma:
-        this_cpu = tvm.target.Target(
-            {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}
+    if fma and not cpu_has_fma():
+        raise ValueError(
+            "this CPU has no FMA instructions, so a kernel built with "
+            "them cannot run here"
         )
-        if "fma" not in target_features(this_cpu):
-            raise ValueError(
-                "this CPU has no FMA instructions, so a kernel built with "
-                "them cannot run here"
-            )
     config = dict(target.export())
     config["mattr"] = [*config.get("mattr", []), "+fma" if fma else "-fma"]
     return tvm.target.Target(config)

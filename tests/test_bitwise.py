@@ -18,7 +18,6 @@ import d2ldw
 from d2ldw import (SUMMATION_ORDERS, conv_error_bound, fma32, matching_order,
                    probe_depthwise_order, sequential_depthwise, summation_tree_sizes)
 
-import tvm
 from tvm import te
 
 from d2ldw import tvm as d2l_tvm
@@ -31,16 +30,9 @@ IDS = ["M1-3x3", "M2-3x3-stride2", "M1-5x5", "M3-3x3-dilation2"]
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 
-def cpu_has_fma():
-    """Measured: does the CPU running the tests have FMA instructions (LLVM's view)?"""
-    this_cpu = tvm.target.Target({"kind": "llvm",
-                                  "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
-    return "fma" in d2l_tvm.target_features(this_cpu)
-
-
 # The orders a TE kernel can follow on this CPU: fused ones only where FMA exists.
 RUNNABLE_ORDERS = [name for name, order in SUMMATION_ORDERS.items()
-                   if cpu_has_fma() or not order["fma"]]
+                   if d2l_tvm.cpu_has_fma() or not order["fma"]]
 
 
 def data(multiplier, kernel, seed=0):
@@ -163,7 +155,7 @@ def test_te_kernel_follows_its_order_bit_for_bit(multiplier, kernel, kwargs, ord
 
 def test_fma_builds_are_refused_where_the_cpu_has_no_fma():
     """Measured first: only a CPU without FMA must refuse; one with FMA must build."""
-    if cpu_has_fma():
+    if d2l_tvm.cpu_has_fma():
         assert "+fma" in str(d2l_tvm.target_with_fma(True))
     else:
         with pytest.raises(ValueError, match="no FMA instructions"):
