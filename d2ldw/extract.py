@@ -63,6 +63,29 @@ class ExtractError(ValueError):
     """A book the extractor cannot read; the message names the file at fault."""
 
 
+def numbered_pages(toc):
+    """(number, entry) for every chapter and section of a jb-book TOC, in order.
+
+    Numbers are those the HTML book shows ("3" for a chapter, "3.2" for a
+    section). Chapters of an unnumbered part (the appendix) get "A", "A.1"...
+    """
+    parts = toc.get("parts") or [
+        {"chapters": toc.get("chapters", []),
+         "numbered": toc.get("options", {}).get("numbered", False)}]
+    counter, appendix = 0, 0
+    for part in parts:
+        for chapter in part.get("chapters", []):
+            if part.get("numbered"):
+                counter += 1
+                label = str(counter)
+            else:
+                label = chr(ord("A") + appendix)
+                appendix += 1
+            yield label, chapter
+            for n, section in enumerate(chapter.get("sections", []), start=1):
+                yield f"{label}.{n}", section
+
+
 def book_order(root):
     """The notebooks of the book in reading order, with their section numbers.
 
@@ -80,23 +103,19 @@ def book_order(root):
     except yaml.YAMLError as error:
         raise ExtractError(f"{toc_path} is not valid YAML: {error}") from None
     if not isinstance(toc, dict):
-        raise ExtractError(f"{toc_path} must be a mapping with 'chapters', got "
+        raise ExtractError(f"{toc_path} must be a mapping with 'parts' or 'chapters', got "
                            f"{type(toc).__name__}")
     ordered = []
-    for chapter_number, chapter in enumerate(toc.get("chapters", []), start=1):
-        entries = [(f"{chapter_number}", chapter)]
-        entries += [(f"{chapter_number}.{n}", s)
-                    for n, s in enumerate(chapter.get("sections", []), start=1)]
-        for number, entry in entries:
-            path = Path(root) / (entry["file"] + ".ipynb")
-            if not path.exists() and (Path(root) / (entry["file"] + ".md")).exists():
-                continue  # a Markdown page (the API reference): no code cells to save
-            if not path.exists():
-                raise ExtractError(
-                    f"{toc_path} lists {entry['file']}, but {path} does not "
-                    f"exist: restore the notebook or remove it from the TOC "
-                    f"(regenerating now would drop its #@save cells)")
-            ordered.append((number, path))
+    for number, entry in numbered_pages(toc):
+        path = Path(root) / (entry["file"] + ".ipynb")
+        if not path.exists() and (Path(root) / (entry["file"] + ".md")).exists():
+            continue  # a Markdown page (the API reference): no code cells to save
+        if not path.exists():
+            raise ExtractError(
+                f"{toc_path} lists {entry['file']}, but {path} does not "
+                f"exist: restore the notebook or remove it from the TOC "
+                f"(regenerating now would drop its #@save cells)")
+        ordered.append((number, path))
     return ordered
 
 

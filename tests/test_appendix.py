@@ -6,6 +6,7 @@ import sys
 import yaml
 
 from conftest import REPO
+from d2ldw.extract import numbered_pages
 
 sys.path.insert(0, str(REPO / "_ext"))
 import d2ldw_api  # noqa: E402  (the Sphinx extension, a plain module)
@@ -13,7 +14,7 @@ import d2ldw_api  # noqa: E402  (the Sphinx extension, a plain module)
 DOCUMENTED = ["shapes", "data", "cost", "timing", "numerics", "numpy", "torch", "mxnet",
               "tvm", "plotting", "bench"]
 TOC = yaml.safe_load((REPO / "_toc.yml").read_text())
-TOC_PAGES = {e["file"] for c in TOC["chapters"] for e in [c, *c.get("sections", [])]}
+TOC_PAGES = {entry["file"] for _, entry in numbered_pages(TOC)}
 
 
 def public_definitions(module):

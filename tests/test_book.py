@@ -6,15 +6,16 @@ import pytest
 import yaml
 
 from conftest import REPO
+from d2ldw.extract import numbered_pages
 
 TOC = yaml.safe_load((REPO / "_toc.yml").read_text())
 # Every page is a notebook but the API reference, a Markdown page of autodoc directives.
 MARKDOWN_PAGES = ["chapters/appendix/api"]
-PAGES = [p for p in [TOC["root"]] + [e["file"] for c in TOC["chapters"]
-                                     for e in [c, *c.get("sections", [])]]
+NUMBERED = list(numbered_pages(TOC))
+PAGES = [p for p in [TOC["root"]] + [e["file"] for _, e in NUMBERED]
          if p not in MARKDOWN_PAGES]
-SECTIONS = [s["file"] for c in TOC["chapters"] for s in c.get("sections", [])
-            if s["file"] not in MARKDOWN_PAGES]
+SECTIONS = [e["file"] for number, e in NUMBERED
+            if "." in number and e["file"] not in MARKDOWN_PAGES]
 
 
 def notebook(page):
