@@ -18,8 +18,11 @@ book: $(INSTALLED) $(NODE_MODULES)
 	$(BIN)/python -m d2ldw.colab
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
+# Lint first (seconds), then the suite; with every framework installed, a test that would
+# skip for a missing one fails instead (D2LDW_FULL_STACK, see tests/test_package.py).
 test: $(INSTALLED) $(NODE_MODULES)
-	$(BIN)/python -m pytest
+	$(BIN)/ruff check
+	D2LDW_FULL_STACK=1 $(BIN)/python -m pytest -rs
 
 # The CPU-dependent tests again, as on a smaller CPU: PyTorch and oneDNN held to AVX2, TVM
 # building for the generic x86-64 (SSE2, no FMA). Every x86-64 CPU with AVX2 can run it.

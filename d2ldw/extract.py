@@ -19,6 +19,7 @@ import ast
 import builtins
 import json
 import re
+import symtable
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,6 +284,32 @@ def _render_module(name, blocks, core_owner):
     return "\n\n".join(out) + "\n"
 
 
+def undefined_names(source, filename="<module>"):
+    """Names a module's code reads but neither defines, imports nor gets from builtins.
+
+    Found with the compiler's own symbol tables (``symtable``), so scoping is
+    Python's: a function reading a global the module never binds is caught at
+    extraction time, not when a reader first calls it.
+    """
+    top = symtable.symtable(source, filename, "exec")
+    bound = {s.get_name() for s in top.get_symbols()
+             if s.is_assigned() or s.is_imported() or s.is_namespace()}
+    bound |= set(dir(builtins)) | {"__file__", "__name__", "__doc__", "__spec__"}
+    missing = set()
+
+    def visit(table):
+        for symbol in table.get_symbols():
+            reads_module_scope = table is top or symbol.is_global()
+            if (symbol.is_referenced() and reads_module_scope
+                    and symbol.get_name() not in bound):
+                missing.add(symbol.get_name())
+        for child in table.get_children():
+            visit(child)
+
+    visit(top)
+    return sorted(missing)
+
+
 def render(root=PACKAGE_ROOT):
     """The generated modules' text, keyed by path relative to ``root``."""
     blocks_by_module = {name: [] for name in MODULES}
@@ -293,8 +320,15 @@ def render(root=PACKAGE_ROOT):
     if empty:
         raise ExtractError(f"no '#@save' cells for d2ldw module(s): {', '.join(empty)}")
     core_owner = _core_exports(blocks_by_module)
-    return {Path("d2ldw") / f"{name}.py": _render_module(name, blocks, core_owner)
-            for name, blocks in blocks_by_module.items()}
+    texts = {Path("d2ldw") / f"{name}.py": _render_module(name, blocks, core_owner)
+             for name, blocks in blocks_by_module.items()}
+    for path, text in texts.items():
+        missing = undefined_names(text, str(path))
+        if missing:
+            raise ExtractError(
+                f"{path} would use undefined name(s) {', '.join(missing)}: import "
+                f"or define them in the '#@save {path.stem}' cell that uses them")
+    return texts
 
 
 def out_of_date(root=PACKAGE_ROOT):

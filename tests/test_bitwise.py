@@ -17,12 +17,13 @@ from torch.nn import functional as F
 import d2ldw
 from d2ldw import (SUMMATION_ORDERS, conv_error_bound, fma32, matching_order,
                    probe_depthwise_order, sequential_depthwise, summation_tree_sizes)
-
-from tvm import te
-
-from d2ldw import tvm as d2l_tvm
 from d2ldw.torch import (DepthwiseConv2dUnfold, depthwise_conv2d_unfold, is_depthwise,
                          mobilenet_v1, replace_depthwise)
+
+# TVM is optional: without it these tests are skipped, and the skip says which
+# pip package to install (make test installs it).
+te = pytest.importorskip("tvm.te")
+d2l_tvm = pytest.importorskip("d2ldw.tvm", exc_type=ImportError)
 
 CASES = [(1, 3, dict(padding=1)), (2, 3, dict(padding=1, stride=2)),
          (1, 5, dict(padding=2)), (3, 3, dict(padding=(0, 1), dilation=2))]
@@ -116,7 +117,8 @@ def test_probe_reveals_the_emulated_orders(accumulators, kernel):
         # partial sums are combined left to right: 0 + 1, then + 2, ...
         return (max(a % accumulators, b % accumulators, 1) + 1) * per
 
-    conv = lambda x, w: sequential_depthwise(x, w, padding=1, accumulators=accumulators)
+    def conv(x, w):
+        return sequential_depthwise(x, w, padding=1, accumulators=accumulators)
     sizes = probe_depthwise_order(conv, (1, 1, kernel + 2, kernel + 2), (1, 1, kernel, kernel),
                                   padding=1)
     for a in range(n):
@@ -180,7 +182,8 @@ def test_F_conv2d_is_reproduced_wherever_its_order_is_known(multiplier, kernel, 
     if fraction == 1 and order in RUNNABLE_ORDERS:
         result, _ = te_interleaved(x, w, order, kwargs)
         assert np.array_equal(result, expected)
-        conv = lambda a, b: torch_depthwise(a, b, **kwargs)
+        def conv(a, b):
+            return torch_depthwise(a, b, **kwargs)
         probed = probe_depthwise_order(conv, x.shape, w.shape, **kwargs)
         emulated = probe_depthwise_order(
             lambda a, b: sequential_depthwise(a, b, **kwargs, **SUMMATION_ORDERS[order]),
@@ -293,7 +296,8 @@ def test_te_layer_swap_leaves_mobilenet_logits_bitwise_equal():
     by each layer), the logits are torch.equal; otherwise the swapped network refuses."""
     from d2ldw.torch import TEDepthwiseConv2d, calibrate_batchnorm
     torch.manual_seed(0)
-    build = lambda: mobilenet_v1(width_multiplier=0.25)
+    def build():
+        return mobilenet_v1(width_multiplier=0.25)
     model = calibrate_batchnorm(build(), torch.randn(4, 3, 64, 64,
                                                      generator=torch.Generator().manual_seed(2)))
     swapped = swapped_copy(model, build)

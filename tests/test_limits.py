@@ -157,3 +157,30 @@ def test_extract_refuses_to_regenerate_without_a_toc_page(book):
     assert "lists chapters/separable/spatial, but" in result.stderr
     assert "does not exist" in result.stderr
     assert (book / "d2ldw" / "numpy.py").read_text() == before  # code kept
+
+
+def test_extract_check_fails_on_an_undefined_name(book):
+    """A #@save cell that leans on a name only an earlier notebook cell defined
+    runs in the book but breaks the module: the extractor refuses it."""
+    notebook = book / "chapters" / "separable" / "spatial.ipynb"
+    edit_save_cell(notebook, lambda lines: lines + [
+        "\n", "\n", "def uses_a_notebook_global():\n",
+        "    return rng.standard_normal(3)\n"])
+    result = extract("--check", "--root", book)
+    assert result.returncode == 2
+    assert "would use undefined name(s) rng" in result.stderr, result.stderr
+
+
+def test_undefined_names_follows_python_scoping():
+    from d2ldw.extract import undefined_names
+    source = ("import numpy as np\n"
+              "LIMIT = 3\n"
+              "def f(x, *, scale=LIMIT):\n"
+              "    def g():\n"
+              "        return x * scale + len(np.shape(x))\n"
+              "    return g() + missing_helper(x)\n"
+              "class C:\n"
+              "    size = LIMIT\n"
+              "    def method(self):\n"
+              "        return [y for y in range(self.size)] + other\n")
+    assert undefined_names(source) == ["missing_helper", "other"]

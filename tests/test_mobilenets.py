@@ -40,7 +40,7 @@ def test_tables_give_the_papers_depthwise_counts():
 @pytest.mark.parametrize("name", BUILDERS)
 def test_replace_counts_and_touches_only_depthwise_layers(name):
     model = seeded(name)
-    others = [m for m in model.modules() if not (m in depthwise_convs(model))]
+    others = [m for m in model.modules() if m not in depthwise_convs(model)]
     old = depthwise_convs(model)
     assert len(old) == PAPER_DEPTHWISE[name]
     count = replace_depthwise(model, DepthwiseConv2dUnfold.from_conv)

@@ -11,7 +11,11 @@ from torch.nn import functional as F
 
 from conftest import REPO, conv_tolerance
 from d2ldw import bench
-from d2ldw import tvm as d2l_tvm
+
+# TVM is optional: without it these tests are skipped, and the skip says which
+# pip package to install (make test installs it).
+d2l_tvm = pytest.importorskip("d2ldw.tvm", exc_type=ImportError)
+te = pytest.importorskip("tvm.te")
 
 # The nine distinct depthwise layers of MobileNet v1 at 224x224 (Howard et al. 2017, Table 1,
 # with the last depthwise layer at stride 1 as its sizes say): (channels, input size, stride).
@@ -25,7 +29,6 @@ def test_benchmark_layers_are_the_papers():
 
 
 def run_tuned(x, w, stride, tile):
-    from tvm import te
     batch, channels, size, _ = x.shape
     X = te.placeholder((batch, channels // LANES, size, size, LANES), name="X")
     K = te.placeholder((channels // LANES, 3, 3, LANES), name="K")
@@ -73,7 +76,6 @@ def test_layout_helpers_round_trip_and_refuse_bad_shapes():
 
 
 def test_nchwc_definition_checks_its_weight():
-    from tvm import te
     with pytest.raises(ValueError, match=r"K must have shape \(2, kH, kW, 16\)"):
         d2l_tvm.depthwise_conv2d_nchwc(te.placeholder((1, 2, 8, 8, 16)),
                                        te.placeholder((2, 3, 3, 8)))
@@ -82,7 +84,6 @@ def test_nchwc_definition_checks_its_weight():
 @pytest.mark.parametrize("padding", [1, 0, (0, 1)])
 def test_cuda_schedule_binds_blocks_and_threads(padding):
     """padding=0 makes no PaddedX stage; the schedule must not assume one."""
-    from tvm import te
     X = te.placeholder((1, 32, 14, 14), name="X")
     K = te.placeholder((32, 1, 3, 3), name="K")
     Y = d2l_tvm.depthwise_conv2d(X, K, padding=padding)

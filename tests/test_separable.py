@@ -9,10 +9,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from conftest import conv_tolerance
-from d2ldw import mxnet as d2l_mx
 from d2ldw import separable_geometry
-from d2ldw import tvm as d2l_tvm
 from d2ldw.torch import SeparableConv2d, replace_depthwise, separable_conv2d
+
+# MXNet and TVM are optional: without them these tests are skipped, and
+# the skip says which pip package to install (make test installs both).
+d2l_mx = pytest.importorskip("d2ldw.mxnet", exc_type=ImportError)
+d2l_tvm = pytest.importorskip("d2ldw.tvm", exc_type=ImportError)
+te = pytest.importorskip("tvm.te")
 
 SWEEP_SIZE = 120
 
@@ -38,7 +42,8 @@ def make_data(config, dtype="float32", seed=0):
     """Seeded x, depthwise weight, pointwise weight and biases (None when off), as NumPy."""
     rng = np.random.default_rng(seed)
     c, m, o = config["channels"], config["multiplier"], config["out_channels"]
-    draw = lambda *shape: rng.standard_normal(shape).astype(dtype)
+    def draw(*shape):
+        return rng.standard_normal(shape).astype(dtype)
     return (draw(config["batch"], c, *config["size"]), draw(c * m, 1, *config["kernel"]),
             draw(o, c * m, 1, 1), draw(c * m) if config["depthwise_bias"] else None,
             draw(o) if config["pointwise_bias"] else None)
@@ -50,7 +55,8 @@ def arguments(config):
 
 def reference(x, dw, pw, db, pb, config):
     """The definition: two F.conv2d calls."""
-    t = lambda a: None if a is None else torch.from_numpy(a)
+    def t(a):
+        return None if a is None else torch.from_numpy(a)
     hidden = F.conv2d(t(x), t(dw), t(db), groups=x.shape[1], **arguments(config))
     return F.conv2d(hidden, t(pw), t(pb)).numpy()
 
@@ -67,7 +73,8 @@ def separable_tolerance(x, dw, pw, db, pb, config):
     """
     groups, kwargs = x.shape[1], arguments(config)
     t1 = torch.from_numpy(conv_tolerance(x, dw, db, groups=groups, **kwargs))
-    a = lambda v: None if v is None else torch.from_numpy(np.abs(v)).double()
+    def a(v):
+        return None if v is None else torch.from_numpy(np.abs(v)).double()
     magnitude = F.conv2d(a(x), a(dw), a(db), groups=groups, **kwargs)
     # conv_tolerance takes the unit roundoff from its input's dtype, so the magnitude goes in
     # in the computation's dtype; rounded up by one ulp first, so the cast cannot lower it.
@@ -87,7 +94,8 @@ def run_module(x, dw, pw, pb, config):
 
 
 def run_functional(x, dw, pw, db, pb, config):
-    t = lambda a: None if a is None else torch.from_numpy(a)
+    def t(a):
+        return None if a is None else torch.from_numpy(a)
     return separable_conv2d(t(x), t(dw), t(pw), t(db), t(pb), **arguments(config)).numpy()
 
 
@@ -105,7 +113,6 @@ def run_gluon(x, dw, pw, pb, config):
 
 
 def run_te(x, dw, pw, db, pb, config):
-    from tvm import te
 
     arrays = {"X": x, "DW": dw, "PW": pw, "DB": db, "PB": pb}
     holders = {n: te.placeholder(a.shape, str(a.dtype), name=n)
@@ -126,7 +133,8 @@ def symmetric_padding(config):
 
 def test_the_sweep_covers_what_the_issue_asks_for():
     assert len(CONFIGS) >= 100
-    seen = lambda key: {str(c[key]) for c in CONFIGS}
+    def seen(key):
+        return {str(c[key]) for c in CONFIGS}
     assert {"1", "2", "3"} <= seen("multiplier") and {"1", "2", "3"} <= seen("batch")
     assert {"1", "2"} <= seen("stride") and {"1", "2"} <= seen("dilation")
     assert seen("depthwise_bias") == seen("pointwise_bias") == {"True", "False"}
@@ -186,11 +194,13 @@ def test_gradients_reach_external_weights():
     in each single entry, so gradcheck's central differences (eps=1e-6) are exact up to
     round-off of about u * |f| / eps ~ 1e-9, far inside its default atol=1e-5, rtol=1e-3."""
     g = torch.Generator().manual_seed(0)
-    make = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64,
-                                      requires_grad=True)
+    def make(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64,
+                                          requires_grad=True)
     x, dw, pw = make(2, 3, 7, 6), make(6, 1, 3, 2), make(4, 6, 1, 1)
     db, pb = make(6), make(4)
-    function = lambda *a: separable_conv2d(*a, stride=(2, 1), padding=1, dilation=(1, 2))
+    def function(*a):
+        return separable_conv2d(*a, stride=(2, 1), padding=1, dilation=(1, 2))
     assert torch.autograd.gradcheck(function, (x, dw, pw, db, pb))
 
 
@@ -276,7 +286,6 @@ def test_load_weights_errors():
 
 
 def test_te_errors():
-    from tvm import te
 
     X = te.placeholder((1, 3, 8, 8), "float32", name="X")
     with pytest.raises(ValueError, match="did you pass the pointwise weight"):
