@@ -35,7 +35,8 @@ def get_conv_data(
     seed=0,
     constructor=None,
 ):
-    """Seeded random input, weight and bias for a 2-D convolution, as NumPy arrays.
+    """Seeded random input, weight and bias for a 2-D convolution, as NumPy
+    arrays.
 
     ``size`` and ``kernel_size`` are ints or (height, width) pairs. Returns
     ``(x, w, b)`` with x ``(batch, in_channels, H, W)``, w ``(out_channels,

@@ -20,11 +20,14 @@ import numpy as np
 
 from d2ldw.hardware import available_cpus
 
-# MXNet's start-up otherwise lowers the OpenMP thread count PyTorch uses in this process.
+# MXNet's start-up otherwise lowers the OpenMP thread count PyTorch uses in
+# this process.
 os.environ.setdefault("MXNET_OMP_MAX_THREADS", str(available_cpus()))
 
-# MXNet 1.9.1 refers to np.bool, np.int, ... which NumPy removed in 1.24; it cannot be
-# imported without them, so restore them (as the builtins they aliased) before it is.
+# MXNet 1.9.1 refers to np.bool, np.int, ... which NumPy removed in 1.24; it
+# cannot be
+# imported without them, so restore them (as the builtins they aliased) before
+# it is.
 _REMOVED_NUMPY_ALIASES = {
     "bool": bool,
     "int": int,
@@ -45,13 +48,14 @@ from mxnet import gluon, nd
 def conv2d(
     x, w, b=None, stride=1, padding=0, dilation=1, groups=1, max_bytes=None
 ):
-    """``nd.Convolution`` called with the arguments of ``torch.nn.functional.conv2d``.
+    """``nd.Convolution`` called with the arguments of
+    ``torch.nn.functional.conv2d``.
 
-    ``x`` is an NDArray ``(N, C, H, W)`` or ``(C, H, W)``, ``w`` is ``(O, C/groups, kH, kW)``,
-    ``b`` is ``(O,)`` or None. Asymmetric padding ('same' with an even kernel) is
-    applied with ``nd.pad`` because ``nd.Convolution`` pads symmetrically only.
-    A padded input and output larger than ``max_bytes`` (default
-    ``d2ldw.MEMORY_LIMIT``) are refused before they are allocated.
+    ``x`` is an NDArray ``(N, C, H, W)`` or ``(C, H, W)``, ``w`` is ``(O,
+    C/groups, kH, kW)``, ``b`` is ``(O,)`` or None. Asymmetric padding ('same'
+    with an even kernel) is applied with ``nd.pad`` because ``nd.Convolution``
+    pads symmetrically only. A padded input and output larger than ``max_bytes``
+    (default ``d2ldw.MEMORY_LIMIT``) are refused before they are allocated.
     """
     for name, value in (("x", x), ("w", w), ("b", b)):
         if value is not None:

@@ -326,11 +326,13 @@ def round_to_bfloat16(array):
 
 # From Section 5.4, "Bitwise equality" (chapters/numerics/bitwise.ipynb)
 def fma32(a, b, c):
-    """Fused multiply-add ``a*b + c`` of float32 arrays with a single rounding, emulated exactly.
+    """Fused multiply-add ``a*b + c`` of float32 arrays with a single rounding,
+    emulated exactly.
 
-    The product of two float32 numbers is exact in float64; the float64 sum rounds once,
-    TwoSum recovers that rounding's error exactly, and the error decides the one case where
-    rounding the float64 sum to float32 is wrong: a float32 tie.
+    The product of two float32 numbers is exact in float64; the float64 sum
+    rounds once, TwoSum recovers that rounding's error exactly, and the error
+    decides the one case where rounding the float64 sum to float32 is wrong: a
+    float32 tie.
     """
     a, b, c = (np.asarray(v) for v in (a, b, c))
     if not all(v.dtype == np.float32 for v in (a, b, c)):
@@ -356,17 +358,20 @@ def fma32(a, b, c):
 def sequential_depthwise(
     x, w, stride=1, padding=0, dilation=1, fma=True, accumulators=1
 ):
-    """Depthwise convolution in float32 with each output's taps added one by one.
+    """Depthwise convolution in float32 with each output's taps added one by
+    one.
 
-    Taps are numbered row-major, ``t = ri * kW + rj``. With ``accumulators=1``, every
-    output is ``acc = 0`` then ``acc = acc + x*w`` over the taps in order. With
-    ``accumulators=a``, the first ``a * (n // a)`` taps of the ``n`` go round-robin to
-    ``a`` accumulators (tap ``t`` to accumulator ``t % a``, each in order), these are
-    added left to right, and the remaining ``n % a`` taps are added one by one.
-    ``fma=True``: each multiply-add rounds once (a fused multiply-add); ``fma=False``:
-    twice (the product, then the sum). ``x`` ``(N, C, H, W)`` and ``w``
-    ``(C*M, 1, kH, kW)`` are float32 NumPy arrays; no bias. Emulates, bit for bit, the
-    summation orders that kernels use, to explain when two of them agree bitwise.
+    Taps are numbered row-major, ``t = ri * kW + rj``. With ``accumulators=1``,
+    every output is ``acc = 0`` then ``acc = acc + x*w`` over the taps in order.
+    With ``accumulators=a``, the first ``a * (n // a)`` taps of the ``n`` go
+    round-robin to ``a`` accumulators (tap ``t`` to accumulator ``t % a``, each
+    in order), these are added left to right, and the remaining ``n % a`` taps
+    are added one by one. ``fma=True``: each multiply-add rounds once (a fused
+    multiply-add); ``fma=False``:
+    twice (the product, then the sum). ``x`` ``(N, C, H, W)`` and ``w`` ``(C*M,
+    1, kH, kW)`` are float32 NumPy arrays; no bias. Emulates, bit for bit, the
+    summation orders that kernels use, to explain when two of them agree
+    bitwise.
     """
     x, w = np.asarray(x), np.asarray(w)
     if x.dtype != np.float32 or w.dtype != np.float32:
@@ -421,16 +426,18 @@ def sequential_depthwise(
 
 
 def summation_tree_sizes(add_up, n):
-    """Reveal the order in which a black-box sum of ``n`` float32 terms adds them.
+    """Reveal the order in which a black-box sum of ``n`` float32 terms adds
+    them.
 
-    ``add_up(values)`` must return the sum of the ``n`` float32 ``values`` as the kernel
-    under study computes it. For each pair of terms (a, b), the terms are set to
-    ``+2**30`` at a, ``-2**30`` at b and 1 elsewhere: a partial sum that holds a big term
-    absorbs any 1 added to it (float32 keeps no 1 next to ``2**30``), so exactly the
-    ones added *after* the two big terms have cancelled survive. Entry (a, b) of the
-    returned ``(n, n)`` int array is ``n`` minus the result: the number of terms in the
-    smallest partial sum that contains both a and b. A one-by-one chain gives
-    ``max(a, b) + 1``. (The idea of Xie et al., "FPRev", 2024.)
+    ``add_up(values)`` must return the sum of the ``n`` float32 ``values`` as
+    the kernel under study computes it. For each pair of terms (a, b), the terms
+    are set to ``+2**30`` at a, ``-2**30`` at b and 1 elsewhere: a partial sum
+    that holds a big term absorbs any 1 added to it (float32 keeps no 1 next to
+    ``2**30``), so exactly the ones added *after* the two big terms have
+    cancelled survive. Entry (a, b) of the returned ``(n, n)`` int array is
+    ``n`` minus the result: the number of terms in the smallest partial sum that
+    contains both a and b. A one-by-one chain gives ``max(a, b) + 1``. (The idea
+    of Xie et al., "FPRev", 2024.)
     """
     if (
         isinstance(n, bool)
@@ -451,12 +458,14 @@ def summation_tree_sizes(add_up, n):
 def probe_depthwise_order(
     conv, x_shape, w_shape, stride=1, padding=0, dilation=1
 ):
-    """``summation_tree_sizes`` of one output of a depthwise convolution ``conv(x, w)``.
+    """``summation_tree_sizes`` of one output of a depthwise convolution
+    ``conv(x, w)``.
 
-    ``conv`` takes and returns float32 NumPy arrays of the given shapes (groups = C).
-    The weight is all ones and the input zero except under one output's window, which
-    holds the probe's terms; the output read is that of the first batch element and
-    channel, at the centre of the output. Returns the ``(kH*kW, kH*kW)`` array.
+    ``conv`` takes and returns float32 NumPy arrays of the given shapes (groups
+    = C). The weight is all ones and the input zero except under one output's
+    window, which holds the probe's terms; the output read is that of the first
+    batch element and channel, at the centre of the output. Returns the
+    ``(kH*kW, kH*kW)`` array.
     """
     g = conv2d_geometry(
         x_shape, w_shape, stride, padding, dilation, groups=x_shape[-3]
@@ -496,11 +505,12 @@ SUMMATION_ORDERS = {
 
 
 def matching_order(y, x, w, stride=1, padding=0, dilation=1):
-    """Which of ``SUMMATION_ORDERS`` the depthwise result ``y`` of ``x``, ``w`` follows.
+    """Which of ``SUMMATION_ORDERS`` the depthwise result ``y`` of ``x``, ``w``
+    follows.
 
-    Returns ``(name, fraction)``: the order whose ``sequential_depthwise`` emulation
-    agrees with ``y`` in the largest fraction of outputs, and that fraction; ``y``
-    follows that order bit for bit when the fraction is 1.
+    Returns ``(name, fraction)``: the order whose ``sequential_depthwise``
+    emulation agrees with ``y`` in the largest fraction of outputs, and that
+    fraction; ``y`` follows that order bit for bit when the fraction is 1.
     """
     agreement = {
         name: float(

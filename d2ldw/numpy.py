@@ -41,13 +41,14 @@ def _tap_windows(x, g):
 def conv2d(
     x, w, b=None, stride=1, padding=0, dilation=1, groups=1, max_bytes=None
 ):
-    """Reference 2-D convolution (cross-correlation) in NumPy, NCHW, with groups.
+    """Reference 2-D convolution (cross-correlation) in NumPy, NCHW, with
+    groups.
 
-    Same arguments as ``torch.nn.functional.conv2d``: ``x`` is ``(N, C, H, W)`` or
-    ``(C, H, W)``, ``w`` is ``(O, C/groups, kH, kW)``, ``b`` is ``(O,)`` or None;
-    stride, padding ('valid', 'same', int or pair) and dilation per axis; ``groups``
-    divides C and O. The result has dtype ``np.result_type(x, w, b)``. A
-    padded copy and output larger than ``max_bytes`` (default
+    Same arguments as ``torch.nn.functional.conv2d``: ``x`` is ``(N, C, H, W)``
+    or ``(C, H, W)``, ``w`` is ``(O, C/groups, kH, kW)``, ``b`` is ``(O,)`` or
+    None; stride, padding ('valid', 'same', int or pair) and dilation per axis;
+    ``groups`` divides C and O. The result has dtype ``np.result_type(x, w,
+    b)``. A padded copy and output larger than ``max_bytes`` (default
     ``d2ldw.MEMORY_LIMIT``) are refused before they are allocated.
     """
     x, w = _as_real_array(x, "x"), _as_real_array(w, "w")
@@ -111,9 +112,10 @@ def low_rank_kernels(kernel, rank):
     """The best rank-``rank`` approximation of a 2-D kernel, as separable pairs.
 
     Returns ``(columns, rows)`` with shapes ``(rank, kH)`` and ``(rank, kW)``:
-    ``sum_r outer(columns[r], rows[r])`` is the matrix of rank <= ``rank`` closest to
-    ``kernel`` in the Frobenius norm (Eckart-Young), from NumPy's SVD. Each pair is a
-    ``kH x 1`` filter followed by a ``1 x kW`` filter. Integer kernels give float64.
+    ``sum_r outer(columns[r], rows[r])`` is the matrix of rank <= ``rank``
+    closest to ``kernel`` in the Frobenius norm (Eckart-Young), from NumPy's
+    SVD. Each pair is a ``kH x 1`` filter followed by a ``1 x kW`` filter.
+    Integer kernels give float64.
     """
     kernel = np.asarray(kernel)
     if kernel.ndim != 2 or 0 in kernel.shape:
@@ -135,25 +137,29 @@ def low_rank_kernels(kernel, rank):
         or not 1 <= rank <= largest
     ):
         raise ValueError(
-            f"rank must be an int from 1 to min(kH, kW) = {largest}, got {rank!r}"
+            f"rank must be an int from 1 to min(kH, kW) = {largest}, got "
+            f"{rank!r}"
         )
     u, s, vt = np.linalg.svd(
         kernel.astype(np.result_type(kernel.dtype, np.float32))
     )
     scale = np.sqrt(s[:rank])
     columns, rows = u[:, :rank].T * scale[:, None], vt[:rank] * scale[:, None]
-    # An SVD term's sign is arbitrary: make each column's largest entry positive, so that
-    # Sobel's smoothing column comes out as (1, 2, 1), up to scale, on every machine.
+    # An SVD term's sign is arbitrary: make each column's largest entry
+    # positive, so that
+    # Sobel's smoothing column comes out as (1, 2, 1), up to scale, on
+    # every machine.
     signs = np.sign(columns[np.arange(rank), np.abs(columns).argmax(axis=1)])
     return columns * signs[:, None], rows * signs[:, None]
 
 
 def rank1_factors(kernel):
-    """``(column, row, residual)``: the best split of a 2-D kernel into ``kH x 1`` then ``1 x kW``.
+    """``(column, row, residual)``: the best split of a 2-D kernel into ``kH x
+    1`` then ``1 x kW``.
 
-    ``outer(column, row)`` is the closest rank-1 matrix to ``kernel``; ``residual`` is
-    ``||kernel - outer(column, row)||_F``, which is zero up to round-off exactly when the kernel
-    is separable.
+    ``outer(column, row)`` is the closest rank-1 matrix to ``kernel``;
+    ``residual`` is ``||kernel - outer(column, row)||_F``, which is zero up to
+    round-off exactly when the kernel is separable.
     """
     (column,), (row,) = low_rank_kernels(kernel, 1)
     residual = np.linalg.norm(

@@ -79,7 +79,8 @@ import numpy as np
 
 
 def plot_connections(in_channels, out_channels, groups=1, ax=None):
-    """Draw ``channel_connections`` as a grid: rows are output channels, columns inputs."""
+    """Draw ``channel_connections`` as a grid: rows are output channels, columns
+    inputs."""
     matrix = channel_connections(in_channels, out_channels, groups)
     ax = ax or plt.subplots(figsize=(3, 3))[1]
     ax.imshow(matrix, cmap="Blues", vmin=-0.3, vmax=1.2)

@@ -372,9 +372,11 @@ def checked_dtype(arrays, floating=FLOAT_DTYPES):
 
 # From Section 2.1, "What `groups` computes" (chapters/grouped/groups.ipynb)
 def channel_connections(in_channels, out_channels, groups=1):
-    """Boolean ``(out_channels, in_channels)`` matrix: True where output ``o`` reads input ``c``.
+    """Boolean ``(out_channels, in_channels)`` matrix: True where output ``o``
+    reads input ``c``.
 
-    Block diagonal: ``groups`` blocks of ``out_channels/groups`` by ``in_channels/groups``.
+    Block diagonal: ``groups`` blocks of ``out_channels/groups`` by
+    ``in_channels/groups``.
     """
     if (
         isinstance(groups, bool)

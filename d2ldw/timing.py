@@ -77,7 +77,8 @@ def time_interleaved(
 
 # From Section 6.4, "On a GPU" (chapters/performance/gpu.ipynb)
 def time_cuda(run, number=100, repeat=5):
-    """Median seconds per call of ``run()``, measured on the GPU with CUDA events.
+    """Median seconds per call of ``run()``, measured on the GPU with CUDA
+    events.
 
     Events recorded on the current stream before and after ``number``
     back-to-back calls give device time, without a host synchronize between

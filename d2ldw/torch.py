@@ -31,6 +31,7 @@ def _check_tensors(input, weight, bias, caller):
         raise TypeError(
             f"{caller} needs a floating or complex dtype, got {input.dtype}: "
             "F.unfold has no integer kernel; convert to float64, which is exact "
+            ""
             "for integers below 2**53"
         )
     if bias is not None:
@@ -96,12 +97,13 @@ def conv2d_unfold(
     groups=1,
     max_bytes=None,
 ):
-    """2-D convolution as one ``unfold`` and one batched ``matmul``, like ``F.conv2d``.
+    """2-D convolution as one ``unfold`` and one batched ``matmul``, like
+    ``F.conv2d``.
 
-    input ``(N, C, H, W)`` or ``(C, H, W)``; weight ``(O, C/groups, kH, kW)``; bias
-    ``(O,)`` or None; stride, padding ('valid', 'same', int or pair), dilation and
-    groups as in ``F.conv2d``. Columns larger than ``max_bytes`` (default
-    ``d2ldw.MEMORY_LIMIT``) are refused before they are allocated.
+    input ``(N, C, H, W)`` or ``(C, H, W)``; weight ``(O, C/groups, kH, kW)``;
+    bias ``(O,)`` or None; stride, padding ('valid', 'same', int or pair),
+    dilation and groups as in ``F.conv2d``. Columns larger than ``max_bytes``
+    (default ``d2ldw.MEMORY_LIMIT``) are refused before they are allocated.
     """
     _check_tensors(input, weight, bias, "conv2d_unfold")
     g = conv2d_geometry(
@@ -176,8 +178,10 @@ import numbers
 from torch import nn
 
 
-# Howard et al. 2017, Table 1, one tuple per row: (operator, stride, output channels).
-# A "dw" row is a 3x3 depthwise conv (output channels = its input channels); a "pw" row
+# Howard et al. 2017, Table 1, one tuple per row: (operator, stride, output
+# channels).
+# A "dw" row is a 3x3 depthwise conv (output channels = its input channels); a
+# "pw" row
 # is the 1x1 conv that follows it. Each conv is followed by BatchNorm and ReLU.
 MOBILENET_V1_TABLE = [
     ("conv", 2, 32),
@@ -246,7 +250,8 @@ def _check_network_args(width_multiplier, num_classes):
 
 
 def mobilenet_v1(width_multiplier=1.0, num_classes=1000):
-    """MobileNet v1 (Howard et al. 2017, Table 1) with width multiplier alpha."""
+    """MobileNet v1 (Howard et al. 2017, Table 1) with width multiplier alpha.
+    """
     _check_network_args(width_multiplier, num_classes)
 
     def width(
@@ -278,8 +283,10 @@ def mobilenet_v1(width_multiplier=1.0, num_classes=1000):
 
 
 # From Section 3.4, "Swapping every depthwise layer" (chapters/depthwise/mobilenets.ipynb)
-# Sandler et al. 2018, Table 2, one tuple per row: (operator, t, c, n, s): expansion
-# factor t, output channels c, the row repeated n times, stride s of its first repeat.
+# Sandler et al. 2018, Table 2, one tuple per row: (operator, t, c, n, s):
+# expansion
+# factor t, output channels c, the row repeated n times, stride s of its first
+# repeat.
 MOBILENET_V2_TABLE = [
     ("conv2d", None, 32, 1, 2),  # input 224x224x3
     ("bottleneck", 1, 16, 1, 1),  # 112x112x32
@@ -302,15 +309,17 @@ MOBILENET_V2_TABLE = [
 
 
 def make_divisible(value, divisor=8):
-    """Round ``value`` to the nearest multiple of ``divisor``, never going down by more than
-    10%: the rounding of the width multiplier in MobileNet v2's reference implementation."""
+    """Round ``value`` to the nearest multiple of ``divisor``, never going down
+    by more than 10%: the rounding of the width multiplier in MobileNet v2's
+    reference implementation."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 class InvertedResidual(nn.Module):
-    """MobileNet v2's bottleneck: 1x1 expansion by t, 3x3 depthwise, linear 1x1 projection;
-    the input is added back when the shapes allow (stride 1, same channels)."""
+    """MobileNet v2's bottleneck: 1x1 expansion by t, 3x3 depthwise, linear 1x1
+    projection; the input is added back when the shapes allow (stride 1, same
+    channels)."""
 
     def __init__(self, in_channels, out_channels, stride, expansion):
         super().__init__()
@@ -335,7 +344,8 @@ class InvertedResidual(nn.Module):
 
 
 def mobilenet_v2(width_multiplier=1.0, num_classes=1000):
-    """MobileNet v2 (Sandler et al. 2018, Table 2) with width multiplier alpha."""
+    """MobileNet v2 (Sandler et al. 2018, Table 2) with width multiplier alpha.
+    """
     _check_network_args(width_multiplier, num_classes)
     layers, channels = [], 3
     for operator, t, c, n, s in MOBILENET_V2_TABLE:
@@ -350,7 +360,8 @@ def mobilenet_v2(width_multiplier=1.0, num_classes=1000):
                 )
                 channels = out
         elif operator == "conv2d 1x1" and c != "k":
-            # The paper keeps the last conv at 1280 channels for multipliers below one.
+            # The paper keeps the last conv at 1280 channels for
+            # multipliers below one.
             out = (
                 make_divisible(c * width_multiplier)
                 if width_multiplier > 1
@@ -369,7 +380,8 @@ def mobilenet_v2(width_multiplier=1.0, num_classes=1000):
 
 # From Section 3.4, "Swapping every depthwise layer" (chapters/depthwise/mobilenets.ipynb)
 def is_depthwise(module):
-    """True for an ``nn.Conv2d`` with ``groups == in_channels > 1``: weight (C*M, 1, kH, kW)."""
+    """True for an ``nn.Conv2d`` with ``groups == in_channels > 1``: weight
+    (C*M, 1, kH, kW)."""
     return (
         isinstance(module, nn.Conv2d)
         and module.groups > 1
@@ -379,11 +391,13 @@ def is_depthwise(module):
 
 
 def replace_depthwise(model, make_layer):
-    """Replace every depthwise ``nn.Conv2d`` inside ``model`` by ``make_layer(conv)``, in place.
+    """Replace every depthwise ``nn.Conv2d`` inside ``model`` by
+    ``make_layer(conv)``, in place.
 
-    Other modules are left as they are (the same objects). All new layers are built, and
-    checked to be modules, before any is put in, so a failing ``make_layer`` leaves
-    ``model`` unchanged. Returns the number of layers replaced.
+    Other modules are left as they are (the same objects). All new layers are
+    built, and checked to be modules, before any is put in, so a failing
+    ``make_layer`` leaves ``model`` unchanged. Returns the number of layers
+    replaced.
     """
     targets = [
         (parent, name, child)
@@ -406,8 +420,9 @@ def replace_depthwise(model, make_layer):
 class DepthwiseConv2dUnfold(nn.Module):
     """A depthwise convolution layer computed by ``depthwise_conv2d_unfold``.
 
-    Its parameters are called ``weight`` and ``bias`` like ``nn.Conv2d``'s, so a state_dict
-    saved from the original network loads into the swapped one unchanged.
+    Its parameters are called ``weight`` and ``bias`` like ``nn.Conv2d``'s, so a
+    state_dict saved from the original network loads into the swapped one
+    unchanged.
     """
 
     def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1):
@@ -420,7 +435,8 @@ class DepthwiseConv2dUnfold(nn.Module):
 
     @classmethod
     def from_conv(cls, conv):
-        """A copy of the depthwise ``nn.Conv2d`` ``conv``: same weights, same arguments."""
+        """A copy of the depthwise ``nn.Conv2d`` ``conv``: same weights, same
+        arguments."""
         if not is_depthwise(conv):
             raise ValueError(
                 f"expected a depthwise nn.Conv2d (groups == in_channels > 1), "
@@ -449,18 +465,22 @@ class DepthwiseConv2dUnfold(nn.Module):
 
     def extra_repr(self):
         return (
-            f"{self.weight.shape[0]}, kernel_size={tuple(self.weight.shape[2:])}, "
-            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+            f"{self.weight.shape[0]}, "
+            f"kernel_size={tuple(self.weight.shape[2:])}, "
+            f"stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, "
             f"bias={self.bias is not None}"
         )
 
 
 # From Section 3.4, "Swapping every depthwise layer" (chapters/depthwise/mobilenets.ipynb)
 def calibrate_batchnorm(model, images):
-    """Set every BatchNorm's running statistics from one batch; returns the model in eval mode.
+    """Set every BatchNorm's running statistics from one batch; returns the
+    model in eval mode.
 
-    A freshly initialised network keeps mean 0 and variance 1 and its activations shrink layer
-    by layer; with statistics of real activations they stay of order one, as when trained.
+    A freshly initialised network keeps mean 0 and variance 1 and its
+    activations shrink layer by layer; with statistics of real activations they
+    stay of order one, as when trained.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(
@@ -488,7 +508,9 @@ def calibrate_batchnorm(model, images):
         checked_dtype({"images": images, "the model's parameters": parameter})
     for norm in norms:
         norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average: after one batch, that batch's statistics
+        # a cumulative average: after one batch, that batch's
+        # statistics
+        norm.momentum = None
     model.train()
     with torch.no_grad():
         try:
@@ -679,7 +701,8 @@ from typing import NamedTuple
 
 
 class LayerCost(NamedTuple):
-    """Multiply-adds and parameters of all layers of one type, and how many calls there were."""
+    """Multiply-adds and parameters of all layers of one type, and how many
+    calls there were."""
 
     mult_adds: int
     params: int
@@ -705,8 +728,8 @@ class NetworkCost(NamedTuple):
 
 
 def layer_type(module):
-    """The cost-table row of a layer: 'conv 3x3 full', 'depthwise 3x3', 'grouped 3x3',
-    'pointwise 1x1' or 'linear'."""
+    """The cost-table row of a layer: 'conv 3x3 full', 'depthwise 3x3', 'grouped
+    3x3', 'pointwise 1x1' or 'linear'."""
     if isinstance(module, nn.Linear):
         return "linear"
     kh, kw = module.kernel_size
@@ -718,13 +741,15 @@ def layer_type(module):
 
 
 def count_cost(model, input_size, max_bytes=None):
-    """Multiply-adds and parameters of ``model``, read off one real forward pass.
+    """Multiply-adds and parameters of ``model``, read off one real forward
+    pass.
 
-    ``input_size`` is ``(C, H, W)`` for one image or ``(N, C, H, W)`` to count a batch.
-    Forward hooks record every ``nn.Conv2d`` (``kH*kW*(C_in/groups)*C_out*H_out*W_out``
-    mult-adds) and ``nn.Linear`` (``in*out`` per row) call, and every BatchNorm; activations,
-    pooling and other parameter-free modules cost nothing. A module with parameters of any other
-    kind raises TypeError. Returns a NetworkCost. An input of more than
+    ``input_size`` is ``(C, H, W)`` for one image or ``(N, C, H, W)`` to count a
+    batch. Forward hooks record every ``nn.Conv2d``
+    (``kH*kW*(C_in/groups)*C_out*H_out*W_out`` mult-adds) and ``nn.Linear``
+    (``in*out`` per row) call, and every BatchNorm; activations, pooling and
+    other parameter-free modules cost nothing. A module with parameters of any
+    other kind raises TypeError. Returns a NetworkCost. An input of more than
     ``max_bytes`` bytes (default ``d2ldw.MEMORY_LIMIT``) is refused before it is
     allocated.
     """
@@ -755,7 +780,8 @@ def count_cost(model, input_size, max_bytes=None):
             and next(module.parameters(recurse=False), None) is not None
         ):
             raise TypeError(
-                f"count_cost cannot count {type(module).__name__} '{name}', which "
+                f"count_cost cannot count {type(module).__name__} '{name}', "
+                "which "
                 f"has parameters; it counts nn.Conv2d, nn.Linear and BatchNorm"
             )
     by_type, seen, bn_params = {}, set(), []
@@ -804,7 +830,9 @@ def count_cost(model, input_size, max_bytes=None):
             dtype=dtype,
             device="cpu" if parameter is None else parameter.device,
         )
-        model.eval()  # BatchNorm must neither update its statistics nor see a batch of one
+        # BatchNorm must neither update its statistics nor see a batch
+        # of one
+        model.eval()
         with torch.no_grad():
             try:
                 model(x)
@@ -828,9 +856,10 @@ def count_cost(model, input_size, max_bytes=None):
 
 # From Section 4.3, "Counting a whole network" (chapters/separable/counting.ipynb)
 def mobilenet_v1_full_conv(width_multiplier=1.0, num_classes=1000):
-    """MobileNet v1 with every depthwise-separable block (3x3 depthwise + 1x1 pointwise)
-    replaced by one full 3x3 convolution C_in -> C_out with the block's stride, followed by
-    BatchNorm and ReLU: the "Conv MobileNet" of Howard et al. 2017, Table 4."""
+    """MobileNet v1 with every depthwise-separable block (3x3 depthwise + 1x1
+    pointwise) replaced by one full 3x3 convolution C_in -> C_out with the
+    block's stride, followed by BatchNorm and ReLU: the "Conv MobileNet" of
+    Howard et al. 2017, Table 4."""
     layers = []
     for block in mobilenet_v1(width_multiplier, num_classes):
         conv = block[0] if isinstance(block, nn.Sequential) else None
@@ -881,13 +910,15 @@ class _TEDepthwiseFunction(torch.autograd.Function):
 
 
 class TEDepthwiseConv2d(nn.Module):
-    """A depthwise convolution whose forward pass is a TVM kernel bit-identical to F.conv2d.
+    """A depthwise convolution whose forward pass is a TVM kernel bit-identical
+    to F.conv2d.
 
     At the first call with each input shape, the layer measures which of
-    ``d2ldw.SUMMATION_ORDERS`` ``F.conv2d`` follows for that shape on this CPU and compiles
-    ``d2ldw.tvm.depthwise_conv2d_interleaved`` for it; tensors reach TVM through DLPack.
-    float32, zero padding, no bias; needs apache-tvm. Raises RuntimeError for a shape whose
-    ``F.conv2d`` follows none of the emulated orders (then no kernel can match it).
+    ``d2ldw.SUMMATION_ORDERS`` ``F.conv2d`` follows for that shape on this CPU
+    and compiles ``d2ldw.tvm.depthwise_conv2d_interleaved`` for it; tensors
+    reach TVM through DLPack. float32, zero padding, no bias; needs apache-tvm.
+    Raises RuntimeError for a shape whose ``F.conv2d`` follows none of the
+    emulated orders (then no kernel can match it).
     """
 
     def __init__(self, weight, stride=1, padding=0, dilation=1):
@@ -907,7 +938,8 @@ class TEDepthwiseConv2d(nn.Module):
 
     @classmethod
     def from_conv(cls, conv):
-        """A copy of the depthwise ``nn.Conv2d`` ``conv`` (no bias, zero padding)."""
+        """A copy of the depthwise ``nn.Conv2d`` ``conv`` (no bias, zero
+        padding)."""
         if not is_depthwise(conv):
             raise ValueError(
                 f"expected a depthwise nn.Conv2d (groups == in_channels > 1), "
@@ -927,7 +959,8 @@ class TEDepthwiseConv2d(nn.Module):
         return layer
 
     def order_for(self, input_shape):
-        """The summation order F.conv2d follows for this input shape here (or None)."""
+        """The summation order F.conv2d follows for this input shape here (or
+        None)."""
         rng = np.random.default_rng(0)
         x = rng.standard_normal(input_shape).astype(np.float32)
         w = rng.standard_normal(tuple(self.weight.shape)).astype(np.float32)
@@ -944,16 +977,20 @@ class TEDepthwiseConv2d(nn.Module):
         return name if fraction == 1 else None
 
     def compiled(self, input_shape):
-        """(order, kernel) for ``input_shape``, measured and compiled at first use."""
+        """(order, kernel) for ``input_shape``, measured and compiled at first
+        use."""
         if input_shape not in self.kernels:
             from d2ldw import tvm as d2l_tvm
 
             order = self.order_for(input_shape)
             if order is None:
                 raise RuntimeError(
-                    f"F.conv2d follows none of the emulated summation orders for input "
-                    f"{input_shape} on this CPU, so no kernel here can match it bit for bit; "
-                    f"use F.conv2d itself, or DepthwiseConv2dUnfold within the bound"
+                    "F.conv2d follows none of the emulated summation orders "
+                    "for input "
+                    f"{input_shape} on this CPU, so no kernel here can match it "
+                    "bit for bit; "
+                    "use F.conv2d itself, or DepthwiseConv2dUnfold within the "
+                    "bound"
                 )
             settings = SUMMATION_ORDERS[order]
             X = d2l_tvm.te.placeholder(input_shape, name="X")

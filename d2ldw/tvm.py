@@ -22,8 +22,8 @@ from tvm import te
 def padding(X, pad_h, pad_w, value=0.0):
     """TE stage padding the last two axes of ``X``.
 
-    ``pad_h`` is ``(top, bottom)`` and ``pad_w`` is ``(left, right)``; each side may be
-    zero independently. Elements outside ``X`` are ``value``.
+    ``pad_h`` is ``(top, bottom)`` and ``pad_w`` is ``(left, right)``; each side
+    may be zero independently. Elements outside ``X`` are ``value``.
     """
     (top, bottom), (left, right) = pad_h, pad_w
     *lead, height, width = X.shape
@@ -66,8 +66,9 @@ def _te_inputs(X, K):
 def conv2d(X, K, stride=1, padding=0, dilation=1):
     """TE definition of a batched NCHW 2-D convolution (no bias).
 
-    ``X`` is ``(N, C, H, W)``, ``K`` is ``(O, C, kH, kW)``; stride, padding ('valid',
-    'same', int or pair) and dilation as in ``F.conv2d``. Returns the output tensor.
+    ``X`` is ``(N, C, H, W)``, ``K`` is ``(O, C, kH, kW)``; stride, padding
+    ('valid', 'same', int or pair) and dilation as in ``F.conv2d``. Returns the
+    output tensor.
     """
     g = conv2d_geometry(*_te_inputs(X, K), stride, padding, dilation)
     if g.batch is None:
@@ -91,7 +92,8 @@ def conv2d(X, K, stride=1, padding=0, dilation=1):
 
 
 def add_bias(Y, B):
-    """TE stage adding a per-channel bias ``B`` of shape ``(O,)`` to an NCHW ``Y``."""
+    """TE stage adding a per-channel bias ``B`` of shape ``(O,)`` to an NCHW
+    ``Y``."""
     y_shape, b_shape = _static_shape(Y, "Y"), _static_shape(B, "B")
     if len(y_shape) != 4:
         raise ValueError(f"Y must be 4-D (N, O, H, W), got shape {y_shape}")
@@ -112,11 +114,12 @@ import os
 
 
 def host_target():
-    """TVM target for this machine's CPU, with LLVM's name for its model as ``mcpu``.
+    """TVM target for this machine's CPU, with LLVM's name for its model as
+    ``mcpu``.
 
     The environment variable ``D2LDW_LLVM_MCPU`` names another CPU instead, e.g.
-    ``x86-64`` (the generic baseline: SSE2, no AVX, no FMA), to check code built for a
-    smaller instruction set on this machine.
+    ``x86-64`` (the generic baseline: SSE2, no AVX, no FMA), to check code built
+    for a smaller instruction set on this machine.
     """
     codegen = tvm.target.codegen
     mcpu = os.environ.get("D2LDW_LLVM_MCPU")
@@ -131,7 +134,8 @@ def host_target():
 
 
 def target_features(target=None):
-    """The instruction-set features (LLVM names: ``avx2``, ``fma``, ...) of ``target``."""
+    """The instruction-set features (LLVM names: ``avx2``, ``fma``, ...) of
+    ``target``."""
     return set(
         tvm.target.codegen.llvm_get_cpu_features(target or host_target())
     )
@@ -143,7 +147,8 @@ def prim_module(tensors):
 
 
 def build(tensors_or_module, target=None):
-    """Compile TE tensors (inputs first, output last) or an IRModule for ``target``."""
+    """Compile TE tensors (inputs first, output last) or an IRModule for
+    ``target``."""
     module = tensors_or_module
     if not isinstance(module, tvm.IRModule):
         module = prim_module(tensors_or_module)
@@ -151,12 +156,13 @@ def build(tensors_or_module, target=None):
 
 
 def build_and_run(tensors, inputs, target=None, max_bytes=None):
-    """Compile ``tensors`` for the CPU, run on NumPy ``inputs``, return the output array.
+    """Compile ``tensors`` for the CPU, run on NumPy ``inputs``, return the
+    output array.
 
-    ``tensors`` lists the input placeholders then the output; ``inputs`` holds one
-    array per placeholder, with matching shape and dtype. An output larger
-    than ``max_bytes`` (default ``d2ldw.MEMORY_LIMIT``) is refused before it
-    is built.
+    ``tensors`` lists the input placeholders then the output; ``inputs`` holds
+    one array per placeholder, with matching shape and dtype. An output larger
+    than ``max_bytes`` (default ``d2ldw.MEMORY_LIMIT``) is refused before it is
+    built.
     """
     *placeholders, output = tensors
     for index, tensor in enumerate(tensors):
@@ -192,7 +198,8 @@ def build_and_run(tensors, inputs, target=None, max_bytes=None):
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
 def lower(module):
-    """Run the first lowering passes (blocks to loops, buffers flattened) for reading."""
+    """Run the first lowering passes (blocks to loops, buffers flattened) for
+    reading."""
     passes = [
         tvm.s_tir.transform.LowerInitBlock(),
         tvm.s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
@@ -209,9 +216,10 @@ def lower(module):
 def group_conv2d(X, K, stride=1, padding=0, dilation=1, groups=1):
     """TE definition of a batched NCHW grouped 2-D convolution (no bias).
 
-    ``X`` is ``(N, C, H, W)``, ``K`` is ``(O, C/groups, kH, kW)``; stride, padding
-    ('valid', 'same', int or pair), dilation and groups as in ``F.conv2d``. Output
-    channel ``o`` reads the input channels of group ``o // (O/groups)``.
+    ``X`` is ``(N, C, H, W)``, ``K`` is ``(O, C/groups, kH, kW)``; stride,
+    padding ('valid', 'same', int or pair), dilation and groups as in
+    ``F.conv2d``. Output channel ``o`` reads the input channels of group ``o //
+    (O/groups)``.
     """
     g = conv2d_geometry(*_te_inputs(X, K), stride, padding, dilation, groups)
     if g.batch is None:
@@ -247,9 +255,10 @@ def group_conv2d(X, K, stride=1, padding=0, dilation=1, groups=1):
 def depthwise_conv2d(X, K, stride=1, padding=0, dilation=1):
     """TE definition of a batched NCHW depthwise convolution (no bias).
 
-    ``X`` is ``(N, C, H, W)``; ``K`` is ``(C*M, 1, kH, kW)``, PyTorch's layout, output
-    channel ``o`` reading input channel ``o // M``. stride, padding ('valid', 'same', int or
-    pair) and dilation as in ``F.conv2d(..., groups=C)``. Returns the output tensor.
+    ``X`` is ``(N, C, H, W)``; ``K`` is ``(C*M, 1, kH, kW)``, PyTorch's layout,
+    output channel ``o`` reading input channel ``o // M``. stride, padding
+    ('valid', 'same', int or pair) and dilation as in ``F.conv2d(...,
+    groups=C)``. Returns the output tensor.
     """
     x_shape, k_shape = _te_inputs(X, K)
     if len(x_shape) != 4:
@@ -259,7 +268,8 @@ def depthwise_conv2d(X, K, stride=1, padding=0, dilation=1):
         x_shape, k_shape, stride, padding, dilation, groups=x_shape[1]
     )
     (sh, sw), (dh, dw) = g.stride, g.dilation
-    # Pad whenever any of the four sides is nonzero; a test like `ph * pw != 0` would
+    # Pad whenever any of the four sides is nonzero; a test like `ph * pw
+    # != 0` would
     # silently drop the padding of one axis when the other axis has none.
     needs_padding = any(side for pair in g.padding for side in pair)
     PaddedX = _pad(X, *g.padding) if needs_padding else X
@@ -349,11 +359,12 @@ def depthwise_conv2d_interleaved(
 ):
     """TE depthwise convolution, NCHW, adding the taps in a chosen order.
 
-    Taps are numbered row-major, ``t = ri * kW + rj``; ``t < a * (n // a)`` goes to
-    partial sum ``t % a`` (each a stage ``Partial<p>``, reduced in order), the partial
-    sums are added left to right and the remaining ``n % a`` taps added one by one, as
-    in ``d2ldw.sequential_depthwise(..., accumulators=a)``. ``X`` is ``(N, C, H, W)``,
-    ``K`` is ``(C*M, 1, kH, kW)``. Returns ``Y`` of shape ``(N, C*M, H_out, W_out)``.
+    Taps are numbered row-major, ``t = ri * kW + rj``; ``t < a * (n // a)`` goes
+    to partial sum ``t % a`` (each a stage ``Partial<p>``, reduced in order),
+    the partial sums are added left to right and the remaining ``n % a`` taps
+    added one by one, as in ``d2ldw.sequential_depthwise(..., accumulators=a)``.
+    ``X`` is ``(N, C, H, W)``, ``K`` is ``(C*M, 1, kH, kW)``. Returns ``Y`` of
+    shape ``(N, C*M, H_out, W_out)``.
     """
     x_shape, k_shape = _static_shape(X), _static_shape(K)
     if len(x_shape) != 4:
@@ -403,7 +414,8 @@ def depthwise_conv2d_interleaved(
 
 
 def cpu_has_fma():
-    """Whether the CPU running this process has FMA instructions (LLVM's view)."""
+    """Whether the CPU running this process has FMA instructions (LLVM's view).
+    """
     this_cpu = tvm.target.Target(
         {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}
     )
@@ -411,11 +423,12 @@ def cpu_has_fma():
 
 
 def target_with_fma(fma, target=None):
-    """``target`` (default ``host_target()``) with x86 FMA instructions allowed or not.
+    """``target`` (default ``host_target()``) with x86 FMA instructions allowed
+    or not.
 
-    LLVM contracts ``a*b + c`` into one fused multiply-add only where the target has
-    the instruction, so this decides how a kernel rounds. ``fma=True`` raises
-    ValueError on a CPU without FMA, where such a kernel could not run.
+    LLVM contracts ``a*b + c`` into one fused multiply-add only where the target
+    has the instruction, so this decides how a kernel rounds. ``fma=True``
+    raises ValueError on a CPU without FMA, where such a kernel could not run.
     """
     target = target or host_target()
     if fma and not cpu_has_fma():
@@ -549,7 +562,8 @@ def schedule_depthwise_nchwc(module, tile=1):
 
 # From Section 6.4, "On a GPU" (chapters/performance/gpu.ipynb)
 def schedule_depthwise_cuda(module, threads_per_block=128):
-    """Schedule the NCHW ``depthwise_conv2d`` definition for CUDA: one thread per output."""
+    """Schedule the NCHW ``depthwise_conv2d`` definition for CUDA: one thread
+    per output."""
     sch = tvm.s_tir.Schedule(module)
     stages = {
         sch.get(block).name_hint

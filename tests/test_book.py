@@ -95,3 +95,12 @@ def check_api_reference(text):
                 assert len(entry) == 2, f"d2ldw.{module}.{name} is not in the API reference"
                 body = entry[1].split('<dt class="sig', 1)[0]
                 assert "Defined in" in body and 'href="../' in body, f"d2ldw.{module}.{name}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_code_cells_fit_the_text_column(page):
+    """No code line over 80 characters: the page shows 80 without scrolling
+    sideways (tests/test_browser.py checks the rendered page too)."""
+    long = [line for cell in notebook(page)["cells"] if cell["cell_type"] == "code"
+            for line in "".join(cell["source"]).splitlines() if len(line) > 80]
+    assert not long, f"{len(long)} lines over 80 characters, e.g. {long[0]!r}"

@@ -203,6 +203,23 @@ def broken_links(page, origin, root):
     return broken
 
 
+def sideways_scrolling(page):
+    """Code cells and printed output wider than the text column, at 1280 px.
+
+    Code is kept within 80 characters, which fit at the book's code size
+    (_static/d2ldw.css); output wraps there. A block that still scrolls
+    sideways is reported with its longest line.
+    """
+    wide = page.eval_on_selector_all(
+        "div.cell_input pre, div.cell_output pre",
+        "blocks => blocks.filter(b => b.scrollWidth > b.clientWidth + 1)"
+        ".map(b => b.textContent.split('\\n')"
+        ".reduce((a, l) => l.length > a.length ? l : a, ''))",
+    )
+    return [f"scrolls sideways: {line[:100]!r} ({len(line)} characters)"
+            for line in wide]
+
+
 @pytest.mark.parametrize("page_name", PAGES)
 def test_page_loads_offline_with_everything_in_place(browser, site, page_name):
     origin, root = site
@@ -223,6 +240,7 @@ def test_page_loads_offline_with_everything_in_place(browser, site, page_name):
         )
         problems = visit.problems + [f"missing image: {src}" for src in missing]
         problems += broken_links(page, origin, root)
+        problems += sideways_scrolling(page)
         assert problems == [], "\n".join(problems)
     finally:
         visit.close()
