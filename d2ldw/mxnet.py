@@ -40,7 +40,7 @@ for _name, _builtin in _REMOVED_NUMPY_ALIASES.items():
     if _name not in vars(np):  # hasattr() would trigger NumPy's FutureWarning
         setattr(np, _name, _builtin)
 
-import mxnet as mx
+import mxnet as mx  # noqa: F401  (d2ldw.mxnet.mx: the module, for readers)
 from mxnet import gluon, nd
 
 

@@ -84,11 +84,7 @@ def time_cuda(run, number=100, repeat=5):
     back-to-back calls give device time, without a host synchronize between
     calls or a Python timer; one call first warms up (allocation, autotuning).
     """
-    import statistics
-
-    import torch
-
-    from d2ldw.shapes import checked_int
+    import torch  # only here: d2ldw.timing itself needs NumPy alone
 
     number = checked_int(number, "number", low=1)
     repeat = checked_int(repeat, "repeat", low=1)

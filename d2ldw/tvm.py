@@ -441,6 +441,16 @@ def target_with_fma(fma, target=None):
     return tvm.target.Target(config)
 
 
+# From Section 5.5, "A bit-identical swap" (chapters/numerics/bitwise_swap.ipynb)
+def __getattr__(name):
+    """``d2ldw.tvm.TEDepthwiseConv2d``: the layer of ``d2ldw.torch``, on demand."""
+    if name == "TEDepthwiseConv2d":
+        from d2ldw.torch import TEDepthwiseConv2d
+
+        return TEDepthwiseConv2d
+    raise AttributeError(f"module 'd2ldw.tvm' has no attribute {name!r}")
+
+
 # From Section 6.2, "Scheduling depthwise convolution in TensorIR" (chapters/performance/scheduling.ipynb)
 def host_vector_lanes(target=None):
     """float32 lanes of the widest vector registers ``target`` (default: ``host_target()``)
