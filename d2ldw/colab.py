@@ -41,7 +41,12 @@ TEMPLATE = '''\
 # needs NumPy < 2, Colab ships NumPy 2), it restarts the runtime: then run
 # the notebook again (Runtime > Run all).
 def _colab_setup(extras, packages):
-    import importlib.metadata as metadata, importlib.util, os, subprocess, sys
+    import importlib.metadata as metadata
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
     try:
         if importlib.util.find_spec("google.colab") is None:
             return

@@ -30,7 +30,8 @@ def _check_tensors(input, weight, bias, caller):
     if not (input.is_floating_point() or input.is_complex()):
         raise TypeError(
             f"{caller} needs a floating or complex dtype, got {input.dtype}: "
-            "F.unfold has no integer kernel; convert to float64, which is exact "
+            "F.unfold has no integer kernel; convert to float64, which is "
+            "exact "
             ""
             "for integers below 2**53"
         )
@@ -987,7 +988,8 @@ class TEDepthwiseConv2d(nn.Module):
                 raise RuntimeError(
                     "F.conv2d follows none of the emulated summation orders "
                     "for input "
-                    f"{input_shape} on this CPU, so no kernel here can match it "
+                    f"{input_shape} on this CPU, so no kernel here can match "
+                    "it "
                     "bit for bit; "
                     "use F.conv2d itself, or DepthwiseConv2dUnfold within the "
                     "bound"

@@ -443,7 +443,7 @@ def target_with_fma(fma, target=None):
 
 # From Section 5.5, "A bit-identical swap" (chapters/numerics/bitwise_swap.ipynb)
 def __getattr__(name):
-    """``d2ldw.tvm.TEDepthwiseConv2d``: the layer of ``d2ldw.torch``, on demand."""
+    """``d2ldw.tvm.TEDepthwiseConv2d``: d2ldw.torch's layer, on demand."""
     if name == "TEDepthwiseConv2d":
         from d2ldw.torch import TEDepthwiseConv2d
 
