@@ -847,7 +847,7 @@ def mobilenet_v1_full_conv(width_multiplier=1.0, num_classes=1000):
     return nn.Sequential(*layers)
 
 
-# From Section 5.5, "A bit-identical swap" (chapters/numerics/bitwise_swap.ipynb)
+# From Section 5.7, "A bit-identical swap" (chapters/numerics/bitwise_swap.ipynb)
 import numpy as np
 
 

@@ -343,7 +343,7 @@ def separable_conv2d(
     return Z
 
 
-# From Section 5.4, "Bitwise equality" (chapters/numerics/bitwise.ipynb)
+# From Section 5.6, "Bitwise equality" (chapters/numerics/bitwise.ipynb)
 def depthwise_conv2d_interleaved(
     X, K, stride=1, padding=0, dilation=1, accumulators=1
 ):
