@@ -8,9 +8,9 @@ from d2ldw._requires import require
 
 require('matplotlib', 'matplotlib', module='d2ldw.plotting', extra='book')
 
-from d2ldw.shapes import channel_connections, conv_out_size
+from d2ldw.shapes import channel_connections, conv_out_size, depthwise_multiplier
 
-__all__ = ['plot_connections', 'plot_sliding_window']
+__all__ = ['plot_connections', 'plot_separable_factorisation', 'plot_sliding_window']
 
 
 # From Section 1.1, "Convolution from scratch" (chapters/conv2d/from_scratch.ipynb)
@@ -95,3 +95,65 @@ def plot_connections(in_channels, out_channels, groups=1, ax=None):
         fontsize=8,
     )
     return ax
+
+
+# From Section 4.1, "What the split saves, and what it gives up" (chapters/separable/cost_expressiveness.ipynb)
+def _mosaic(tiles):
+    """(R, C, k, k) tiles as one 2-D image, one NaN row/column between tiles."""
+    rows, cols, kh, kw = tiles.shape
+    image = np.full((rows * (kh + 1) - 1, cols * (kw + 1) - 1), np.nan)
+    for r in range(rows):
+        for c in range(cols):
+            image[r * (kh + 1):r * (kh + 1) + kh,
+                  c * (kw + 1):c * (kw + 1) + kw] = tiles[r, c]
+    return image
+
+
+def plot_separable_factorisation(depthwise_weight, pointwise_weight):
+    """Draw the full weight that a depthwise-separable pair (M = 1) computes.
+
+    ``depthwise_weight`` ``(C, 1, k, k)`` (filters D[c], top row),
+    ``pointwise_weight`` ``(O, C, 1, 1)`` (P[o, c], left) and the full
+    ``(O, C, k, k)`` weight W[o, c] = P[o, c] D[c] (the grid), all in one
+    colour scale per panel. Returns the matplotlib Figure.
+    """
+    depthwise = np.asarray(depthwise_weight, dtype=float)
+    pointwise = np.asarray(pointwise_weight, dtype=float)
+    channels = depthwise.shape[0]
+    if depthwise_multiplier(channels, depthwise.shape) != 1:
+        raise ValueError(
+            f"this picture is for multiplier M=1: depthwise weight (C, 1, k, k), "
+            f"got {depthwise.shape}"
+        )
+    if pointwise.ndim != 4 or pointwise.shape[1:] != (channels, 1, 1):
+        raise ValueError(
+            f"pointwise weight must be (O, {channels}, 1, 1), got "
+            f"{pointwise.shape}"
+        )
+    p = pointwise[:, :, 0, 0]
+    full = p[:, :, None, None] * depthwise[None, :, 0]
+    k = depthwise.shape[-1]
+    blocks = p[:, :, None, None] * np.ones((k, k))  # P[o, c] as a k x k tile
+    width, height = channels * (k + 1) - 1, len(p) * (k + 1) - 1
+    top, right = k + 2, width + 2  # where the P and W panels start
+    fig, ax = plt.subplots(figsize=(0.12 * (2 * width + 2) + 0.4,
+                                    0.12 * (height + top) + 0.6))
+    panels = {
+        "D[c], depthwise": ((right, right + width, k, 0),
+                            _mosaic(depthwise[None, :, 0])),
+        "P[o, c], pointwise": ((0, width, top + height, top), _mosaic(blocks)),
+        "W[o, c] = P[o, c] D[c], full": (
+            (right, right + width, top + height, top), _mosaic(full)),
+    }
+    for title, (extent, image) in panels.items():
+        scale = max(np.nanmax(np.abs(image)), 1e-12)
+        ax.imshow(image, cmap="RdBu_r", vmin=-scale, vmax=scale,
+                  extent=extent)
+        ax.text((extent[0] + extent[1]) / 2, extent[3] - 0.4, title,
+                ha="center", va="bottom", fontsize=8)
+    ax.set_xlim(-0.5, right + width + 0.5)
+    ax.set_ylim(top + height + 0.5, -2.5)
+    ax.axis("off")
+    ax.set_title(f"O={len(p)}, C={channels}, {k}x{k}: column c of W is D[c], "
+                 f"scaled", fontsize=9)
+    return fig

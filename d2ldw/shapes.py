@@ -433,7 +433,7 @@ def depthwise_multiplier(in_channels, weight_shape):
     return out_channels // in_channels
 
 
-# From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)
+# From Section 4.2, "Depthwise + pointwise as a layer" (chapters/separable/depthwise_pointwise.ipynb)
 def separable_geometry(
     input_shape,
     depthwise_shape,
