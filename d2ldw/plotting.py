@@ -102,11 +102,11 @@ from matplotlib.colors import TwoSlopeNorm
 
 
 def plot_depthwise_weight(weight, in_channels, ax=None):
-    """Draw a depthwise weight ``(C*M, 1, k, k)``: every filter, and the channel it reads.
+    """Draw a depthwise weight ``(C*M, 1, k, k)``: each filter and its channel.
 
-    Filters are drawn top to bottom in storage order, their values in colour, framed
-    in the colour of the input channel ``o // M`` that filter ``o`` reads; a line joins
-    each input channel to its M filters. Returns the matplotlib Axes.
+    Filters are drawn top to bottom in storage order, their values in colour,
+    framed in the colour of the input channel ``o // M`` that filter ``o``
+    reads; a line joins each input channel to its M filters. Returns the Axes.
     """
     weight = np.asarray(weight, dtype=float)
     multiplier = depthwise_multiplier(in_channels, weight.shape)
@@ -123,8 +123,8 @@ def plot_depthwise_weight(weight, in_channels, ax=None):
                   extent=(6, 6 + kw, top + kh, top))
         ax.add_patch(Rectangle((6, top), kw, kh, fill=False, linewidth=2.5,
                                edgecolor=colors(c % 10)))
-        ax.text(6 + kw + 0.5, top + kh / 2, f"filter {o}: c = {o} // {multiplier}"
-                f" = {c}", va="center", fontsize=8)
+        label = f"filter {o}: c = {o} // {multiplier} = {c}"
+        ax.text(6 + kw + 0.5, top + kh / 2, label, va="center", fontsize=8)
     for c in range(in_channels):
         first, last = c * multiplier * step, (c + 1) * multiplier * step - 1
         middle = (first + last) / 2
@@ -204,8 +204,8 @@ def plot_unfold(channels=2, size=4, kernel_size=2, position=0, axes=None):
                        va="center", fontsize=7)
     for c in range(channels):
         right.plot([0, positions], [c * taps, c * taps], "k", linewidth=2)
-        right.text(positions + 0.3, c * taps + taps / 2, f"c = {c}\n{taps} rows",
-                   va="center", fontsize=8)
+        right.text(positions + 0.3, c * taps + taps / 2,
+                   f"c = {c}\n{taps} rows", va="center", fontsize=8)
     right.add_patch(Rectangle((position, 0), 1, columns.shape[0], fill=False,
                               edgecolor="black", linewidth=2.5))
     right.set_xlim(0, positions + 3)
@@ -243,8 +243,8 @@ def plot_separable_factorisation(depthwise_weight, pointwise_weight):
     channels = depthwise.shape[0]
     if depthwise_multiplier(channels, depthwise.shape) != 1:
         raise ValueError(
-            f"this picture is for multiplier M=1: depthwise weight (C, 1, k, k), "
-            f"got {depthwise.shape}"
+            f"this picture is for multiplier M=1: depthwise weight "
+            f"(C, 1, k, k), got {depthwise.shape}"
         )
     if pointwise.ndim != 4 or pointwise.shape[1:] != (channels, 1, 1):
         raise ValueError(
@@ -257,8 +257,8 @@ def plot_separable_factorisation(depthwise_weight, pointwise_weight):
     blocks = p[:, :, None, None] * np.ones((k, k))  # P[o, c] as a k x k tile
     width, height = channels * (k + 1) - 1, len(p) * (k + 1) - 1
     top, right = k + 2, width + 2  # where the P and W panels start
-    fig, ax = plt.subplots(figsize=(0.12 * (2 * width + 2) + 0.4,
-                                    0.12 * (height + top) + 0.6))
+    fig, ax = plt.subplots(figsize=(0.16 * (2 * width + 2) + 0.4,
+                                    0.16 * (height + top) + 0.6))
     panels = {
         "D[c], depthwise": ((right, right + width, k, 0),
                             _mosaic(depthwise[None, :, 0])),
