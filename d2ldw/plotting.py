@@ -240,12 +240,8 @@ def plot_separable_factorisation(depthwise_weight, pointwise_weight):
     """
     depthwise = np.asarray(depthwise_weight, dtype=float)
     pointwise = np.asarray(pointwise_weight, dtype=float)
-    channels = depthwise.shape[0]
-    if depthwise_multiplier(channels, depthwise.shape) != 1:
-        raise ValueError(
-            f"this picture is for multiplier M=1: depthwise weight "
-            f"(C, 1, k, k), got {depthwise.shape}"
-        )
+    channels = depthwise.shape[0] if depthwise.ndim == 4 else 0
+    depthwise_multiplier(channels, depthwise.shape)  # (C, 1, k, k), or an error
     if pointwise.ndim != 4 or pointwise.shape[1:] != (channels, 1, 1):
         raise ValueError(
             f"pointwise weight must be (O, {channels}, 1, 1), got "
