@@ -525,7 +525,7 @@ def calibrate_batchnorm(model, images):
     return model.eval()
 
 
-# From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)
+# From Section 4.2, "Depthwise + pointwise as a layer" (chapters/separable/depthwise_pointwise.ipynb)
 def separable_conv2d(
     input,
     depthwise_weight,
@@ -580,7 +580,7 @@ def separable_conv2d(
     return F.conv2d(hidden, pointwise_weight, pointwise_bias)
 
 
-# From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)
+# From Section 4.2, "Depthwise + pointwise as a layer" (chapters/separable/depthwise_pointwise.ipynb)
 class SeparableConv2d(nn.Module):
     """Depthwise ``k x k`` convolution (channel multiplier M) then a ``1 x 1`` convolution.
 
@@ -697,7 +697,7 @@ class SeparableConv2d(nn.Module):
         return self.pointwise(self.depthwise(input))
 
 
-# From Section 4.3, "Counting a whole network" (chapters/separable/counting.ipynb)
+# From Section 4.6, "Counting a whole network" (chapters/separable/counting.ipynb)
 from typing import NamedTuple
 
 
@@ -855,7 +855,7 @@ def count_cost(model, input_size, max_bytes=None):
     )
 
 
-# From Section 4.3, "Counting a whole network" (chapters/separable/counting.ipynb)
+# From Section 4.6, "Counting a whole network" (chapters/separable/counting.ipynb)
 def mobilenet_v1_full_conv(width_multiplier=1.0, num_classes=1000):
     """MobileNet v1 with every depthwise-separable block (3x3 depthwise + 1x1
     pointwise) replaced by one full 3x3 convolution C_in -> C_out with the
@@ -877,7 +877,7 @@ def mobilenet_v1_full_conv(width_multiplier=1.0, num_classes=1000):
     return nn.Sequential(*layers)
 
 
-# From Section 5.5, "A bit-identical swap" (chapters/numerics/bitwise_swap.ipynb)
+# From Section 5.7, "A bit-identical swap" (chapters/numerics/bitwise_swap.ipynb)
 import numpy as np
 
 
