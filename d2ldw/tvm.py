@@ -441,7 +441,7 @@ def target_with_fma(fma, target=None):
     return tvm.target.Target(config)
 
 
-# From Section 5.5, "A bit-identical swap" (chapters/numerics/bitwise_swap.ipynb)
+# From Section 5.7, "A bit-identical swap" (chapters/numerics/bitwise_swap.ipynb)
 def __getattr__(name):
     """``d2ldw.tvm.TEDepthwiseConv2d``: d2ldw.torch's layer, on demand."""
     if name == "TEDepthwiseConv2d":
