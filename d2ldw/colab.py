@@ -89,7 +89,7 @@ def _colab_setup(extras, packages):
         os.kill(os.getpid(), 9)  # Colab restarts a runtime that exits
 
 
-_colab_setup({extras!r}, {packages!r})
+{call}
 del _colab_setup
 '''
 
@@ -237,8 +237,17 @@ def setup_source(notebook, root=PACKAGE_ROOT):
     """The text of the setup cell for one notebook."""
     url, branch = read_config(root)
     extras, packages = requirements_for(used_packages(notebook, root), root)
-    return TEMPLATE.format(mark=MARK, url=url, branch=branch, extras=extras,
-                           packages=packages)
+    return TEMPLATE.format(mark=MARK, url=url, branch=branch,
+                           call=setup_call(extras, packages))
+
+
+def setup_call(extras, packages, width=80):
+    """``_colab_setup(extras, packages)``, one package a line when it is too wide."""
+    call = f"_colab_setup({extras!r}, {packages!r})"
+    if len(call) <= width:
+        return call
+    lines = "".join(f"        {package!r},\n" for package in packages)
+    return f"_colab_setup(\n    {extras!r},\n    [\n{lines}    ],\n)"
 
 
 def is_setup_cell(cell):

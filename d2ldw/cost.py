@@ -30,10 +30,12 @@ def conv2d_cost(
     groups=1,
     bias=False,
 ):
-    """Multiply-adds, FLOPs and parameters of ``F.conv2d`` with these shapes and arguments.
+    """Multiply-adds, FLOPs and parameters of ``F.conv2d`` with these shapes and
+    arguments.
 
-    Shapes and arguments as for ``conv2d_geometry``; ``bias`` (True or False) says whether
-    the layer adds one. Counts every sample of the batch (an unbatched input is one).
+    Shapes and arguments as for ``conv2d_geometry``; ``bias`` (True or False)
+    says whether the layer adds one. Counts every sample of the batch (an
+    unbatched input is one).
     """
     if not isinstance(bias, bool):
         raise TypeError(f"bias must be True or False, got {bias!r}")

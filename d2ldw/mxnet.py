@@ -114,11 +114,13 @@ def conv2d(
 
 # From Section 4.4, "Depthwise + pointwise in MXNet Gluon and in TVM" (chapters/separable/other_frameworks.ipynb)
 class SeparableConv2D(gluon.HybridBlock):
-    """Depthwise ``k x k`` convolution (channel multiplier M) then a 1x1 convolution, in Gluon.
+    """Depthwise ``k x k`` convolution (channel multiplier M) then a 1x1
+    convolution, in Gluon.
 
-    Children ``depthwise`` (``Conv2D``, groups=in_channels, weight ``(C*M, 1, k, k)``, no bias)
-    and ``pointwise`` (``Conv2D``, weight ``(O, C*M, 1, 1)``, bias if ``use_bias``): the
-    layout of ``d2ldw.torch.SeparableConv2d``, whose weights copy over unchanged.
+    Children ``depthwise`` (``Conv2D``, groups=in_channels, weight ``(C*M, 1, k,
+    k)``, no bias) and ``pointwise`` (``Conv2D``, weight ``(O, C*M, 1, 1)``,
+    bias if ``use_bias``): the layout of ``d2ldw.torch.SeparableConv2d``, whose
+    weights copy over unchanged.
     """
 
     def __init__(
@@ -155,7 +157,8 @@ class SeparableConv2D(gluon.HybridBlock):
     def load_weights(
         self, depthwise_weight, pointwise_weight, pointwise_bias=None
     ):
-        """Set the weights from arrays, after checking their shapes; returns the block."""
+        """Set the weights from arrays, after checking their shapes; returns the
+        block."""
         given = {
             "depthwise weight": (self.depthwise.weight, depthwise_weight),
             "pointwise weight": (self.pointwise.weight, pointwise_weight),

@@ -12,8 +12,10 @@ __all__ = ['ErrorReport', 'SUMMATION_ORDERS', 'UNIT_ROUNDOFF', 'conv_error_bound
 # From Section 5.1, "Floating point in one page" (chapters/numerics/floating_point.ipynb)
 import numpy as np
 
-# Unit roundoff u = 2**-p for a p-bit significand (implicit bit included): round to nearest
-# returns fl(x) = x(1 + d) with |d| <= u. bfloat16 has no NumPy dtype; it is named by string.
+# Unit roundoff u = 2**-p for a p-bit significand (implicit bit included):
+# round to nearest
+# returns fl(x) = x(1 + d) with |d| <= u. bfloat16 has no NumPy dtype; it is
+# named by string.
 UNIT_ROUNDOFF = {
     "float16": 2.0**-11,
     "bfloat16": 2.0**-8,
@@ -23,7 +25,8 @@ UNIT_ROUNDOFF = {
 
 
 def _dtype_name(dtype):
-    """'float16', 'bfloat16', 'float32' or 'float64' for a NumPy/torch dtype or its name."""
+    """'float16', 'bfloat16', 'float32' or 'float64' for a NumPy/torch dtype or
+    its name."""
     name = str(dtype).replace("torch.", "")
     if name not in UNIT_ROUNDOFF:
         try:
@@ -39,7 +42,8 @@ def _dtype_name(dtype):
 
 
 def unit_roundoff(dtype):
-    """Unit roundoff u of ``dtype`` (a NumPy or torch dtype, or a name such as 'bfloat16')."""
+    """Unit roundoff u of ``dtype`` (a NumPy or torch dtype, or a name such as
+    'bfloat16')."""
     return UNIT_ROUNDOFF[_dtype_name(dtype)]
 
 
@@ -48,7 +52,8 @@ _INT_OF = {"float16": np.int16, "float32": np.int32, "float64": np.int64}
 
 
 def _as_float_array(a, what):
-    """``a`` as a NumPy array of float16/32/64, or a TypeError saying what came."""
+    """``a`` as a NumPy array of float16/32/64, or a TypeError saying what came.
+    """
     if "bfloat16" in str(getattr(a, "dtype", "")):
         raise TypeError(
             f"{what} is bfloat16, which NumPy cannot hold: pass it as float32 "
@@ -75,19 +80,22 @@ def _check_finite(array, what):
         nan, first = int(np.isnan(array).sum()), np.argwhere(bad)[0]
         raise ValueError(
             f"{what} has {nan} NaN and {int(bad.sum()) - nan} infinite values "
-            f"(first at index {tuple(int(i) for i in first)}); ULPs and relative "
+            f"(first at index {tuple(int(i) for i in first)}); ULPs and "
+            "relative "
             f"errors are only defined between finite numbers"
         )
 
 
 def _ordered(array, dtype):
-    """Integers in the order of the floats: consecutive floats get consecutive integers and
-    +0 and -0 both get 0. Returned as uint64 offset by 2**63, so differences cannot overflow."""
+    """Integers in the order of the floats: consecutive floats get consecutive
+    integers and +0 and -0 both get 0. Returned as uint64 offset by 2**63, so
+    differences cannot overflow."""
     if dtype == "bfloat16":
         bits = array.astype(np.float32).view(np.int32)
         if (bits & 0xFFFF).any():
             raise ValueError(
-                "values are not all bfloat16 numbers stored as float32 (their low "
+                "values are not all bfloat16 numbers stored as float32 (their "
+                "low "
                 "16 bits are not zero)"
             )
         ints = (bits >> 16).astype(np.int64)
@@ -95,19 +103,22 @@ def _ordered(array, dtype):
     else:
         ints = array.view(_INT_OF[dtype]).astype(np.int64)
         low = int(np.iinfo(_INT_OF[dtype]).min)
-    # IEEE floats are sign-magnitude: a negative float's bits grow with its magnitude.
+    # IEEE floats are sign-magnitude: a negative float's bits grow with
+    # its magnitude.
     ordered = np.where(ints < 0, low - ints, ints)
     return ordered.astype(np.int64).view(np.uint64) ^ np.uint64(2**63)
 
 
 def ulp_distance(a, b, dtype=None):
-    """Elementwise number of representable numbers from ``a`` to ``b`` (0 when equal), uint64.
+    """Elementwise number of representable numbers from ``a`` to ``b`` (0 when
+    equal), uint64.
 
-    ``a`` and ``b``: finite NumPy arrays (or tensors, lists) of one shape and one dtype,
-    float16, float32 or float64. ``dtype='bfloat16'`` counts bfloat16 ULPs between float32
-    arrays whose values are bfloat16 numbers (the top 16 bits of their float32 pattern).
-    +0 and -0 are 0 ULPs apart; the smallest subnormal is 1 ULP from zero. NaN or inf ->
-    ValueError; different dtypes -> TypeError; different shapes -> ValueError.
+    ``a`` and ``b``: finite NumPy arrays (or tensors, lists) of one shape and
+    one dtype, float16, float32 or float64. ``dtype='bfloat16'`` counts bfloat16
+    ULPs between float32 arrays whose values are bfloat16 numbers (the top 16
+    bits of their float32 pattern). +0 and -0 are 0 ULPs apart; the smallest
+    subnormal is 1 ULP from zero. NaN or inf -> ValueError; different dtypes ->
+    TypeError; different shapes -> ValueError.
     """
     a, b = _as_float_array(a, "a"), _as_float_array(b, "b")
     if a.dtype != b.dtype:
@@ -139,7 +150,8 @@ def ulp_distance(a, b, dtype=None):
 
 
 def max_ulp_distance(a, b, dtype=None):
-    """Largest ``ulp_distance(a, b, dtype)`` as a Python int; 0 for empty arrays."""
+    """Largest ``ulp_distance(a, b, dtype)`` as a Python int; 0 for empty
+    arrays."""
     distances = ulp_distance(a, b, dtype)
     return int(distances.max()) if distances.size else 0
 
@@ -150,8 +162,9 @@ from typing import Optional
 
 
 def gamma(n, dtype):
-    """Higham's gamma_n = n*u / (1 - n*u): a sum of n + 1 terms or a length-n dot product in
-    ``dtype`` has error at most gamma_n times the sum of the terms' magnitudes."""
+    """Higham's gamma_n = n*u / (1 - n*u): a sum of n + 1 terms or a length-n
+    dot product in ``dtype`` has error at most gamma_n times the sum of the
+    terms' magnitudes."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     nu = n * unit_roundoff(dtype)
@@ -166,14 +179,16 @@ def gamma(n, dtype):
 def conv_error_bound(
     x, w, b=None, stride=1, padding=0, dilation=1, groups=1, dtype=None
 ):
-    """Largest error of any correct convolution of x, w, b computed in ``dtype``, per output.
+    """Largest error of any correct convolution of x, w, b computed in
+    ``dtype``, per output.
 
-    Each output is a dot product of n = C/groups * kH * kW products, plus the bias: n + 1
-    terms with b, n without. Computed in floating point, in any order, with or without
-    FMA, it differs from the exact value by at most gamma_m * sum|terms| (Higham 2002,
-    eq. 3.5), with m the number of terms. Returns that bound, in float64, with the shape
-    of the output; ``dtype`` (default: x's) sets the unit roundoff. Arguments as in
-    ``F.conv2d``; NumPy only.
+    Each output is a dot product of n = C/groups * kH * kW products, plus the
+    bias: n + 1 terms with b, n without. Computed in floating point, in any
+    order, with or without FMA, it differs from the exact value by at most
+    gamma_m * sum|terms| (Higham 2002, eq. 3.5), with m the number of terms.
+    Returns that bound, in float64, with the shape of the output; ``dtype``
+    (default: x's) sets the unit roundoff. Arguments as in ``F.conv2d``; NumPy
+    only.
     """
     from d2ldw.numpy import (
         conv2d,
@@ -199,7 +214,8 @@ def conv_error_bound(
 # From Section 5.4, "An error bound for convolutions" (chapters/numerics/error_bound.ipynb)
 @dataclass(frozen=True)
 class ErrorReport:
-    """Errors of ``result`` against a more accurate ``reference``, element by element."""
+    """Errors of ``result`` against a more accurate ``reference``, element by
+    element."""
 
     dtype: str  # the result's dtype, in which ULPs are counted
     size: int  # number of elements compared
@@ -221,6 +237,7 @@ class ErrorReport:
     def __str__(self):
         lines = [
             f"{self.size} {self.dtype} values: max abs error {self.max_abs:.3g} "
+            ""
             f"(mean {self.mean_abs:.3g}), max {self.max_ulps} ULPs",
             f"relative: max {self.max_rel:.3g}, mean {self.mean_rel:.3g}"
             + (
@@ -243,13 +260,16 @@ class ErrorReport:
 
 
 def error_report(result, reference, bound=None, dtype=None):
-    """ErrorReport of ``result`` against ``reference`` (ideally float64 or exact).
+    """ErrorReport of ``result`` against ``reference`` (ideally float64 or
+    exact).
 
-    ``result`` and ``reference``: finite arrays (NumPy, or CPU tensors) of one shape; NaN or
-    inf in either -> ValueError naming how many. ``bound``: optional array (broadcastable)
-    of the largest error allowed per element, e.g. ``conv_error_bound(...)``. ``dtype``:
-    the dtype the result was computed in, for the ULP count (default: the result's);
-    'bfloat16' for bfloat16 results passed as float32, likewise 'float16'.
+    ``result`` and ``reference``: finite arrays (NumPy, or CPU tensors) of one
+    shape; NaN or inf in either -> ValueError naming how many. ``bound``:
+    optional array (broadcastable) of the largest error allowed per element,
+    e.g. ``conv_error_bound(...)``. ``dtype``:
+    the dtype the result was computed in, for the ULP count (default: the
+    result's); 'bfloat16' for bfloat16 results passed as float32, likewise
+    'float16'.
     """
     result = _as_float_array(result, "result")
     reference = _as_float_array(reference, "reference")
@@ -310,12 +330,13 @@ def error_report(result, reference, bound=None, dtype=None):
 
 
 def round_to_bfloat16(array):
-    """``array`` rounded to the nearest bfloat16 (ties to even), returned as float32.
+    """``array`` rounded to the nearest bfloat16 (ties to even), returned as
+    float32.
 
-    A float64 input is rounded to float32 first; the two roundings differ from one only
-    in rare ties. bfloat16 is the top half of float32's bit pattern, so rounding is integer
-    arithmetic on those bits. NaNs stay NaN (quiet, with their sign),
-    infinities stay infinite.
+    A float64 input is rounded to float32 first; the two roundings differ from
+    one only in rare ties. bfloat16 is the top half of float32's bit pattern, so
+    rounding is integer arithmetic on those bits. NaNs stay NaN (quiet, with
+    their sign), infinities stay infinite.
     """
     bits = np.asarray(array, dtype=np.float32).view(np.uint32).astype(np.uint64)
     rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16

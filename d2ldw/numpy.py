@@ -14,9 +14,11 @@ import numpy as np
 
 
 def _tap_windows(x, g):
-    """For each kernel tap (a, b), the (N, C, out_h, out_w) input values it multiplies.
+    """For each kernel tap (a, b), the (N, C, out_h, out_w) input values it
+    multiplies.
 
-    ``g`` is the ConvGeometry of the call; an unbatched input gets a batch axis of 1.
+    ``g`` is the ConvGeometry of the call; an unbatched input gets a batch axis
+    of 1.
     """
     x4 = x if g.batch is not None else x[np.newaxis]
     (top, bottom), (left, right) = g.padding

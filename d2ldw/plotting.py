@@ -21,10 +21,11 @@ from matplotlib.patches import Rectangle
 def plot_sliding_window(
     size, kernel_size, padding=0, stride=1, dilation=1, position=(0, 0), ax=None
 ):
-    """Draw a square input with its padding and the taps read for one output position.
+    """Draw a square input with its padding and the taps read for one output
+    position.
 
-    ``position`` is the (row, column) of the output pixel; the output size is printed
-    in the title. Returns the matplotlib Axes.
+    ``position`` is the (row, column) of the output pixel; the output size is
+    printed in the title. Returns the matplotlib Axes.
     """
     out = conv_out_size(size, kernel_size, padding, stride, dilation)
     row, col = position

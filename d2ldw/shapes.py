@@ -66,7 +66,8 @@ def conv_out_size(n, k, p=0, s=1, d=1):
     padded = n + before + after
     if extent > padded:
         raise ValueError(
-            f"kernel extent {extent} (kernel {k}, dilation {d}) is larger than the "
+            f"kernel extent {extent} (kernel {k}, dilation {d}) is larger than "
+            "the "
             f"padded input {padded} (length {n} + padding {before} + {after})"
         )
     return (padded - extent) // s + 1
@@ -101,7 +102,8 @@ class ConvGeometry(NamedTuple):
 
 # From Section 1.1, "Convolution from scratch" (chapters/conv2d/from_scratch.ipynb)
 def _int_pair(value, name, low):
-    """``value`` as a pair of ints >= ``low``; accepts an int or a length-2 sequence."""
+    """``value`` as a pair of ints >= ``low``; accepts an int or a length-2
+    sequence."""
     values = (
         (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
     )
@@ -134,7 +136,8 @@ def _padding_pairs(padding, kernel_size, stride, dilation):
             return (0, 0), (0, 0)
         if padding != "same":
             raise ValueError(
-                f"padding must be 'valid', 'same', an int or a pair, got {padding!r}"
+                "padding must be 'valid', 'same', an int or a pair, got "
+                f"{padding!r}"
             )
         if stride != (1, 1):
             raise ValueError(
@@ -147,7 +150,8 @@ def _padding_pairs(padding, kernel_size, stride, dilation):
 
 
 def _checked_groups(groups, in_channels, weight_shape):
-    """``groups`` as an int that fits the input's channels and the weight's shape."""
+    """``groups`` as an int that fits the input's channels and the weight's
+    shape."""
     out_channels, per_group, kh, kw = weight_shape
     implied = (
         in_channels // per_group
@@ -160,7 +164,8 @@ def _checked_groups(groups, in_channels, weight_shape):
         if fits
         else ""
     )
-    rule = f"with groups=G the weight has shape ({out_channels}, {in_channels}/G, {kh}, {kw})"
+    rule = (f"with groups=G the weight has shape ({out_channels}, "
+            f"{in_channels}/G, {kh}, {kw})")
     if (
         isinstance(groups, bool)
         or not hasattr(groups, "__index__")
@@ -185,8 +190,10 @@ def _checked_groups(groups, in_channels, weight_shape):
         )
     if per_group * groups != in_channels:
         raise ValueError(
-            f"input has {in_channels} channels, so with groups={groups} the weight must have "
-            f"shape ({out_channels}, {in_channels // groups}, {kh}, {kw}); got {weight_shape}"
+            f"input has {in_channels} channels, so with groups={groups} the "
+            "weight must have "
+            f"shape ({out_channels}, {in_channels // groups}, {kh}, {kw}); got "
+            f"{weight_shape}"
             + (f", the weight for groups={implied}" if fits else "")
         )
     return groups
@@ -244,7 +251,8 @@ def conv2d_geometry(
     input_shape = _checked_shape(
         input_shape, "input", first_may_be_zero=len(input_shape) == 4
     )
-    # a weight (O, 0, kH, kW) fits no groups: _checked_groups says which it needs
+    # a weight (O, 0, kH, kW) fits no groups: _checked_groups says which
+    # it needs
     weight_shape = _checked_shape(weight_shape, "weight", checked_later=(1,))
     batch = input_shape[0] if len(input_shape) == 4 else None
     in_channels, height, width = input_shape[-3:]
@@ -399,10 +407,11 @@ def channel_connections(in_channels, out_channels, groups=1):
 
 # From Section 3.1, "Depthwise as `groups == C`" (chapters/depthwise/depthwise_as_groups.ipynb)
 def depthwise_multiplier(in_channels, weight_shape):
-    """Channel multiplier M of a depthwise weight ``(C*M, 1, kH, kW)`` for ``C = in_channels``.
+    """Channel multiplier M of a depthwise weight ``(C*M, 1, kH, kW)`` for ``C =
+    in_channels``.
 
-    Raises ValueError naming the expected shape when ``weight_shape`` is not a depthwise
-    weight for ``in_channels`` input channels.
+    Raises ValueError naming the expected shape when ``weight_shape`` is not a
+    depthwise weight for ``in_channels`` input channels.
     """
     weight_shape = tuple(weight_shape)
     if len(weight_shape) != 4:
@@ -431,8 +440,10 @@ def depthwise_multiplier(in_channels, weight_shape):
     out_channels, per_channel, kh, kw = weight_shape
     if per_channel != 1 or out_channels == 0 or out_channels % in_channels:
         raise ValueError(
-            f"the input has C={in_channels} channels, so a depthwise weight must have shape "
-            f"(C*M, 1, kH, kW) = ({in_channels}*M, 1, {kh}, {kw}) for a channel multiplier "
+            f"the input has C={in_channels} channels, so a depthwise weight "
+            "must have shape "
+            f"(C*M, 1, kH, kW) = ({in_channels}*M, 1, {kh}, {kw}) for a channel "
+            "multiplier "
             f"M >= 1; got {weight_shape}"
         )
     return out_channels // in_channels
@@ -449,11 +460,13 @@ def separable_geometry(
     depthwise_bias_shape=None,
     pointwise_bias_shape=None,
 ):
-    """Check a depthwise-separable convolution's shapes; returns the two stages' ConvGeometry.
+    """Check a depthwise-separable convolution's shapes; returns the two stages'
+    ConvGeometry.
 
-    input ``(N, C, H, W)`` or ``(C, H, W)``; depthwise weight ``(C*M, 1, kH, kW)``; pointwise
-    weight ``(O, C*M, 1, 1)``; biases ``(C*M,)`` and ``(O,)`` or None. stride, padding and
-    dilation belong to the depthwise stage. Raises ValueError naming the expected shapes.
+    input ``(N, C, H, W)`` or ``(C, H, W)``; depthwise weight ``(C*M, 1, kH,
+    kW)``; pointwise weight ``(O, C*M, 1, 1)``; biases ``(C*M,)`` and ``(O,)``
+    or None. stride, padding and dilation belong to the depthwise stage. Raises
+    ValueError naming the expected shapes.
     """
     input_shape, depthwise_shape = tuple(input_shape), tuple(depthwise_shape)
     pointwise_shape = tuple(pointwise_shape)
@@ -473,7 +486,8 @@ def separable_geometry(
             1,
         ):
             hint = (
-                f"; {depthwise_shape} is the shape of a pointwise weight (O, C, 1, 1): "
+                f"; {depthwise_shape} is the shape of a pointwise weight (O, C, "
+                "1, 1): "
                 f"did you pass the pointwise weight as the depthwise one?"
             )
         raise ValueError(f"depthwise weight: {error}{hint}") from None
@@ -489,8 +503,10 @@ def separable_geometry(
     hidden = channels * multiplier
     if len(pointwise_shape) != 4 or pointwise_shape[1:] != (hidden, 1, 1):
         raise ValueError(
-            f"pointwise weight must have shape (O, C*M, 1, 1) = (O, {hidden}, 1, 1) for "
-            f"C={channels} input channels and channel multiplier M={multiplier}; got "
+            f"pointwise weight must have shape (O, C*M, 1, 1) = (O, {hidden}, "
+            "1, 1) for "
+            f"C={channels} input channels and channel multiplier "
+            f"M={multiplier}; got "
             f"{pointwise_shape}"
         )
     second = conv2d_geometry(

@@ -17,7 +17,8 @@ from typing import NamedTuple
 
 
 class Timing(NamedTuple):
-    """Seconds per call of one candidate: the median over rounds, and each round's value."""
+    """Seconds per call of one candidate: the median over rounds, and each
+    round's value."""
 
     median: float
     samples: tuple
@@ -33,12 +34,13 @@ def time_interleaved(
 ):
     """Time zero-argument callables side by side; returns ``{name: Timing}``.
 
-    Each candidate is called once to warm up, then timed once more to choose how many calls
-    make one sample last ``min_seconds``. Then ``repeat`` rounds take one sample of every
-    candidate in turn, so that a change in the machine's load hits all of them alike. With
-    ``settle_seconds``, each sample starts after a pause of that length and one untimed
-    call: the idle threads of the previous candidate's library stop spinning on the cores
-    this one needs (several thread pools in one process, as in the performance chapter).
+    Each candidate is called once to warm up, then timed once more to choose how
+    many calls make one sample last ``min_seconds``. Then ``repeat`` rounds take
+    one sample of every candidate in turn, so that a change in the machine's
+    load hits all of them alike. With ``settle_seconds``, each sample starts
+    after a pause of that length and one untimed call: the idle threads of the
+    previous candidate's library stop spinning on the cores this one needs
+    (several thread pools in one process, as in the performance chapter).
     """
     if (
         not isinstance(candidates, dict)

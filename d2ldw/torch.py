@@ -134,12 +134,13 @@ def depthwise_conv2d_unfold(
 ):
     """Depthwise convolution as one ``unfold`` and one batched ``matmul``.
 
-    The contract of ``F.conv2d(input, weight, bias, stride, padding, dilation, groups=C)``:
-    input ``(N, C, H, W)`` or ``(C, H, W)``; weight ``(C*M, 1, kH, kW)`` for a channel
-    multiplier M, output channel ``o`` reading input channel ``o // M``; bias ``(C*M,)``
-    or None; padding 'valid', 'same', int or pair. Columns larger than
-    ``max_bytes`` (default ``d2ldw.MEMORY_LIMIT``) are refused before they are
-    allocated.
+    The contract of ``F.conv2d(input, weight, bias, stride, padding, dilation,
+    groups=C)``:
+    input ``(N, C, H, W)`` or ``(C, H, W)``; weight ``(C*M, 1, kH, kW)`` for a
+    channel multiplier M, output channel ``o`` reading input channel ``o // M``;
+    bias ``(C*M,)`` or None; padding 'valid', 'same', int or pair. Columns
+    larger than ``max_bytes`` (default ``d2ldw.MEMORY_LIMIT``) are refused
+    before they are allocated.
     """
     _check_tensors(input, weight, bias, "depthwise_conv2d_unfold")
     channels = input.shape[-3] if input.dim() in (3, 4) else None
@@ -162,7 +163,8 @@ def depthwise_conv2d_unfold(
     columns = _unfold(input, g, max_bytes)
     batch, _, positions = columns.shape
     columns = columns.reshape(batch, c, kh * kw, positions)
-    # (C, M, kH*kW) @ (N, C, kH*kW, L) -> (N, C, M, L): one matmul batched over N and C;
+    # (C, M, kH*kW) @ (N, C, kH*kW, L) -> (N, C, M, L): one matmul batched
+    # over N and C;
     # row (c, m) of the result is output channel c*M + m, PyTorch's order.
     out = weight.reshape(c, m, kh * kw) @ columns
     out = out.reshape(batch, c * m, positions)
@@ -646,12 +648,14 @@ def separable_conv2d(
     padding=0,
     dilation=1,
 ):
-    """Depthwise-separable convolution with weights given as arguments (differentiable).
+    """Depthwise-separable convolution with weights given as arguments
+    (differentiable).
 
-    ``F.conv2d(input, depthwise_weight, depthwise_bias, stride, padding, dilation, groups=C)``
-    followed by ``F.conv2d(..., pointwise_weight, pointwise_bias)``. input ``(N, C, H, W)``
-    or ``(C, H, W)``; depthwise weight ``(C*M, 1, kH, kW)``; pointwise weight
-    ``(O, C*M, 1, 1)``; biases ``(C*M,)`` and ``(O,)`` or None.
+    ``F.conv2d(input, depthwise_weight, depthwise_bias, stride, padding,
+    dilation, groups=C)`` followed by ``F.conv2d(..., pointwise_weight,
+    pointwise_bias)``. input ``(N, C, H, W)`` or ``(C, H, W)``; depthwise weight
+    ``(C*M, 1, kH, kW)``; pointwise weight ``(O, C*M, 1, 1)``; biases ``(C*M,)``
+    and ``(O,)`` or None.
     """
     tensors = {
         "input": input,
@@ -692,12 +696,14 @@ def separable_conv2d(
 
 # From Section 4.2, "Depthwise + pointwise as a layer" (chapters/separable/depthwise_pointwise.ipynb)
 class SeparableConv2d(nn.Module):
-    """Depthwise ``k x k`` convolution (channel multiplier M) then a ``1 x 1`` convolution.
+    """Depthwise ``k x k`` convolution (channel multiplier M) then a ``1 x 1``
+    convolution.
 
-    Submodules ``depthwise`` (``nn.Conv2d``, groups=in_channels, weight ``(C*M, 1, k, k)``,
-    no bias) and ``pointwise`` (``nn.Conv2d``, weight ``(O, C*M, 1, 1)``, bias if ``bias``).
-    The depthwise stage has no bias: before a linear 1x1 layer it would only add a constant
-    per output channel, which the pointwise bias already provides.
+    Submodules ``depthwise`` (``nn.Conv2d``, groups=in_channels, weight ``(C*M,
+    1, k, k)``, no bias) and ``pointwise`` (``nn.Conv2d``, weight ``(O, C*M, 1,
+    1)``, bias if ``bias``). The depthwise stage has no bias: before a linear
+    1x1 layer it would only add a constant per output channel, which the
+    pointwise bias already provides.
     """
 
     def __init__(
@@ -763,7 +769,8 @@ class SeparableConv2d(nn.Module):
     def load_weights(
         self, depthwise_weight, pointwise_weight, pointwise_bias=None
     ):
-        """Copy weights in after checking their shapes (ValueError names the expected ones)."""
+        """Copy weights in after checking their shapes (ValueError names the
+        expected ones)."""
         tensors = {
             "depthwise.weight": depthwise_weight,
             "pointwise.weight": pointwise_weight,
@@ -781,8 +788,10 @@ class SeparableConv2d(nn.Module):
         return self
 
     def forward(self, input):
-        # Parameters can be reassigned from outside (layer.depthwise.weight = ...); check them
-        # here, where F.conv2d would otherwise fail with a message about `groups`.
+        # Parameters can be reassigned from outside
+        # (layer.depthwise.weight = ...); check them
+        # here, where F.conv2d would otherwise fail with a message
+        # about `groups`.
         self._check(
             {name: self.get_parameter(name) for name in self._expected()[0]}
         )

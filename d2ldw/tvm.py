@@ -288,7 +288,8 @@ def depthwise_conv2d(X, K, stride=1, padding=0, dilation=1):
 
 # From Section 4.4, "Depthwise + pointwise in MXNet Gluon and in TVM" (chapters/separable/other_frameworks.ipynb)
 def pointwise_conv2d(X, K):
-    """TE definition of a 1x1 convolution: ``Y[n, o, i, j] = sum_c X[n, c, i, j] K[o, c, 0, 0]``."""
+    """TE definition of a 1x1 convolution: ``Y[n, o, i, j] = sum_c X[n, c, i, j]
+    K[o, c, 0, 0]``."""
     x_shape, k_shape = _static_shape(X), _static_shape(K)
     if (
         len(x_shape) != 4
@@ -320,8 +321,9 @@ def separable_conv2d(
 ):
     """TE definition of a depthwise-separable convolution, NCHW, batched.
 
-    ``DW`` is ``(C*M, 1, kH, kW)`` (stride, padding, dilation apply to it), ``PW`` is
-    ``(O, C*M, 1, 1)``; optional bias placeholders ``(C*M,)`` and ``(O,)``.
+    ``DW`` is ``(C*M, 1, kH, kW)`` (stride, padding, dilation apply to it),
+    ``PW`` is ``(O, C*M, 1, 1)``; optional bias placeholders ``(C*M,)`` and
+    ``(O,)``.
     """
     x_shape = _static_shape(X)
     if len(x_shape) != 4:

@@ -6,6 +6,7 @@ before the first cell runs, with the setup cell installing from a copy of this c
 (``D2LDW_COLAB_SOURCE``). When the cell restarts the runtime, the notebook is run again
 from the top, as the cell asks the reader to.
 """
+import ast
 import json
 import os
 import shutil
@@ -47,22 +48,36 @@ def test_every_notebook_with_code_starts_with_its_generated_setup_cell():
 
 def test_setup_cells_install_exactly_the_frameworks_each_page_imports():
     def call(page):
-        return setup_source(REPO / page).rstrip().splitlines()[-2]
+        """(extras, packages) of the page's _colab_setup(...) call."""
+        module = ast.parse(setup_source(REPO / page))
+        calls = [node.value for node in module.body if isinstance(node, ast.Expr)
+                 and isinstance(node.value, ast.Call)
+                 and node.value.func.id == "_colab_setup"]
+        assert len(calls) == 1, page
+        return tuple(ast.literal_eval(arg) for arg in calls[0].args)
 
     # the live explorer (d2ldw.widgets) needs anywidget and ipywidgets 8
-    assert call("chapters/conv2d/from_scratch.ipynb") == \
-        "_colab_setup('', ['anywidget==0.11.0', 'ipywidgets>=8,<9', 'matplotlib==3.11.2'])"
-    assert call("chapters/conv2d/as_matmul.ipynb") == "_colab_setup('torch', [])"
-    assert call("chapters/conv2d/frameworks.ipynb") == "_colab_setup('mxnet,torch', [])"
-    assert call("chapters/conv2d/tvm_te.ipynb") == "_colab_setup('torch,tvm', [])"
-    # d2ldw.bench, run as `python -m d2ldw.bench`, uses all three frameworks
-    assert call("chapters/performance/results.ipynb") == \
-        "_colab_setup('mxnet,torch,tvm', ['matplotlib==3.11.2'])"
+    widgets = ["anywidget==0.11.0", "ipywidgets>=8,<9", "matplotlib==3.11.2"]
+    assert call("chapters/conv2d/from_scratch.ipynb") == ("", widgets)
+    assert call("chapters/conv2d/as_matmul.ipynb") == ("torch", [])
+    assert call("chapters/conv2d/frameworks.ipynb") == ("mxnet,torch", [])
+    assert call("chapters/conv2d/tvm_te.ipynb") == ("torch,tvm", [])
+    assert call("chapters/depthwise/depthwise_as_groups.ipynb") == (
+        "mxnet,torch,tvm", widgets)
+
+
+def test_long_setup_calls_fit_the_text_column():
+    assert colab.setup_call("torch", []) == "_colab_setup('torch', [])"
+    wide = colab.setup_call("mxnet,torch,tvm", ["anywidget==0.11.0"] * 4)
+    assert max(map(len, wide.splitlines())) <= 80
+    assert ast.literal_eval(wide.replace("_colab_setup", "", 1)) == (
+        "mxnet,torch,tvm", ["anywidget==0.11.0"] * 4)
 
 
 def test_setup_cell_lines_fit_80_columns():
-    for line in setup_source(REPO / NOTEBOOKS[0]).splitlines():
-        assert len(line) <= 80, line
+    for page in NOTEBOOKS:
+        for line in setup_source(REPO / page).splitlines():
+            assert len(line) <= 80, (page, line)
 
 
 @pytest.fixture()

@@ -32,8 +32,6 @@ from test_book import PAGES
 ALLOWED = {
     ("chapters/numerics/bitwise_swap", "1e-7"):
         "the forum question's own words, quoted as its title",
-    ("chapters/appendix/reader_questions", "1e-7"):
-        "the forum question's own words, quoted as its title",
 }
 
 STRIP = [
