@@ -10,7 +10,7 @@ require('tvm', 'apache-tvm==0.27.0.post1', module='d2ldw.tvm', extra='tvm')
 
 from d2ldw.shapes import ARRAY_KINDS, array_kind, check_array_kind, check_memory, checked_dtype, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'from_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc']
+__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'from_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc']
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
@@ -590,3 +590,79 @@ def schedule_depthwise_cuda(module, threads_per_block=128):
     sch.unroll(ri)
     sch.unroll(rj)
     return sch.mod
+
+
+# From Section 7.1, "The backward pass of a depthwise convolution" (chapters/beyond/backward.ipynb)
+def _spread_gradient(G, g):
+    """The output gradient spread onto the input's grid (TE stage)."""
+    n, channels, oh, ow = _static_shape(G, "G")
+    (kh, kw), (sh, sw), (dh, dw) = g.kernel_size, g.stride, g.dilation
+    h, w = g.in_size
+    top, left = dh * (kh - 1) - g.padding[0][0], dw * (kw - 1) - g.padding[1][0]
+
+    def element(b, o, i, j):
+        r, c = i - top, j - left
+        on_grid = tvm.tirx.all(
+            r >= 0, r % sh == 0, r // sh < oh, c >= 0, c % sw == 0,
+            c // sw < ow)
+        return te.if_then_else(on_grid, G[b, o, r // sh, c // sw],
+                               tvm.tirx.const(0.0, G.dtype))
+
+    return te.compute((n, channels, h + dh * (kh - 1), w + dw * (kw - 1)),
+                      element, name="SpreadG")
+
+
+def _depthwise_grad_geometry(input_shape, K, stride, padding, dilation):
+    k_shape = _static_shape(K, "K")
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 4:
+        raise ValueError(
+            f"input_shape must be (N, C, H, W), got {input_shape!r}")
+    multiplier = depthwise_multiplier(input_shape[1], k_shape)
+    g = conv2d_geometry(tuple(input_shape), k_shape, stride, padding,
+                        dilation, groups=input_shape[1])
+    return g, multiplier
+
+
+def depthwise_conv2d_grad_input(G, K, input_shape, stride=1, padding=0,
+                                dilation=1):
+    """TE dL/dx of a depthwise convolution from ``G`` = dL/dy, ``K``
+    ``(C*M, 1, kH, kW)``: the spread gradient convolved with the flipped
+    kernels in C groups of M channels."""
+    checked_dtype({"G": G, "K": K})
+    g, multiplier = _depthwise_grad_geometry(input_shape, K, stride, padding,
+                                             dilation)
+    if _static_shape(G, "G") != g.output_shape:
+        raise ValueError(f"G must have the output's shape {g.output_shape}, "
+                         f"got {_static_shape(G)}")
+    (kh, kw), channels = g.kernel_size, g.in_channels
+    flipped = te.compute(
+        (channels, multiplier, kh, kw),
+        lambda c, m, i, j: K[c * multiplier + m, 0, kh - 1 - i, kw - 1 - j],
+        name="FlippedK")
+    return group_conv2d(_spread_gradient(G, g), flipped,
+                        dilation=g.dilation, groups=channels)
+
+
+def depthwise_conv2d_grad_weight(X, G, weight_shape, stride=1, padding=0,
+                                 dilation=1):
+    """TE dL/dw of a depthwise convolution: one reduction over the batch and
+    the output positions per weight element."""
+    checked_dtype({"X": X, "G": G})
+    x_shape = _static_shape(X, "X")
+    K = te.placeholder(tuple(weight_shape), X.dtype, name="K")  # shape only
+    g, multiplier = _depthwise_grad_geometry(x_shape, K, stride, padding,
+                                             dilation)
+    if _static_shape(G, "G") != g.output_shape:
+        raise ValueError(f"G must have the output's shape {g.output_shape}, "
+                         f"got {_static_shape(G)}")
+    (sh, sw), (dh, dw), (oh, ow) = g.stride, g.dilation, g.out_size
+    PaddedX = _pad(X, *g.padding)
+    rn = te.reduce_axis((0, x_shape[0]), name="rn")
+    ry = te.reduce_axis((0, oh), name="ry")
+    rx = te.reduce_axis((0, ow), name="rx")
+    return te.compute(
+        tuple(weight_shape),
+        lambda o, z, i, j: te.sum(
+            PaddedX[rn, o // multiplier, ry * sh + i * dh, rx * sw + j * dw]
+            * G[rn, o, ry, rx], axis=[rn, ry, rx]),
+        name="dK")
