@@ -10,7 +10,7 @@ require('tvm', 'apache-tvm==0.27.0.post1', module='d2ldw.tvm', extra='tvm')
 
 from d2ldw.shapes import ARRAY_KINDS, array_kind, check_array_kind, check_memory, checked_dtype, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'from_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc']
+__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'conv_transpose2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'from_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc']
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
@@ -593,12 +593,14 @@ def schedule_depthwise_cuda(module, threads_per_block=128):
 
 
 # From Section 7.1, "The backward pass of a depthwise convolution" (chapters/beyond/backward.ipynb)
-def _spread_gradient(G, g):
-    """The output gradient spread onto the input's grid (TE stage)."""
+def _spread_gradient(G, size, kernel_size, stride, dilation, before):
+    """TE stage: ``G`` spread onto a grid of ``size`` (the input's height and
+    width) by ``stride``, padded so that a stride-one convolution with
+    ``kernel_size`` and ``dilation`` gives ``size`` back; ``before`` is the
+    forward padding at the top and left."""
     n, channels, oh, ow = _static_shape(G, "G")
-    (kh, kw), (sh, sw), (dh, dw) = g.kernel_size, g.stride, g.dilation
-    h, w = g.in_size
-    top, left = dh * (kh - 1) - g.padding[0][0], dw * (kw - 1) - g.padding[1][0]
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
+    top, left = dh * (kh - 1) - before[0], dw * (kw - 1) - before[1]
 
     def element(b, o, i, j):
         r, c = i - top, j - left
@@ -608,8 +610,9 @@ def _spread_gradient(G, g):
         return te.if_then_else(on_grid, G[b, o, r // sh, c // sw],
                                tvm.tirx.const(0.0, G.dtype))
 
-    return te.compute((n, channels, h + dh * (kh - 1), w + dw * (kw - 1)),
-                      element, name="SpreadG")
+    return te.compute(
+        (n, channels, size[0] + dh * (kh - 1), size[1] + dw * (kw - 1)),
+        element, name="SpreadG")
 
 
 def _depthwise_grad_geometry(input_shape, K, stride, padding, dilation):
@@ -639,8 +642,9 @@ def depthwise_conv2d_grad_input(G, K, input_shape, stride=1, padding=0,
         (channels, multiplier, kh, kw),
         lambda c, m, i, j: K[c * multiplier + m, 0, kh - 1 - i, kw - 1 - j],
         name="FlippedK")
-    return group_conv2d(_spread_gradient(G, g), flipped,
-                        dilation=g.dilation, groups=channels)
+    spread = _spread_gradient(G, g.in_size, g.kernel_size, g.stride,
+                              g.dilation, (g.padding[0][0], g.padding[1][0]))
+    return group_conv2d(spread, flipped, dilation=g.dilation, groups=channels)
 
 
 def depthwise_conv2d_grad_weight(X, G, weight_shape, stride=1, padding=0,
@@ -666,3 +670,30 @@ def depthwise_conv2d_grad_weight(X, G, weight_shape, stride=1, padding=0,
             PaddedX[rn, o // multiplier, ry * sh + i * dh, rx * sw + j * dw]
             * G[rn, o, ry, rx], axis=[rn, ry, rx]),
         name="dK")
+
+
+# From Section 7.2, "Transposed and grouped-transposed convolution" (chapters/beyond/transposed.ipynb)
+def conv_transpose2d(X, K, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """TE transposed convolution, as ``F.conv_transpose2d`` (no bias).
+
+    ``X`` is ``(N, C_in, H, W)``, ``K`` is ``(C_in, C_out/groups, kH, kW)``.
+    Built as the forward grouped convolution of ``X`` spread out by the
+    stride, with the kernel flipped and regrouped to ``(C_out, C_in/groups,
+    kH, kW)``.
+    """
+    x_shape, k_shape = _te_inputs(X, K)
+    from d2ldw.numpy import _transpose_geometry
+
+    g, out_shape = _transpose_geometry(x_shape, k_shape, stride, padding,
+                                       output_padding, groups, dilation)
+    c_in, per_group, kh, kw = k_shape
+    in_per_group = c_in // groups
+    flipped = te.compute(
+        (out_shape[1], in_per_group, kh, kw),
+        lambda o, c, i, j: K[o // per_group * in_per_group + c,
+                             o % per_group, kh - 1 - i, kw - 1 - j],
+        name="FlippedK")
+    spread = _spread_gradient(X, out_shape[2:], g.kernel_size, g.stride,
+                              g.dilation, (g.padding[0][0], g.padding[1][0]))
+    return group_conv2d(spread, flipped, dilation=g.dilation, groups=groups)
