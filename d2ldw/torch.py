@@ -12,7 +12,7 @@ from d2ldw.cost import conv2d_cost
 from d2ldw.numerics import SUMMATION_ORDERS, matching_order
 from d2ldw.shapes import check_array_kind, check_memory, checked_dtype, checked_int, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'NetworkCost', 'SeparableConv2d', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'conv2d_unfold', 'count_cost', 'depthwise_conv2d_unfold', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'replace_depthwise', 'separable_conv2d']
+__all__ = ['ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'conv2d_unfold', 'count_cost', 'depthwise_conv2d_unfold', 'fuse_conv_bn', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'replace_depthwise', 'separable_conv2d']
 
 
 # From Section 1.3, "Convolution as matrix multiplication" (chapters/conv2d/as_matmul.ipynb)
@@ -1037,3 +1037,101 @@ class TEDepthwiseConv2d(nn.Module):
 
     def forward(self, input):
         return _TEDepthwiseFunction.apply(input, self.weight, self)
+
+
+# From Section 7.3, "Large depthwise kernels: ConvNeXt and RepLKNet" (chapters/beyond/large_kernels.ipynb)
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW tensor (ConvNeXt's
+    'channels_first' LayerNorm)."""
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class LayerScale(nn.Module):
+    """Multiply each channel (the last axis) by a learned gamma, initialised
+    small (ConvNeXt's layer scale)."""
+
+    def __init__(self, channels, init=1e-6):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels,), float(init)))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
+class ConvNeXtBlock(nn.Module):
+    """depthwise kxk -> LayerNorm -> Linear(4C) -> GELU -> Linear(C) ->
+    layer scale, plus the input (Liu et al. 2022, Figure 4)."""
+
+    def __init__(self, channels, kernel_size=7, expansion=4):
+        super().__init__()
+        channels = checked_int(channels, "channels", 1)
+        kernel_size = checked_int(kernel_size, "kernel_size", 1)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (the block keeps the "
+                             f"size), got {kernel_size}")
+        self.depthwise = nn.Conv2d(channels, channels, kernel_size,
+                                   padding=kernel_size // 2, groups=channels)
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+        self.expand = nn.Linear(channels, expansion * channels)
+        self.project = nn.Linear(expansion * channels, channels)
+        self.scale = LayerScale(channels)
+
+    def forward(self, x):
+        y = self.depthwise(x).permute(0, 2, 3, 1)  # NHWC for the Linears
+        y = self.scale(self.project(F.gelu(self.expand(self.norm(y)))))
+        return x + y.permute(0, 3, 1, 2)
+
+
+# From Section 7.3, "Large depthwise kernels: ConvNeXt and RepLKNet" (chapters/beyond/large_kernels.ipynb)
+def fuse_conv_bn(conv, bn):
+    """(weight, bias) of one convolution equal to ``bn(conv(x))`` in eval
+    mode: the filter of channel c scaled by gamma_c / sqrt(var_c + eps)."""
+    if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+        raise TypeError(f"expected an nn.Conv2d and an nn.BatchNorm2d, got "
+                        f"{type(conv).__name__} and {type(bn).__name__}")
+    if bn.num_features != conv.out_channels:
+        raise ValueError(f"BatchNorm2d has {bn.num_features} features, the "
+                         f"convolution {conv.out_channels} output channels")
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return conv.weight * scale.reshape(-1, 1, 1, 1), bias
+
+
+class ReparamLargeKernel(nn.Module):
+    """RepLKNet's depthwise layer: a large and a small kxk depthwise
+    convolution, each with BatchNorm, summed; ``merged()`` returns the one
+    ``nn.Conv2d`` that computes the same in eval mode."""
+
+    def __init__(self, channels, kernel_size=31, small_kernel=5, stride=1):
+        super().__init__()
+        channels = checked_int(channels, "channels", 1)
+        sizes = [checked_int(k, name, 1) for k, name in
+                 [(kernel_size, "kernel_size"), (small_kernel, "small_kernel")]]
+        if any(k % 2 == 0 for k in sizes) or sizes[1] > sizes[0]:
+            raise ValueError(f"kernel sizes must be odd with small_kernel <= "
+                             f"kernel_size, got {sizes[0]} and {sizes[1]}")
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels, channels, k, stride, k // 2,
+                                    groups=channels, bias=False),
+                          nn.BatchNorm2d(channels)) for k in sizes)
+
+    def forward(self, x):
+        return sum(branch(x) for branch in self.branches)
+
+    @torch.no_grad()
+    def merged(self):
+        """One depthwise nn.Conv2d with bias, equal to the eval-mode sum."""
+        (large_w, large_b), (small_w, small_b) = (
+            fuse_conv_bn(*branch) for branch in self.branches)
+        margin = (large_w.shape[-1] - small_w.shape[-1]) // 2
+        large = self.branches[0][0]
+        conv = nn.Conv2d(large.in_channels, large.out_channels,
+                         large.kernel_size, large.stride, large.padding,
+                         groups=large.groups, bias=True)
+        conv.weight.copy_(large_w + F.pad(small_w, [margin] * 4))
+        conv.bias.copy_(large_b + small_b)
+        return conv
