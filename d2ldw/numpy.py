@@ -6,7 +6,7 @@ chapters. Do not edit: change the chapter and regenerate.
 
 from d2ldw.shapes import array_kind, check_array_kind, check_memory, checked_int, conv2d_geometry, conv_transpose_out_size, depthwise_multiplier
 
-__all__ = ['conv2d', 'conv_transpose2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'low_rank_kernels', 'rank1_factors']
+__all__ = ['StreamingCausalConv1d', 'causal_depthwise_conv1d', 'conv2d', 'conv_transpose2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'low_rank_kernels', 'rank1_factors']
 
 
 # From Section 1.1, "Convolution from scratch" (chapters/conv2d/from_scratch.ipynb)
@@ -310,3 +310,62 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0,
     if b is not None:
         y = y + _as_real_array(b, "b").reshape(1, -1, 1, 1)
     return y
+
+
+# From Section 7.4, "Causal 1-D depthwise convolution and streaming" (chapters/beyond/causal_1d.ipynb)
+def _causal_args(x, w, b):
+    """Checked (x, w, b) of a causal depthwise conv1d; x is (N, D, L)."""
+    x, w = _as_real_array(x, "x"), _as_real_array(w, "w")
+    b = None if b is None else _as_real_array(b, "b")
+    if x.ndim != 3:
+        raise ValueError(f"x must be (N, D, L), got shape {x.shape}")
+    if w.ndim != 3 or w.shape[:2] != (x.shape[1], 1):
+        raise ValueError(f"w must be (D, 1, k) = ({x.shape[1]}, 1, k) for x "
+                         f"of shape {x.shape}, got shape {w.shape}")
+    if b is not None and b.shape != (x.shape[1],):
+        raise ValueError(f"b must be ({x.shape[1]},), got shape {b.shape}")
+    return x, w, b
+
+
+def causal_depthwise_conv1d(x, w, b=None):
+    """y[n, d, t] = b[d] + sum_i w[d, 0, i] * x[n, d, t - (k-1) + i], the
+    input taken as zero before t = 0. ``x`` is ``(N, D, L)``, ``w``
+    ``(D, 1, k)``, ``b`` ``(D,)`` or None; the output is ``(N, D, L)``."""
+    x, w, b = _causal_args(x, w, b)
+    k, length = w.shape[2], x.shape[2]
+    padded = np.pad(x, ((0, 0), (0, 0), (k - 1, 0)))  # the past only
+    y = sum(w[None, :, 0, i, None] * padded[:, :, i:i + length]
+            for i in range(k))
+    return y if b is None else y + b[None, :, None]
+
+
+# From Section 7.4, "Causal 1-D depthwise convolution and streaming" (chapters/beyond/causal_1d.ipynb)
+class StreamingCausalConv1d:
+    """A causal depthwise conv1d run one time step at a time.
+
+    The state is a ring buffer of the last k inputs, ``(N, D, k)``, zero at
+    the start (the causal padding); ``step(x_t)`` with ``x_t`` of shape
+    ``(N, D)`` writes it over the oldest entry and returns ``y_t``, equal to
+    column t of ``causal_depthwise_conv1d`` of the whole sequence.
+    """
+
+    def __init__(self, w, b=None, batch=1):
+        batch = checked_int(batch, "batch", 1)
+        probe = np.zeros((batch, np.shape(w)[0] if np.ndim(w) else 0, 1))
+        _, self.w, self.b = _causal_args(probe, w, b)
+        self.state = np.zeros((batch, *self.w.shape[::2]),
+                              np.result_type(self.w, np.float32))
+        self.position = -1  # where the newest input was written
+
+    def step(self, x_t):
+        x_t = _as_real_array(x_t, "x_t")
+        if x_t.shape != self.state.shape[:2]:
+            raise ValueError(f"x_t must have shape {self.state.shape[:2]} "
+                             f"(N, D), got {x_t.shape}")
+        k = self.w.shape[2]
+        self.position = (self.position + 1) % k
+        self.state[:, :, self.position] = x_t
+        oldest_first = (self.position + 1 + np.arange(k)) % k
+        y = np.einsum("ndk,dk->nd", self.state[:, :, oldest_first],
+                      self.w[:, 0])
+        return y if self.b is None else y + self.b

@@ -12,7 +12,7 @@ from d2ldw.cost import conv2d_cost
 from d2ldw.numerics import SUMMATION_ORDERS, matching_order
 from d2ldw.shapes import check_array_kind, check_memory, checked_dtype, checked_int, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'conv2d_unfold', 'count_cost', 'depthwise_conv2d_unfold', 'fuse_conv_bn', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'replace_depthwise', 'separable_conv2d']
+__all__ = ['ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'causal_depthwise_conv1d', 'conv2d_unfold', 'count_cost', 'depthwise_conv2d_unfold', 'fuse_conv_bn', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'replace_depthwise', 'separable_conv2d']
 
 
 # From Section 1.3, "Convolution as matrix multiplication" (chapters/conv2d/as_matmul.ipynb)
@@ -1135,3 +1135,18 @@ class ReparamLargeKernel(nn.Module):
         conv.weight.copy_(large_w + F.pad(small_w, [margin] * 4))
         conv.bias.copy_(large_b + small_b)
         return conv
+
+
+# From Section 7.4, "Causal 1-D depthwise convolution and streaming" (chapters/beyond/causal_1d.ipynb)
+def causal_depthwise_conv1d(x, w, b=None):
+    """Causal depthwise conv1d as in Mamba: F.conv1d with padding k-1 on both
+    ends and groups=D, the last k-1 outputs (which read the future) dropped.
+    ``x`` is ``(N, D, L)``, ``w`` ``(D, 1, k)``."""
+    for value, name in [(x, "x"), (w, "w")] + [(b, "b")] * (b is not None):
+        check_array_kind(value, name, "torch")
+    if x.dim() != 3 or w.dim() != 3 or tuple(w.shape[:2]) != (x.shape[1], 1):
+        raise ValueError(f"x must be (N, D, L) and w (D, 1, k), got shapes "
+                         f"{tuple(x.shape)} and {tuple(w.shape)}")
+    k = w.shape[2]
+    return F.conv1d(x, w, b, padding=k - 1, groups=x.shape[1])[
+        ..., :x.shape[2]]

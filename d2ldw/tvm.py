@@ -10,7 +10,7 @@ require('tvm', 'apache-tvm==0.27.0.post1', module='d2ldw.tvm', extra='tvm')
 
 from d2ldw.shapes import ARRAY_KINDS, array_kind, check_array_kind, check_memory, checked_dtype, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'conv_transpose2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'from_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc']
+__all__ = ['add_bias', 'build', 'build_and_run', 'causal_depthwise_conv1d', 'conv2d', 'conv_transpose2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'from_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc']
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
@@ -697,3 +697,23 @@ def conv_transpose2d(X, K, stride=1, padding=0, output_padding=0, groups=1,
     spread = _spread_gradient(X, out_shape[2:], g.kernel_size, g.stride,
                               g.dilation, (g.padding[0][0], g.padding[1][0]))
     return group_conv2d(spread, flipped, dilation=g.dilation, groups=groups)
+
+
+# From Section 7.4, "Causal 1-D depthwise convolution and streaming" (chapters/beyond/causal_1d.ipynb)
+def causal_depthwise_conv1d(X, K):
+    """TE causal depthwise conv1d (no bias): ``X`` ``(N, D, L)``, ``K``
+    ``(D, 1, k)``; taps before t = 0 read zero."""
+    checked_dtype({"X": X, "K": K})
+    n, d, length = _static_shape(X, "X")
+    k_shape = _static_shape(K, "K")
+    if len(k_shape) != 3 or k_shape[:2] != (d, 1):
+        raise ValueError(f"K must be (D, 1, k) = ({d}, 1, k), got {k_shape}")
+    k = k_shape[2]
+    i = te.reduce_axis((0, k), name="i")
+    return te.compute(
+        (n, d, length),
+        lambda b, c, t: te.sum(
+            te.if_then_else(t + i >= k - 1, X[b, c, t + i - (k - 1)],
+                            tvm.tirx.const(0.0, X.dtype)) * K[c, 0, i],
+            axis=i),
+        name="Y")
