@@ -717,7 +717,7 @@ class NetworkCost(NamedTuple):
         int  # convolutions and linear layers (the MobileNet papers' convention)
     )
     params: int  # weights and biases of the convolutions and linear layers
-    bn_params: int  # BatchNorm's scale and shift, reported apart
+    bn_params: int  # normalisation layers' scale and shift, reported apart
     by_type: dict  # layer type, e.g. "depthwise 3x3" -> LayerCost
 
     def shares(self):
@@ -741,16 +741,20 @@ def layer_type(module):
     return "pointwise 1x1" if (kh, kw) == (1, 1) else f"conv {kh}x{kw} full"
 
 
-def count_cost(model, input_size, max_bytes=None):
+def count_cost(model, input_size, max_bytes=None, elementwise=()):
     """Multiply-adds and parameters of ``model``, read off one real forward
     pass.
 
     ``input_size`` is ``(C, H, W)`` for one image or ``(N, C, H, W)`` to count a
     batch. Forward hooks record every ``nn.Conv2d``
     (``kH*kW*(C_in/groups)*C_out*H_out*W_out`` mult-adds) and ``nn.Linear``
-    (``in*out`` per row) call, and every BatchNorm; activations, pooling and
-    other parameter-free modules cost nothing. A module with parameters of any
-    other kind raises TypeError. Returns a NetworkCost. An input of more than
+    (``in*out`` per row) call, and every BatchNorm or LayerNorm (their
+    parameters go to ``bn_params``); activations, pooling and other
+    parameter-free modules cost nothing. Modules of the types in
+    ``elementwise`` only scale elements by their parameters (ConvNeXt's layer
+    scale): their parameters count, their products do not, as in the papers.
+    A module with parameters of any other kind raises TypeError. Returns a
+    NetworkCost. An input of more than
     ``max_bytes`` bytes (default ``d2ldw.MEMORY_LIMIT``) is refused before it is
     allocated.
     """
@@ -773,8 +777,13 @@ def count_cost(model, input_size, max_bytes=None):
     check_memory(
         math.prod(size) * dtype.itemsize, f"an input of size {size}", max_bytes
     )
-    batch_norm = nn.modules.batchnorm._BatchNorm
-    counted = (nn.Conv2d, nn.Linear, batch_norm)
+    batch_norm = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
+    elementwise = tuple(elementwise)
+    if not all(isinstance(t, type) for t in elementwise):
+        raise TypeError(
+            f"elementwise must be a tuple of module types, got {elementwise!r}"
+        )
+    counted = (nn.Conv2d, nn.Linear, *batch_norm, *elementwise)
     for name, module in model.named_modules():
         if (
             not isinstance(module, counted)
@@ -782,8 +791,8 @@ def count_cost(model, input_size, max_bytes=None):
         ):
             raise TypeError(
                 f"count_cost cannot count {type(module).__name__} '{name}', "
-                "which "
-                f"has parameters; it counts nn.Conv2d, nn.Linear and BatchNorm"
+                "which has parameters; it counts nn.Conv2d, nn.Linear, "
+                "BatchNorm, LayerNorm and the types in elementwise"
             )
     by_type, seen, bn_params = {}, set(), []
 
@@ -800,7 +809,9 @@ def count_cost(model, input_size, max_bytes=None):
         if isinstance(module, batch_norm):
             bn_params.append(new_params(module))
             return
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, elementwise):
+            kind, mult_adds = "elementwise", 0
+        elif isinstance(module, nn.Conv2d):
             mult_adds = conv2d_cost(
                 inputs[0].shape,
                 module.weight.shape,
@@ -811,7 +822,8 @@ def count_cost(model, input_size, max_bytes=None):
             ).mult_adds
         else:
             mult_adds = output.numel() * module.in_features
-        kind = layer_type(module)
+        if not isinstance(module, elementwise):
+            kind = layer_type(module)
         old = by_type.get(kind, LayerCost(0, 0, 0))
         by_type[kind] = LayerCost(
             old.mult_adds + mult_adds,
