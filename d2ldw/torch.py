@@ -12,7 +12,7 @@ from d2ldw.cost import conv2d_cost
 from d2ldw.numerics import SUMMATION_ORDERS, matching_order
 from d2ldw.shapes import check_array_kind, check_memory, checked_dtype, checked_int, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'causal_depthwise_conv1d', 'conv2d_unfold', 'count_cost', 'depthwise_conv2d_unfold', 'fuse_conv_bn', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'replace_depthwise', 'separable_conv2d']
+__all__ = ['CONVNEXT_TINY', 'ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'EFFICIENTNET_B0_TABLE', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MBConv', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'MOBILENET_V3_LARGE_TABLE', 'MOBILENET_V3_SMALL_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'SqueezeExcite', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'causal_depthwise_conv1d', 'conv2d_unfold', 'convnext_tiny', 'count_cost', 'depthwise_conv2d_unfold', 'efficientnet_b0', 'fuse_conv_bn', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small', 'replace_depthwise', 'separable_conv2d']
 
 
 # From Section 1.3, "Convolution as matrix multiplication" (chapters/conv2d/as_matmul.ipynb)
@@ -1162,3 +1162,187 @@ def causal_depthwise_conv1d(x, w, b=None):
     k = w.shape[2]
     return F.conv1d(x, w, b, padding=k - 1, groups=x.shape[1])[
         ..., :x.shape[2]]
+
+
+# From Section 7.5, "MobileNetV3, EfficientNet and ConvNeXt-T, counted" (chapters/beyond/mobilenet_v3.ipynb)
+class SqueezeExcite(nn.Module):
+    """x * gate(W2 act(W1 mean(x))): one weight in [0, 1] per channel."""
+
+    def __init__(self, channels, squeeze, activation=nn.ReLU,
+                 gate=nn.Hardsigmoid):
+        super().__init__()
+        self.reduce = nn.Conv2d(checked_int(channels, "channels", 1),
+                                checked_int(squeeze, "squeeze", 1), 1)
+        self.activation = activation()
+        self.expand = nn.Conv2d(squeeze, channels, 1)
+        self.gate = gate()
+
+    def forward(self, x):
+        s = x.mean((2, 3), keepdim=True)
+        return x * self.gate(self.expand(self.activation(self.reduce(s))))
+
+
+class MBConv(nn.Module):
+    """Inverted residual with SE (MobileNetV3's bneck, EfficientNet's
+    MBConv): 1x1 expansion (none when ``expanded == in_channels``), kxk
+    depthwise, optional SE, linear 1x1 projection; the input is added back
+    when the stride is 1 and the channels match."""
+
+    def __init__(self, in_channels, expanded, out_channels, kernel_size,
+                 stride, activation, se_squeeze=0, se_activation=nn.ReLU,
+                 se_gate=nn.Hardsigmoid):
+        super().__init__()
+        layers = []
+        if expanded != in_channels:
+            layers.append(_conv_bn(in_channels, expanded, 1, 1, 1, activation))
+        layers.append(_conv_bn(expanded, expanded, kernel_size, stride,
+                               expanded, activation))
+        if se_squeeze:
+            layers.append(SqueezeExcite(expanded, se_squeeze, se_activation,
+                                        se_gate))
+        layers += [nn.Conv2d(expanded, out_channels, 1, bias=False),
+                   nn.BatchNorm2d(out_channels)]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x):
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+# From Section 7.5, "MobileNetV3, EfficientNet and ConvNeXt-T, counted" (chapters/beyond/mobilenet_v3.ipynb)
+# Howard et al. 2019, Table 1 (Large) and Table 2 (Small), one tuple per row:
+# (operator, kernel, exp size, output channels, SE, activation, stride)
+MOBILENET_V3_LARGE_TABLE = [
+    ("conv2d", 3, None, 16, False, "HS", 2),  # 224x224x3
+    ("bneck", 3, 16, 16, False, "RE", 1),  # 112x112x16
+    ("bneck", 3, 64, 24, False, "RE", 2),
+    ("bneck", 3, 72, 24, False, "RE", 1),  # 56x56x24
+    ("bneck", 5, 72, 40, True, "RE", 2),
+    ("bneck", 5, 120, 40, True, "RE", 1),  # 28x28x40
+    ("bneck", 5, 120, 40, True, "RE", 1),
+    ("bneck", 3, 240, 80, False, "HS", 2),
+    ("bneck", 3, 200, 80, False, "HS", 1),  # 14x14x80
+    ("bneck", 3, 184, 80, False, "HS", 1),
+    ("bneck", 3, 184, 80, False, "HS", 1),
+    ("bneck", 3, 480, 112, True, "HS", 1),
+    ("bneck", 3, 672, 112, True, "HS", 1),  # 14x14x112
+    ("bneck", 5, 672, 160, True, "HS", 2),
+    ("bneck", 5, 960, 160, True, "HS", 1),  # 7x7x160
+    ("bneck", 5, 960, 160, True, "HS", 1),
+    ("conv2d", 1, None, 960, False, "HS", 1),
+    ("pool", 7, None, None, False, None, 1),  # 7x7x960
+    ("conv2d NBN", 1, None, 1280, False, "HS", 1),  # 1x1x960
+    ("conv2d NBN", 1, None, "k", False, None, 1),  # 1x1x1280
+]
+MOBILENET_V3_SMALL_TABLE = [
+    ("conv2d", 3, None, 16, False, "HS", 2),  # 224x224x3
+    ("bneck", 3, 16, 16, True, "RE", 2),  # 112x112x16
+    ("bneck", 3, 72, 24, False, "RE", 2),  # 56x56x16
+    ("bneck", 3, 88, 24, False, "RE", 1),  # 28x28x24
+    ("bneck", 5, 96, 40, True, "HS", 2),
+    ("bneck", 5, 240, 40, True, "HS", 1),  # 14x14x40
+    ("bneck", 5, 240, 40, True, "HS", 1),
+    ("bneck", 5, 120, 48, True, "HS", 1),
+    ("bneck", 5, 144, 48, True, "HS", 1),  # 14x14x48
+    ("bneck", 5, 288, 96, True, "HS", 2),
+    ("bneck", 5, 576, 96, True, "HS", 1),  # 7x7x96
+    ("bneck", 5, 576, 96, True, "HS", 1),
+    ("conv2d", 1, None, 576, True, "HS", 1),  # SE marked here; see below
+    ("pool", 7, None, None, False, None, 1),  # 7x7x576
+    ("conv2d NBN", 1, None, 1024, False, "HS", 1),  # 1x1x576
+    ("conv2d NBN", 1, None, "k", False, None, 1),  # 1x1x1024
+]
+_ACTIVATIONS = {"RE": nn.ReLU, "HS": nn.Hardswish}
+
+
+def _mobilenet_v3(table, width_multiplier, num_classes, se_on_last_conv):
+    _check_network_args(width_multiplier, num_classes)
+
+    def width(c):  # rounded to multiples of 8, as in the reference code
+        return make_divisible(c * width_multiplier)
+
+    layers, channels = [], 3
+    for operator, k, exp, out, se, act, stride in table:
+        if operator == "bneck":
+            expanded = width(exp)
+            squeeze = make_divisible(expanded // 4) if se else 0
+            layers.append(MBConv(channels, expanded, width(out), k, stride,
+                                 _ACTIVATIONS[act], squeeze))
+            channels = width(out)
+        elif operator == "conv2d":
+            out = width(out) if channels == 3 else 6 * channels
+            layers.append(_conv_bn(channels, out, k, stride, 1,
+                                   _ACTIVATIONS[act]))
+            if se and se_on_last_conv:
+                layers.append(SqueezeExcite(out, make_divisible(out // 4)))
+            channels = out
+        elif operator == "pool":
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        elif out != "k":  # the first NBN conv: a Linear on the pooled vector
+            out = make_divisible(out * max(1.0, width_multiplier))
+            layers += [nn.Linear(channels, out), nn.Hardswish()]
+            channels = out
+        else:
+            layers += [nn.Dropout(0.2), nn.Linear(channels, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def mobilenet_v3_large(width_multiplier=1.0, num_classes=1000):
+    """MobileNetV3-Large (Howard et al. 2019, Table 1)."""
+    return _mobilenet_v3(MOBILENET_V3_LARGE_TABLE, width_multiplier,
+                         num_classes, se_on_last_conv=False)
+
+
+def mobilenet_v3_small(width_multiplier=1.0, num_classes=1000,
+                       se_on_last_conv=False):
+    """MobileNetV3-Small (Howard et al. 2019, Table 2). The table marks SE on
+    the last 1x1 convolution; the reference implementation has none there,
+    and neither does this network unless ``se_on_last_conv``."""
+    return _mobilenet_v3(MOBILENET_V3_SMALL_TABLE, width_multiplier,
+                         num_classes, bool(se_on_last_conv))
+
+
+# From Section 7.5, "MobileNetV3, EfficientNet and ConvNeXt-T, counted" (chapters/beyond/mobilenet_v3.ipynb)
+# Tan and Le 2019, Table 1: (expansion t, kernel, output channels, repeats, stride)
+EFFICIENTNET_B0_TABLE = [
+    (1, 3, 16, 1, 1), (6, 3, 24, 2, 2), (6, 5, 40, 2, 2), (6, 3, 80, 3, 2),
+    (6, 5, 112, 3, 1), (6, 5, 192, 4, 2), (6, 3, 320, 1, 1),
+]
+
+
+def efficientnet_b0(num_classes=1000):
+    """EfficientNet-B0: a 3x3 stem of 32, MBConv stages (swish, SE squeezing
+    to 1/4 of the block's input), a 1x1 conv to 1280, pooling, classifier."""
+    _check_network_args(1.0, num_classes)
+    layers, channels = [_conv_bn(3, 32, 3, 2, 1, nn.SiLU)], 32
+    for t, k, out, repeats, stride in EFFICIENTNET_B0_TABLE:
+        for r in range(repeats):
+            layers.append(MBConv(channels, channels * t, out, k,
+                                 stride if r == 0 else 1, nn.SiLU,
+                                 max(1, channels // 4), nn.SiLU, nn.Sigmoid))
+            channels = out
+    layers += [_conv_bn(channels, 1280, 1, 1, 1, nn.SiLU),
+               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
+               nn.Linear(1280, num_classes)]
+    return nn.Sequential(*layers)
+
+
+# From Section 7.5, "MobileNetV3, EfficientNet and ConvNeXt-T, counted" (chapters/beyond/mobilenet_v3.ipynb)
+CONVNEXT_TINY = {"depths": (3, 3, 9, 3), "dims": (96, 192, 384, 768)}
+
+
+def convnext_tiny(num_classes=1000, kernel_size=7):
+    """ConvNeXt-T (Liu et al. 2022): patchify stem, four stages of
+    ConvNeXtBlocks with downsampling between them, pooled LayerNorm head."""
+    _check_network_args(1.0, num_classes)
+    depths, dims = CONVNEXT_TINY["depths"], CONVNEXT_TINY["dims"]
+    layers = [nn.Conv2d(3, dims[0], 4, 4), LayerNorm2d(dims[0], eps=1e-6)]
+    for stage, (depth, dim) in enumerate(zip(depths, dims)):
+        if stage:
+            layers += [LayerNorm2d(dims[stage - 1], eps=1e-6),
+                       nn.Conv2d(dims[stage - 1], dim, 2, 2)]
+        layers += [ConvNeXtBlock(dim, kernel_size) for _ in range(depth)]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+               nn.LayerNorm(dims[-1], eps=1e-6),
+               nn.Linear(dims[-1], num_classes)]
+    return nn.Sequential(*layers)
