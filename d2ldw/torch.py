@@ -12,7 +12,7 @@ from d2ldw.cost import conv2d_cost
 from d2ldw.numerics import SUMMATION_ORDERS, matching_order
 from d2ldw.shapes import check_array_kind, check_memory, checked_dtype, checked_int, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['CONVNEXT_TINY', 'ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'EFFICIENTNET_B0_TABLE', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MBConv', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'MOBILENET_V3_LARGE_TABLE', 'MOBILENET_V3_SMALL_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'SqueezeExcite', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'causal_depthwise_conv1d', 'conv2d_unfold', 'convnext_tiny', 'count_cost', 'depthwise_conv2d_unfold', 'efficientnet_b0', 'fuse_conv_bn', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small', 'replace_depthwise', 'separable_conv2d']
+__all__ = ['CONVNEXT_TINY', 'ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'EFFICIENTNET_B0_TABLE', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MBConv', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'MOBILENET_V3_LARGE_TABLE', 'MOBILENET_V3_SMALL_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'SqueezeExcite', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'causal_depthwise_conv1d', 'conv2d_unfold', 'convnext_tiny', 'count_cost', 'depthwise_conv2d_unfold', 'efficientnet_b0', 'fuse_conv_bn', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small', 'replace_depthwise', 'separable_conv2d', 'separable_from_conv']
 
 
 # From Section 1.3, "Convolution as matrix multiplication" (chapters/conv2d/as_matmul.ipynb)
@@ -1346,3 +1346,31 @@ def convnext_tiny(num_classes=1000, kernel_size=7):
                nn.LayerNorm(dims[-1], eps=1e-6),
                nn.Linear(dims[-1], num_classes)]
     return nn.Sequential(*layers)
+
+
+# From Section 7.6, "Any convolution as depthwise plus pointwise, exactly" (chapters/beyond/exact_factorisation.ipynb)
+def separable_from_conv(conv, rank=None):
+    """``nn.Sequential(depthwise, pointwise)`` equal to the full ``conv``
+    (``groups=1``) when ``rank`` is None, its best rank-``rank``
+    approximation per input channel otherwise (factorise_conv_weight)."""
+    from d2ldw.numpy import factorise_conv_weight
+
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"conv must be an nn.Conv2d, got {type(conv).__name__}")
+    if conv.groups != 1 or conv.padding_mode != "zeros":
+        raise ValueError(f"conv must have groups=1 and zero padding, got "
+                         f"groups={conv.groups}, {conv.padding_mode!r}")
+    weight = conv.weight.detach()
+    d, p, _ = factorise_conv_weight(weight.double().cpu().numpy(), rank)
+    channels = conv.in_channels
+    depthwise = nn.Conv2d(channels, d.shape[0], conv.kernel_size, conv.stride,
+                          conv.padding, conv.dilation, groups=channels,
+                          bias=False)
+    pointwise = nn.Conv2d(d.shape[0], conv.out_channels, 1,
+                          bias=conv.bias is not None)
+    with torch.no_grad():
+        depthwise.weight.copy_(torch.from_numpy(d))
+        pointwise.weight.copy_(torch.from_numpy(p))
+        if conv.bias is not None:
+            pointwise.bias.copy_(conv.bias)
+    return nn.Sequential(depthwise, pointwise).to(weight.device, weight.dtype)
