@@ -1363,14 +1363,15 @@ def separable_from_conv(conv, rank=None):
     weight = conv.weight.detach()
     d, p, _ = factorise_conv_weight(weight.double().cpu().numpy(), rank)
     channels = conv.in_channels
+    where = dict(device=weight.device, dtype=weight.dtype)
     depthwise = nn.Conv2d(channels, d.shape[0], conv.kernel_size, conv.stride,
                           conv.padding, conv.dilation, groups=channels,
-                          bias=False)
+                          bias=False, **where)
     pointwise = nn.Conv2d(d.shape[0], conv.out_channels, 1,
-                          bias=conv.bias is not None)
+                          bias=conv.bias is not None, **where)
     with torch.no_grad():
         depthwise.weight.copy_(torch.from_numpy(d))
         pointwise.weight.copy_(torch.from_numpy(p))
         if conv.bias is not None:
             pointwise.bias.copy_(conv.bias)
-    return nn.Sequential(depthwise, pointwise).to(weight.device, weight.dtype)
+    return nn.Sequential(depthwise, pointwise)
