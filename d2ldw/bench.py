@@ -518,8 +518,8 @@ def _time_kernels(library, kernels, batch, channels, size, threads, repeat):
         xt, wt = torch.from_numpy(x), torch.from_numpy(w)
         expected = F.conv2d(xt, wt, padding=k // 2, groups=channels)
         if library == "PyTorch":
-            call = lambda xt=xt, wt=wt, k=k: F.conv2d(
-                xt, wt, padding=k // 2, groups=channels)
+            def call(xt=xt, wt=wt, k=k):
+                return F.conv2d(xt, wt, padding=k // 2, groups=channels)
         else:
             call, result = _te_kernel(x, w, k)
             errors[k] = float(abs(result() - expected.numpy()).max())
@@ -546,9 +546,14 @@ def _te_kernel(x, w, k):
     bound = [tvm.runtime.tensor(a, device) for a in
              (d2l_tvm.to_nchwc(x, lanes), d2l_tvm.depthwise_weight_to_nchwc(
                  w, lanes), np.zeros([int(d) for d in Y.shape], "float32"))]
-    call = lambda: library(*bound)
+    def call():
+        library(*bound)
+
+    def result():
+        return d2l_tvm.from_nchwc(bound[-1].numpy())
+
     call()
-    return call, lambda: d2l_tvm.from_nchwc(bound[-1].numpy())
+    return call, result
 
 
 # From Section 7.3, "Large depthwise kernels: ConvNeXt and RepLKNet" (chapters/beyond/large_kernels.ipynb)
@@ -589,7 +594,7 @@ def _checked_sweep_args(kernels, batch, channels, size, threads, repeat):
     channels = checked_int(channels, "channels", 1)
     if channels % 16:
         raise ValueError(f"channels must be a multiple of 16 (the TE kernel "
-                         f"blocks channels by the vector lanes), got {channels}")
+                         f"blocks channels by vector lanes), got {channels}")
     threads = available_cpus() if threads is None else checked_int(
         threads, "threads", 1)
     check_memory(8 * batch * channels * size * size, f"batch {batch} of "

@@ -1303,7 +1303,8 @@ def mobilenet_v3_small(width_multiplier=1.0, num_classes=1000,
 
 
 # From Section 7.5, "MobileNetV3, EfficientNet and ConvNeXt-T, counted" (chapters/beyond/mobilenet_v3.ipynb)
-# Tan and Le 2019, Table 1: (expansion t, kernel, output channels, repeats, stride)
+# Tan and Le 2019, Table 1:
+# (expansion t, kernel, output channels, repeats, stride)
 EFFICIENTNET_B0_TABLE = [
     (1, 3, 16, 1, 1), (6, 3, 24, 2, 2), (6, 5, 40, 2, 2), (6, 3, 80, 3, 2),
     (6, 5, 112, 3, 1), (6, 5, 192, 4, 2), (6, 3, 320, 1, 1),
