@@ -528,7 +528,8 @@ def _time_kernels(library, kernels, batch, channels, size, threads, repeat):
 
 
 def _te_kernel(x, w, k):
-    """Chapter 6's tuned NCHW[x]c kernel for a kxk weight: (call, result)."""
+    """The tuned NCHW[x]c kernel of the performance chapter for a kxk weight:
+    (call, result)."""
     import numpy as np
     import tvm
     from tvm import te

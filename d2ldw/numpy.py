@@ -403,10 +403,10 @@ def factorise_conv_weight(w, rank=None):
 
 def separable_error_bound(x, w, depthwise, pointwise, b=None, stride=1,
                           padding=0, dilation=1, dtype=None):
-    """Largest |full conv - depthwise then pointwise| two correct
-    computations may show, per output: each one's rounding bound (gamma of
-    its terms, Chapter 5) plus what the factors miss of ``w`` (the
-    reconstruction error, itself computed with its own rounding bound).
+    """Largest difference, per output, between correct computations of the
+    full conv and of depthwise then pointwise: each one's rounding bound
+    (gamma of its terms, see the numerics chapter) plus what the factors
+    miss of ``w`` (the reconstruction error, with its own rounding bound).
     ``b`` is the bias both add (to the full sum and to the pointwise one)."""
     x, w = _as_real_array(x, "x"), _as_real_array(w, "w")
     depthwise = _as_real_array(depthwise, "depthwise")

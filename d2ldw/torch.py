@@ -1056,6 +1056,9 @@ class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of an NCHW tensor (ConvNeXt's
     'channels_first' LayerNorm)."""
 
+    def __init__(self, channels, eps=1e-6):
+        super().__init__(checked_int(channels, "channels", 1), eps=eps)
+
     def forward(self, x):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
