@@ -9,7 +9,7 @@ from d2ldw.shapes import conv2d_geometry
 __all__ = ['ConvCost', 'conv2d_cost']
 
 
-# From Section 2.3, "What groups save, on paper and on the clock" (chapters/grouped/cost.ipynb)
+# From Section 2.3, "What groups save, on paper" (chapters/grouped/cost.ipynb)
 from typing import NamedTuple
 
 

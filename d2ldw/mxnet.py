@@ -112,7 +112,7 @@ def conv2d(
     return y if g.batch is not None else y[0]
 
 
-# From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)
+# From Section 4.4, "Depthwise + pointwise in MXNet Gluon and in TVM" (chapters/separable/other_frameworks.ipynb)
 class SeparableConv2D(gluon.HybridBlock):
     """Depthwise ``k x k`` convolution (channel multiplier M) then a 1x1 convolution, in Gluon.
 

@@ -9,10 +9,7 @@ from d2ldw.shapes import conv2d_geometry, depthwise_multiplier
 __all__ = ['ErrorReport', 'SUMMATION_ORDERS', 'UNIT_ROUNDOFF', 'conv_error_bound', 'error_report', 'fma32', 'gamma', 'matching_order', 'max_ulp_distance', 'probe_depthwise_order', 'round_to_bfloat16', 'sequential_depthwise', 'summation_tree_sizes', 'ulp_distance', 'unit_roundoff']
 
 
-# From Section 5.2, "Measuring error properly" (chapters/numerics/measuring_error.ipynb)
-from dataclasses import dataclass
-from typing import Optional
-
+# From Section 5.1, "Floating point in one page" (chapters/numerics/floating_point.ipynb)
 import numpy as np
 
 # Unit roundoff u = 2**-p for a p-bit significand (implicit bit included): round to nearest
@@ -46,54 +43,7 @@ def unit_roundoff(dtype):
     return UNIT_ROUNDOFF[_dtype_name(dtype)]
 
 
-def gamma(n, dtype):
-    """Higham's gamma_n = n*u / (1 - n*u): a sum of n + 1 terms or a length-n dot product in
-    ``dtype`` has error at most gamma_n times the sum of the terms' magnitudes."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
-    nu = n * unit_roundoff(dtype)
-    if nu >= 1:
-        raise ValueError(
-            f"gamma_n needs n*u < 1; n={n} is too large for {dtype}"
-        )
-    return nu / (1 - nu)
-
-
-# From Section 5.2, "Measuring error properly" (chapters/numerics/measuring_error.ipynb)
-def conv_error_bound(
-    x, w, b=None, stride=1, padding=0, dilation=1, groups=1, dtype=None
-):
-    """Largest error of any correct convolution of x, w, b computed in ``dtype``, per output.
-
-    Each output is a dot product of n = C/groups * kH * kW products, plus the bias: n + 1
-    terms with b, n without. Computed in floating point, in any order, with or without
-    FMA, it differs from the exact value by at most gamma_m * sum|terms| (Higham 2002,
-    eq. 3.5), with m the number of terms. Returns that bound, in float64, with the shape
-    of the output; ``dtype`` (default: x's) sets the unit roundoff. Arguments as in
-    ``F.conv2d``; NumPy only.
-    """
-    from d2ldw.numpy import (
-        conv2d,
-    )  # the NumPy reference, on magnitudes, in float64
-
-    x, w = _as_float_array(x, "x"), _as_float_array(w, "w")
-    terms = w.shape[1] * w.shape[2] * w.shape[3] if w.ndim == 4 else 0
-    m = terms + (b is not None)
-    magnitude = conv2d(
-        np.abs(x.astype(np.float64)),
-        np.abs(w.astype(np.float64)),
-        None
-        if b is None
-        else np.abs(_as_float_array(b, "b").astype(np.float64)),
-        stride,
-        padding,
-        dilation,
-        groups,
-    )
-    return gamma(m, dtype or x.dtype.name) * magnitude
-
-
-# From Section 5.2, "Measuring error properly" (chapters/numerics/measuring_error.ipynb)
+# From Section 5.2, "Counting ULPs" (chapters/numerics/ulps.ipynb)
 _INT_OF = {"float16": np.int16, "float32": np.int32, "float64": np.int64}
 
 
@@ -194,7 +144,59 @@ def max_ulp_distance(a, b, dtype=None):
     return int(distances.max()) if distances.size else 0
 
 
-# From Section 5.2, "Measuring error properly" (chapters/numerics/measuring_error.ipynb)
+# From Section 5.4, "An error bound for convolutions" (chapters/numerics/error_bound.ipynb)
+from dataclasses import dataclass
+from typing import Optional
+
+
+def gamma(n, dtype):
+    """Higham's gamma_n = n*u / (1 - n*u): a sum of n + 1 terms or a length-n dot product in
+    ``dtype`` has error at most gamma_n times the sum of the terms' magnitudes."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    nu = n * unit_roundoff(dtype)
+    if nu >= 1:
+        raise ValueError(
+            f"gamma_n needs n*u < 1; n={n} is too large for {dtype}"
+        )
+    return nu / (1 - nu)
+
+
+# From Section 5.4, "An error bound for convolutions" (chapters/numerics/error_bound.ipynb)
+def conv_error_bound(
+    x, w, b=None, stride=1, padding=0, dilation=1, groups=1, dtype=None
+):
+    """Largest error of any correct convolution of x, w, b computed in ``dtype``, per output.
+
+    Each output is a dot product of n = C/groups * kH * kW products, plus the bias: n + 1
+    terms with b, n without. Computed in floating point, in any order, with or without
+    FMA, it differs from the exact value by at most gamma_m * sum|terms| (Higham 2002,
+    eq. 3.5), with m the number of terms. Returns that bound, in float64, with the shape
+    of the output; ``dtype`` (default: x's) sets the unit roundoff. Arguments as in
+    ``F.conv2d``; NumPy only.
+    """
+    from d2ldw.numpy import (
+        conv2d,
+    )  # the NumPy reference, on magnitudes, in float64
+
+    x, w = _as_float_array(x, "x"), _as_float_array(w, "w")
+    terms = w.shape[1] * w.shape[2] * w.shape[3] if w.ndim == 4 else 0
+    m = terms + (b is not None)
+    magnitude = conv2d(
+        np.abs(x.astype(np.float64)),
+        np.abs(w.astype(np.float64)),
+        None
+        if b is None
+        else np.abs(_as_float_array(b, "b").astype(np.float64)),
+        stride,
+        padding,
+        dilation,
+        groups,
+    )
+    return gamma(m, dtype or x.dtype.name) * magnitude
+
+
+# From Section 5.4, "An error bound for convolutions" (chapters/numerics/error_bound.ipynb)
 @dataclass(frozen=True)
 class ErrorReport:
     """Errors of ``result`` against a more accurate ``reference``, element by element."""
@@ -324,7 +326,7 @@ def round_to_bfloat16(array):
     return rounded.astype(np.uint32).view(np.float32)
 
 
-# From Section 5.4, "Bitwise equality" (chapters/numerics/bitwise.ipynb)
+# From Section 5.6, "Bitwise equality" (chapters/numerics/bitwise.ipynb)
 def fma32(a, b, c):
     """Fused multiply-add ``a*b + c`` of float32 arrays with a single rounding,
     emulated exactly.

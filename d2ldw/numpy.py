@@ -108,7 +108,7 @@ def _as_real_array(value, name):
     return array
 
 
-# From Section 4.2, "Spatially separable kernels" (chapters/separable/spatial.ipynb)
+# From Section 4.5, "Spatially separable kernels" (chapters/separable/spatial.ipynb)
 def low_rank_kernels(kernel, rank):
     """The best rank-``rank`` approximation of a 2-D kernel, as separable pairs.
 

@@ -8,9 +8,9 @@ from d2ldw._requires import require
 
 require('matplotlib', 'matplotlib', module='d2ldw.plotting', extra='book')
 
-from d2ldw.shapes import channel_connections, conv_out_size
+from d2ldw.shapes import channel_connections, conv_out_size, depthwise_multiplier
 
-__all__ = ['plot_connections', 'plot_roofline', 'plot_sliding_window']
+__all__ = ['plot_connections', 'plot_depthwise_weight', 'plot_roofline', 'plot_separable_factorisation', 'plot_sliding_window', 'plot_unfold']
 
 
 # From Section 1.1, "Convolution from scratch" (chapters/conv2d/from_scratch.ipynb)
@@ -96,6 +96,185 @@ def plot_connections(in_channels, out_channels, groups=1, ax=None):
         fontsize=8,
     )
     return ax
+
+
+# From Section 3.1, "Depthwise as `groups == C`" (chapters/depthwise/depthwise_as_groups.ipynb)
+from matplotlib.colors import TwoSlopeNorm
+
+
+def plot_depthwise_weight(weight, in_channels, ax=None):
+    """Draw a depthwise weight ``(C*M, 1, k, k)``: each filter and its channel.
+
+    Filters are drawn top to bottom in storage order, their values in colour,
+    framed in the colour of the input channel ``o // M`` that filter ``o``
+    reads; a line joins each input channel to its M filters. Returns the Axes.
+    """
+    weight = np.asarray(weight, dtype=float)
+    multiplier = depthwise_multiplier(in_channels, weight.shape)
+    kh, kw = weight.shape[2:]
+    step = kh + 1  # one empty row between filters
+    filters = weight.shape[0]
+    ax = ax or plt.subplots(figsize=(4, 0.35 * step * filters))[1]
+    scale = max(np.abs(weight).max(), 1e-12)
+    norm = TwoSlopeNorm(0.0, -scale, scale)
+    colors = plt.get_cmap("tab10")
+    for o in range(filters):
+        c, top = o // multiplier, o * step
+        ax.imshow(weight[o, 0], cmap="RdBu_r", norm=norm,
+                  extent=(6, 6 + kw, top + kh, top))
+        ax.add_patch(Rectangle((6, top), kw, kh, fill=False, linewidth=2.5,
+                               edgecolor=colors(c % 10)))
+        label = f"filter {o}: c = {o} // {multiplier} = {c}"
+        ax.text(6 + kw + 0.5, top + kh / 2, label, va="center", fontsize=8)
+    for c in range(in_channels):
+        first, last = c * multiplier * step, (c + 1) * multiplier * step - 1
+        middle = (first + last) / 2
+        ax.add_patch(Rectangle((0, middle - 1.5), 3, 3, linewidth=2.5,
+                               facecolor="white", edgecolor=colors(c % 10)))
+        ax.text(1.5, middle, f"in {c}", ha="center", va="center", fontsize=8)
+        for o in range(c * multiplier, (c + 1) * multiplier):
+            ax.plot([3, 6], [middle, o * step + kh / 2], color=colors(c % 10),
+                    linewidth=1)
+    ax.set_xlim(-0.5, 6 + kw + 9)
+    ax.set_ylim(filters * step, -1)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(f"weight {weight.shape}: C={in_channels}, M={multiplier}",
+                 fontsize=9)
+    return ax
+
+
+# From Section 3.3, "Depthwise convolution in PyTorch from unfold" (chapters/depthwise/depthwise_unfold.ipynb)
+def _unfold_columns(channels, size, kernel_size):
+    """Columns of F.unfold, with stride 1 and no padding, on an input numbered
+    0, 1, 2, ... in memory order: entry (row, l) is the number of the input
+    pixel that row reads for window position l."""
+    x = np.arange(channels * size * size).reshape(channels, size, size)
+    out = conv_out_size(size, kernel_size)
+    rows = [x[c, a:a + out, b:b + out].reshape(-1)
+            for c in range(channels)
+            for a in range(kernel_size) for b in range(kernel_size)]
+    return x, np.stack(rows)
+
+
+def plot_unfold(channels=2, size=4, kernel_size=2, position=0, axes=None):
+    """Draw ``F.unfold``'s columns next to the input they come from.
+
+    The input's pixels are numbered in memory order; row ``c*k*k + a*k + b``
+    of the columns holds tap (a, b) of channel c at every window position, so
+    rows come in blocks of ``k*k``, one per channel: the blocks that
+    ``reshape(N, C, k*k, L)`` separates. Window ``position`` and its column are
+    outlined. Returns the two Axes (input, columns).
+    """
+    x, columns = _unfold_columns(channels, size, kernel_size)
+    positions = columns.shape[1]
+    if not 0 <= position < positions:
+        raise ValueError(
+            f"position must be in [0, {positions}) for {positions} windows, "
+            f"got {position}"
+        )
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(9, 4), width_ratios=(
+            channels * (size + 1), positions + 3))
+    left, right = axes
+    colors = plt.get_cmap("Pastel1")
+    out = conv_out_size(size, kernel_size)
+    i, j = divmod(position, out)
+    for c in range(channels):
+        x0 = c * (size + 1)
+        for a in range(size):
+            for b in range(size):
+                left.add_patch(Rectangle((x0 + b, a), 1, 1, edgecolor="grey",
+                                         facecolor=colors(c % 9)))
+                left.text(x0 + b + 0.5, a + 0.5, x[c, a, b], ha="center",
+                          va="center", fontsize=8)
+        left.add_patch(Rectangle((x0 + j, i), kernel_size, kernel_size,
+                                 fill=False, edgecolor="black", linewidth=2.5))
+        left.text(x0 + size / 2, size + 0.7, f"channel {c}", ha="center",
+                  fontsize=8)
+    left.set_xlim(-0.2, channels * (size + 1) - 0.8)
+    left.set_ylim(size + 1.2, -0.2)
+    left.set_title(f"input (C={channels}, {size}x{size}), window {position}",
+                   fontsize=9)
+    taps = kernel_size * kernel_size
+    for row in range(columns.shape[0]):
+        for col in range(positions):
+            right.add_patch(Rectangle((col, row), 1, 1, edgecolor="grey",
+                                      facecolor=colors(row // taps % 9)))
+            right.text(col + 0.5, row + 0.5, columns[row, col], ha="center",
+                       va="center", fontsize=7)
+    for c in range(channels):
+        right.plot([0, positions], [c * taps, c * taps], "k", linewidth=2)
+        right.text(positions + 0.3, c * taps + taps / 2,
+                   f"c = {c}\n{taps} rows", va="center", fontsize=8)
+    right.add_patch(Rectangle((position, 0), 1, columns.shape[0], fill=False,
+                              edgecolor="black", linewidth=2.5))
+    right.set_xlim(0, positions + 3)
+    right.set_ylim(columns.shape[0], 0)
+    right.set_title(f"columns ({channels}*{taps}, L={positions}) -> "
+                    f"({channels}, {taps}, {positions})", fontsize=9)
+    for ax in axes:
+        ax.set_aspect("equal")
+        ax.axis("off")
+    return axes
+
+
+# From Section 4.1, "What the split saves, and what it gives up" (chapters/separable/cost_expressiveness.ipynb)
+def _mosaic(tiles):
+    """(R, C, k, k) tiles as one 2-D image, one NaN row/column between tiles."""
+    rows, cols, kh, kw = tiles.shape
+    image = np.full((rows * (kh + 1) - 1, cols * (kw + 1) - 1), np.nan)
+    for r in range(rows):
+        for c in range(cols):
+            image[r * (kh + 1):r * (kh + 1) + kh,
+                  c * (kw + 1):c * (kw + 1) + kw] = tiles[r, c]
+    return image
+
+
+def plot_separable_factorisation(depthwise_weight, pointwise_weight):
+    """Draw the full weight that a depthwise-separable pair (M = 1) computes.
+
+    ``depthwise_weight`` ``(C, 1, k, k)`` (filters D[c], top row),
+    ``pointwise_weight`` ``(O, C, 1, 1)`` (P[o, c], left) and the full
+    ``(O, C, k, k)`` weight W[o, c] = P[o, c] D[c] (the grid), all in one
+    colour scale per panel. Returns the matplotlib Figure.
+    """
+    depthwise = np.asarray(depthwise_weight, dtype=float)
+    pointwise = np.asarray(pointwise_weight, dtype=float)
+    channels = depthwise.shape[0] if depthwise.ndim == 4 else 0
+    depthwise_multiplier(channels, depthwise.shape)  # (C, 1, k, k), or an error
+    if pointwise.ndim != 4 or pointwise.shape[1:] != (channels, 1, 1):
+        raise ValueError(
+            f"pointwise weight must be (O, {channels}, 1, 1), got "
+            f"{pointwise.shape}"
+        )
+    p = pointwise[:, :, 0, 0]
+    full = p[:, :, None, None] * depthwise[None, :, 0]
+    k = depthwise.shape[-1]
+    blocks = p[:, :, None, None] * np.ones((k, k))  # P[o, c] as a k x k tile
+    width, height = channels * (k + 1) - 1, len(p) * (k + 1) - 1
+    top, right = k + 2, width + 2  # where the P and W panels start
+    fig, ax = plt.subplots(figsize=(0.16 * (2 * width + 2) + 0.4,
+                                    0.16 * (height + top) + 0.6))
+    panels = {
+        "D[c], depthwise": ((right, right + width, k, 0),
+                            _mosaic(depthwise[None, :, 0])),
+        "P[o, c], pointwise": ((0, width, top + height, top), _mosaic(blocks)),
+        "W[o, c] = P[o, c] D[c], full": (
+            (right, right + width, top + height, top), _mosaic(full)),
+    }
+    for title, (extent, image) in panels.items():
+        scale = max(np.nanmax(np.abs(image)), 1e-12)
+        ax.imshow(image, cmap="RdBu_r", vmin=-scale, vmax=scale,
+                  extent=extent)
+        ax.text((extent[0] + extent[1]) / 2, extent[3] - 0.4, title,
+                ha="center", va="bottom", fontsize=8)
+    ax.set_xlim(-0.5, right + width + 0.5)
+    ax.set_ylim(top + height + 0.5, -2.5)
+    ax.axis("off")
+    ax.set_title(f"O={len(p)}, C={channels}, {k}x{k}: column c of W is D[c], "
+                 f"scaled", fontsize=9)
+    return fig
 
 
 # From Section 7.3, "Large depthwise kernels: ConvNeXt and RepLKNet" (chapters/beyond/large_kernels.ipynb)

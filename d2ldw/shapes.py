@@ -37,6 +37,7 @@ def checked_int(value, name, low=None):
     return value
 
 
+# From Section 1.1, "Convolution from scratch" (chapters/conv2d/from_scratch.ipynb)
 def conv_out_size(n, k, p=0, s=1, d=1):
     """Output length of a convolution along one axis.
 
@@ -98,6 +99,7 @@ class ConvGeometry(NamedTuple):
         return shape if self.batch is None else (self.batch, *shape)
 
 
+# From Section 1.1, "Convolution from scratch" (chapters/conv2d/from_scratch.ipynb)
 def _int_pair(value, name, low):
     """``value`` as a pair of ints >= ``low``; accepts an int or a length-2 sequence."""
     values = (
@@ -278,6 +280,7 @@ def conv2d_geometry(
     )
 
 
+# From Section 1.1, "Convolution from scratch" (chapters/conv2d/from_scratch.ipynb)
 # Refuse an allocation this large up front; every function that checks
 # takes max_bytes to raise it.
 MEMORY_LIMIT = 2**31  # bytes (2 GiB)
@@ -435,7 +438,7 @@ def depthwise_multiplier(in_channels, weight_shape):
     return out_channels // in_channels
 
 
-# From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)
+# From Section 4.2, "Depthwise + pointwise as a layer" (chapters/separable/depthwise_pointwise.ipynb)
 def separable_geometry(
     input_shape,
     depthwise_shape,

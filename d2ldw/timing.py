@@ -9,7 +9,7 @@ from d2ldw.shapes import checked_int
 __all__ = ['Timing', 'time_cuda', 'time_interleaved']
 
 
-# From Section 2.3, "What groups save, on paper and on the clock" (chapters/grouped/cost.ipynb)
+# From Section 2.4, "What groups save, on the clock" (chapters/grouped/clock.ipynb)
 import math
 import statistics
 import time

@@ -12,7 +12,7 @@ from d2ldw.cost import conv2d_cost
 from d2ldw.numerics import SUMMATION_ORDERS, matching_order
 from d2ldw.shapes import check_array_kind, check_memory, checked_dtype, checked_int, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['CONVNEXT_TINY', 'ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'EFFICIENTNET_B0_TABLE', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MBConv', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'MOBILENET_V3_LARGE_TABLE', 'MOBILENET_V3_SMALL_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'SqueezeExcite', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'causal_depthwise_conv1d', 'conv2d_unfold', 'convnext_tiny', 'count_cost', 'depthwise_conv2d_unfold', 'efficientnet_b0', 'fuse_conv_bn', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small', 'replace_depthwise', 'separable_conv2d', 'separable_from_conv']
+__all__ = ['CONVNEXT_TINY', 'ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'EFFICIENTNET_B0_TABLE', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MBConv', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'MOBILENET_V3_LARGE_TABLE', 'MOBILENET_V3_SMALL_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'SqueezeExcite', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'causal_depthwise_conv1d', 'conv2d_unfold', 'conv_transpose_to_conv_weight', 'convnext_tiny', 'count_cost', 'depthwise_conv2d_unfold', 'efficientnet_b0', 'fuse_conv_bn', 'is_depthwise', 'keras_conv2d_to_torch', 'keras_conv2d_transpose_to_torch', 'keras_depthwise_to_torch', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small', 'replace_depthwise', 'separable_conv2d', 'separable_from_conv', 'torch_depthwise_to_keras']
 
 
 # From Section 1.3, "Convolution as matrix multiplication" (chapters/conv2d/as_matmul.ipynb)
@@ -525,7 +525,117 @@ def calibrate_batchnorm(model, images):
     return model.eval()
 
 
-# From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)
+# From Section 3.5, "Porting depthwise and transposed weights" (chapters/depthwise/porting_weights.ipynb)
+import numpy as np
+
+
+def _weight_tensor(weight, name, layout):
+    """``weight`` (a tensor or a NumPy array) as a tensor, after checking
+    that it has one axis per name in ``layout``, e.g. ``"(kH, kW, C, M)"``."""
+    if isinstance(weight, np.ndarray):
+        weight = torch.from_numpy(weight)
+    if not torch.is_tensor(weight):
+        raise TypeError(
+            f"{name} must be a tensor or a NumPy array, got "
+            f"{type(weight).__name__}"
+        )
+    axes = layout.count(",") + 1
+    if weight.dim() != axes or min(weight.shape) < 1:
+        raise ValueError(
+            f"{name} must have the {axes}-D shape {layout} with every "
+            f"size >= 1, got shape {tuple(weight.shape)}"
+        )
+    return weight
+
+
+def keras_depthwise_to_torch(kernel):
+    """Keras ``DepthwiseConv2D`` kernel ``(kH, kW, C, M)`` as the weight
+    ``(C*M, 1, kH, kW)`` of ``nn.Conv2d(C, C*M, (kH, kW), groups=C)``.
+
+    ``kernel[:, :, c, m]``, filter ``m`` of input channel ``c``, becomes row
+    ``c*M + m``: both libraries number the output channels that way. The bias
+    ``(C*M,)`` needs no conversion. Inverse: ``torch_depthwise_to_keras``.
+    """
+    kernel = _weight_tensor(
+        kernel, "a Keras depthwise kernel", "(kH, kW, C, M)"
+    )
+    kh, kw, channels, multiplier = kernel.shape
+    return (
+        kernel.permute(2, 3, 0, 1)
+        .reshape(channels * multiplier, 1, kh, kw)
+        .contiguous()
+    )
+
+
+def torch_depthwise_to_keras(weight, in_channels):
+    """PyTorch depthwise weight ``(C*M, 1, kH, kW)``, ``C = in_channels``, as a
+    Keras ``DepthwiseConv2D`` kernel ``(kH, kW, C, M)``."""
+    weight = _weight_tensor(weight, "a depthwise weight", "(C*M, 1, kH, kW)")
+    multiplier = depthwise_multiplier(in_channels, tuple(weight.shape))
+    kh, kw = weight.shape[2:]
+    return (
+        weight.reshape(in_channels, multiplier, kh, kw)
+        .permute(2, 3, 0, 1)
+        .contiguous()
+    )
+
+
+def keras_conv2d_to_torch(kernel):
+    """Keras ``Conv2D`` kernel ``(kH, kW, C/G, O)`` as the ``nn.Conv2d`` weight
+    ``(O, C/G, kH, kW)``, for any ``groups`` G (both libraries give group ``g``
+    the ``g``-th slices of the channels); also a ``SeparableConv2D``'s
+    pointwise kernel ``(1, 1, C*M, O)``."""
+    kernel = _weight_tensor(kernel, "a Keras Conv2D kernel", "(kH, kW, C/G, O)")
+    return kernel.permute(3, 2, 0, 1).contiguous()
+
+
+# From Section 3.5, "Porting depthwise and transposed weights" (chapters/depthwise/porting_weights.ipynb)
+def conv_transpose_to_conv_weight(weight, groups=1):
+    """``nn.ConvTranspose2d`` weight ``(C, O/G, kH, kW)`` as the ``nn.Conv2d``
+    weight ``(O, C/G, kH, kW)`` of the same map, for ``groups`` G.
+
+    Within each group the two channel axes are swapped and every kernel is
+    flipped in both spatial axes. At stride 1,
+    ``conv_transpose2d(x, weight, padding=p, dilation=d, groups=G)`` equals
+    ``conv2d(x, result, padding=d*(k-1)-p, dilation=d, groups=G)`` along each
+    axis; at stride s, put s-1 zeros between the input's pixels first. The
+    conversion is its own inverse: applied to the result with the same
+    ``groups`` it gives ``weight`` back.
+    """
+    weight = _weight_tensor(
+        weight, "a ConvTranspose2d weight", "(C, O/G, kH, kW)"
+    )
+    groups = checked_int(groups, "groups", low=1)
+    in_channels, outputs_per_group, kh, kw = weight.shape
+    if in_channels % groups:
+        raise ValueError(
+            f"groups={groups} must divide the weight's first axis, its "
+            f"{in_channels} input channels; got weight shape "
+            f"{tuple(weight.shape)}"
+        )
+    per_group = in_channels // groups
+    return (
+        weight.reshape(groups, per_group, outputs_per_group, kh, kw)
+        .transpose(1, 2)
+        .reshape(groups * outputs_per_group, per_group, kh, kw)
+        .flip(-2, -1)
+        .contiguous()
+    )
+
+
+# From Section 3.5, "Porting depthwise and transposed weights" (chapters/depthwise/porting_weights.ipynb)
+def keras_conv2d_transpose_to_torch(kernel):
+    """Keras ``Conv2DTranspose`` kernel ``(kH, kW, O, C)`` as the
+    ``nn.ConvTranspose2d`` weight ``(C, O, kH, kW)``: the axes permuted, no
+    flip (both store the kernel of the convolution whose adjoint they compute).
+    The bias ``(O,)`` needs no conversion."""
+    kernel = _weight_tensor(
+        kernel, "a Keras Conv2DTranspose kernel", "(kH, kW, O, C)"
+    )
+    return kernel.permute(3, 2, 0, 1).contiguous()
+
+
+# From Section 4.2, "Depthwise + pointwise as a layer" (chapters/separable/depthwise_pointwise.ipynb)
 def separable_conv2d(
     input,
     depthwise_weight,
@@ -580,7 +690,7 @@ def separable_conv2d(
     return F.conv2d(hidden, pointwise_weight, pointwise_bias)
 
 
-# From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)
+# From Section 4.2, "Depthwise + pointwise as a layer" (chapters/separable/depthwise_pointwise.ipynb)
 class SeparableConv2d(nn.Module):
     """Depthwise ``k x k`` convolution (channel multiplier M) then a ``1 x 1`` convolution.
 
@@ -697,7 +807,7 @@ class SeparableConv2d(nn.Module):
         return self.pointwise(self.depthwise(input))
 
 
-# From Section 4.3, "Counting a whole network" (chapters/separable/counting.ipynb)
+# From Section 4.6, "Counting a whole network" (chapters/separable/counting.ipynb)
 from typing import NamedTuple
 
 
@@ -867,7 +977,7 @@ def count_cost(model, input_size, max_bytes=None, elementwise=()):
     )
 
 
-# From Section 4.3, "Counting a whole network" (chapters/separable/counting.ipynb)
+# From Section 4.6, "Counting a whole network" (chapters/separable/counting.ipynb)
 def mobilenet_v1_full_conv(width_multiplier=1.0, num_classes=1000):
     """MobileNet v1 with every depthwise-separable block (3x3 depthwise + 1x1
     pointwise) replaced by one full 3x3 convolution C_in -> C_out with the
@@ -889,10 +999,7 @@ def mobilenet_v1_full_conv(width_multiplier=1.0, num_classes=1000):
     return nn.Sequential(*layers)
 
 
-# From Section 5.5, "A bit-identical swap" (chapters/numerics/bitwise_swap.ipynb)
-import numpy as np
-
-
+# From Section 5.7, "A bit-identical swap" (chapters/numerics/bitwise_swap.ipynb)
 class _TEDepthwiseFunction(torch.autograd.Function):
     """TVM forward, PyTorch backward, for TEDepthwiseConv2d."""
 

@@ -286,7 +286,7 @@ def depthwise_conv2d(X, K, stride=1, padding=0, dilation=1):
     )
 
 
-# From Section 4.1, "Depthwise + pointwise" (chapters/separable/depthwise_pointwise.ipynb)
+# From Section 4.4, "Depthwise + pointwise in MXNet Gluon and in TVM" (chapters/separable/other_frameworks.ipynb)
 def pointwise_conv2d(X, K):
     """TE definition of a 1x1 convolution: ``Y[n, o, i, j] = sum_c X[n, c, i, j] K[o, c, 0, 0]``."""
     x_shape, k_shape = _static_shape(X), _static_shape(K)
@@ -353,7 +353,7 @@ def separable_conv2d(
     return Z
 
 
-# From Section 5.4, "Bitwise equality" (chapters/numerics/bitwise.ipynb)
+# From Section 5.6, "Bitwise equality" (chapters/numerics/bitwise.ipynb)
 def depthwise_conv2d_interleaved(
     X, K, stride=1, padding=0, dilation=1, accumulators=1
 ):
@@ -441,7 +441,7 @@ def target_with_fma(fma, target=None):
     return tvm.target.Target(config)
 
 
-# From Section 5.5, "A bit-identical swap" (chapters/numerics/bitwise_swap.ipynb)
+# From Section 5.7, "A bit-identical swap" (chapters/numerics/bitwise_swap.ipynb)
 def __getattr__(name):
     """``d2ldw.tvm.TEDepthwiseConv2d``: d2ldw.torch's layer, on demand."""
     if name == "TEDepthwiseConv2d":

@@ -28,7 +28,7 @@ def conv_tolerance(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     implementations each within the bound differ by at most twice it. Accepts NumPy arrays
     or tensors of any floating or complex dtype; integer dtypes are exact (tolerance 0).
 
-    This mirrors the derivation of the numerics chapter ("Measuring error properly"):
+    This mirrors the derivation of the numerics chapter ("An error bound for convolutions"):
     for real dtypes with a bias it is ``2 * d2ldw.conv_error_bound(x, w, b, ...)``; without a
     bias it counts one term more, so it is slightly larger (tests/test_numerics.py checks the
     two against each other).
