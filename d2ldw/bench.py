@@ -6,10 +6,10 @@ chapters. Do not edit: change the chapter and regenerate.
 
 from d2ldw.cost import conv2d_cost
 from d2ldw.data import get_conv_data
-from d2ldw.shapes import check_memory
+from d2ldw.shapes import check_memory, checked_int
 from d2ldw.timing import time_interleaved
 
-__all__ = ['ENVIRONMENT', 'PARTS', 'depthwise_layers', 'format_table', 'geometric_mean', 'main', 'run_depthwise', 'time_depthwise']
+__all__ = ['ENVIRONMENT', 'KERNEL_SWEEP_LIBRARIES', 'PARTS', 'depthwise_layers', 'format_kernel_sweep', 'format_table', 'geometric_mean', 'main', 'measure_roofs', 'run_depthwise', 'run_kernel_sweep', 'time_depthwise']
 
 
 # From Section 6.3, "Results: the nine depthwise layers of MobileNet v1" (chapters/performance/results.ipynb)
@@ -476,6 +476,181 @@ def main(argv=None):
         with open(args.json, "w") as out:
             json.dump(result, out, indent=1)
     return 0
+
+
+# From Section 7.3, "Large depthwise kernels: ConvNeXt and RepLKNet" (chapters/beyond/large_kernels.ipynb)
+def _kernel_sweep_shapes(kernel, batch, channels, size):
+    """(FLOPs, minimum bytes) of a float32 depthwise kxk layer, 'same'."""
+    pixels = batch * channels * size * size
+    return 2 * pixels * kernel * kernel, 4 * (2 * pixels
+                                              + channels * kernel * kernel)
+
+
+def measure_roofs(matrix=2048, copy_mib=64, repeat=3):
+    """This CPU's compute roof (FLOP/s of a float32 matrix product) and
+    memory roof (bytes/s of a copy), as the roofline page measures them."""
+    import torch
+
+    a, b, product = (torch.randn(matrix, matrix) for _ in range(3))
+    source = torch.randn(copy_mib * 2**20 // 4)
+    target = torch.empty_like(source)
+    roofs = time_interleaved(
+        {"matmul": lambda: torch.matmul(a, b, out=product),
+         "copy": lambda: target.copy_(source)}, repeat=repeat)
+    return (2 * matrix**3 / roofs["matmul"].median,
+            2 * source.numel() * 4 / roofs["copy"].median)
+
+
+def _time_kernels(library, kernels, batch, channels, size, threads, repeat):
+    """Median seconds of ``library`` ('PyTorch' or 'TE') per kernel size,
+    in this process; with TE, also its largest difference from PyTorch."""
+    import torch
+    from torch.nn import functional as F
+
+    if library == "PyTorch":  # TVM's idle pool would compete for the cores
+        torch.set_num_threads(threads)
+    else:
+        _configure(threads)
+    seconds, errors = {}, {}
+    for k in kernels:
+        x, w, _ = get_conv_data(channels, channels, size, k, batch=batch,
+                                groups=channels, seed=k)
+        xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+        expected = F.conv2d(xt, wt, padding=k // 2, groups=channels)
+        if library == "PyTorch":
+            def call(xt=xt, wt=wt, k=k):
+                return F.conv2d(xt, wt, padding=k // 2, groups=channels)
+        else:
+            call, result = _te_kernel(x, w, k)
+            errors[k] = float(abs(result() - expected.numpy()).max())
+        seconds[k] = time_interleaved({k: call}, repeat=repeat)[k].median
+    return {"seconds": seconds, "max_error": errors}
+
+
+def _te_kernel(x, w, k):
+    """The tuned NCHW[x]c kernel of the performance chapter for a kxk weight:
+    (call, result)."""
+    import numpy as np
+    import tvm
+    from tvm import te
+
+    from d2ldw import tvm as d2l_tvm
+
+    lanes = d2l_tvm.host_vector_lanes()
+    n, c, size, _ = x.shape
+    X = te.placeholder((n, c // lanes, size, size, lanes), name="X")
+    K = te.placeholder((c // lanes, k, k, lanes), name="K")
+    Y = d2l_tvm.depthwise_conv2d_nchwc(X, K, 1, k // 2)
+    library = d2l_tvm.build(d2l_tvm.schedule_depthwise_nchwc(
+        d2l_tvm.prim_module([X, K, Y])))
+    device = tvm.cpu()
+    bound = [tvm.runtime.tensor(a, device) for a in
+             (d2l_tvm.to_nchwc(x, lanes), d2l_tvm.depthwise_weight_to_nchwc(
+                 w, lanes), np.zeros([int(d) for d in Y.shape], "float32"))]
+    def call():
+        library(*bound)
+
+    def result():
+        return d2l_tvm.from_nchwc(bound[-1].numpy())
+
+    call()
+    return call, result
+
+
+# From Section 7.3, "Large depthwise kernels: ConvNeXt and RepLKNet" (chapters/beyond/large_kernels.ipynb)
+KERNEL_SWEEP_LIBRARIES = ("PyTorch", "TE")
+
+
+def _sweep_in_child(library, kernels, batch, channels, size, threads, repeat):
+    """_time_kernels (or measure_roofs) in a fresh Python process."""
+    import subprocess
+
+    code = ("import json, sys\nfrom d2ldw import bench\n"
+            "args = json.loads(sys.argv[1])\n"
+            "out = (bench.measure_roofs() if args[0] == 'roofs' "
+            "else bench._time_kernels(*args))\n"
+            "print(json.dumps(out))")
+    arguments = [library, kernels, batch, channels, size, threads, repeat]
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(arguments)],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, **ENVIRONMENT, **_thread_environment(threads)})
+    if done.returncode:
+        raise RuntimeError(f"the {library} child process failed:\n"
+                           f"{done.stderr[-2000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def _checked_sweep_args(kernels, batch, channels, size, threads, repeat):
+    if isinstance(kernels, (str, bytes)) or not hasattr(kernels, "__iter__"):
+        raise TypeError(f"kernels must be a list of odd ints, got "
+                        f"{type(kernels).__name__}")
+    kernels = [checked_int(k, "kernels", 1) for k in kernels]
+    if not kernels or any(k % 2 == 0 for k in kernels):
+        raise ValueError(f"kernels must be a non-empty list of odd sizes "
+                         f"('same' padding), got {kernels}")
+    batch, size, repeat = (checked_int(v, name, 1) for v, name in
+                           [(batch, "batch"), (size, "size"),
+                            (repeat, "repeat")])
+    channels = checked_int(channels, "channels", 1)
+    if channels % 16:
+        raise ValueError(f"channels must be a multiple of 16 (the TE kernel "
+                         f"blocks channels by vector lanes), got {channels}")
+    threads = available_cpus() if threads is None else checked_int(
+        threads, "threads", 1)
+    check_memory(8 * batch * channels * size * size, f"batch {batch} of "
+                 f"{channels}x{size}x{size}", None)
+    return kernels, batch, channels, size, threads, repeat
+
+
+def run_kernel_sweep(kernels, batch=1, channels=64, size=28, threads=None,
+                     repeat=5):
+    """Depthwise kxk ('same', stride 1, float32) for each of ``kernels``:
+    PyTorch and the tuned TE kernel, each timed in its own child process,
+    and this CPU's roofs measured in a third. Returns a JSON-able dict."""
+    kernels, batch, channels, size, threads, repeat = _checked_sweep_args(
+        kernels, batch, channels, size, threads, repeat)
+    shape = [kernels, batch, channels, size, threads, repeat]
+    peak, bandwidth = _sweep_in_child("roofs", *shape)
+    timed = {library: _sweep_in_child(library, *shape)
+             for library in KERNEL_SWEEP_LIBRARIES}
+    rows = []
+    for k in kernels:
+        flops, nbytes = _kernel_sweep_shapes(k, batch, channels, size)
+        seconds = {lib: timed[lib]["seconds"][str(k)] for lib in timed}
+        rows.append({
+            "kernel": k, "gflop": flops / 1e9, "bytes": nbytes,
+            "intensity": flops / nbytes,
+            "roof_gflops": min(peak, flops / nbytes * bandwidth) / 1e9,
+            "median_us": {lib: s * 1e6 for lib, s in seconds.items()},
+            "gflops": {lib: flops / s / 1e9 for lib, s in seconds.items()},
+            "max_error_te": timed["TE"]["max_error"][str(k)]})
+    return {"kernels": rows, "batch": batch, "channels": channels,
+            "size": size, "threads": threads, "repeat": repeat,
+            "peak_gflops": peak / 1e9, "bandwidth_gbs": bandwidth / 1e9,
+            "ridge_flop_per_byte": peak / bandwidth,
+            "processes": "each library timed in its own child process",
+            "cpu_description": str(describe_cpu())}
+
+
+def format_kernel_sweep(result):
+    """run_kernel_sweep's result as a table: GFLOP/s against the roof."""
+    lines = [
+        *result["cpu_description"].splitlines(),
+        f"depthwise kxk, C={result['channels']}, {result['size']}x"
+        f"{result['size']}, batch {result['batch']}, {result['threads']} "
+        f"threads; medians of {result['repeat']}, {result['processes']}",
+        f"roofs: {result['peak_gflops']:.0f} GFLOP/s, "
+        f"{result['bandwidth_gbs']:.1f} GB/s, ridge "
+        f"{result['ridge_flop_per_byte']:.1f} FLOP/B",
+        f"{'k':>3} {'FLOP/B':>7} {'roof':>7} {'PyTorch':>8} {'TE':>8} "
+        f"{'TE err':>8}  (GFLOP/s)"]
+    for row in result["kernels"]:
+        lines.append(
+            f"{row['kernel']:>3} {row['intensity']:>7.1f} "
+            f"{row['roof_gflops']:>7.1f} {row['gflops']['PyTorch']:>8.1f} "
+            f"{row['gflops']['TE']:>8.1f} {row['max_error_te']:>8.1e}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

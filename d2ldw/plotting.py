@@ -10,7 +10,7 @@ require('matplotlib', 'matplotlib', module='d2ldw.plotting', extra='book')
 
 from d2ldw.shapes import channel_connections, conv_out_size, depthwise_multiplier
 
-__all__ = ['plot_connections', 'plot_depthwise_weight', 'plot_separable_factorisation', 'plot_sliding_window', 'plot_unfold']
+__all__ = ['plot_connections', 'plot_depthwise_weight', 'plot_roofline', 'plot_separable_factorisation', 'plot_sliding_window', 'plot_unfold']
 
 
 # From Section 1.1, "Convolution from scratch" (chapters/conv2d/from_scratch.ipynb)
@@ -276,3 +276,30 @@ def plot_separable_factorisation(depthwise_weight, pointwise_weight):
     ax.set_title(f"O={len(p)}, C={channels}, {k}x{k}: column c of W is D[c], "
                  f"scaled", fontsize=9)
     return fig
+
+
+# From Section 7.3, "Large depthwise kernels: ConvNeXt and RepLKNet" (chapters/beyond/large_kernels.ipynb)
+def plot_roofline(peak, bandwidth, points, ax=None, title=None):
+    """Draw min(peak, I * bandwidth) (FLOP/s, bytes/s) on log axes and
+    ``points``, a dict label -> list of (intensity, FLOP/s, annotation)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4))
+    lowest = min(i for pts in points.values() for i, _, _ in pts)
+    highest = max(i for pts in points.values() for i, _, _ in pts)
+    ridge = peak / bandwidth
+    intensities = np.logspace(np.log10(min(lowest, ridge) / 3),
+                              np.log10(max(highest, ridge) * 3), 200)
+    ax.loglog(intensities, np.minimum(peak, intensities * bandwidth) / 1e9,
+              "k-", label="roofline")
+    for label, pts in points.items():
+        ax.plot([i for i, _, _ in pts], [r / 1e9 for _, r, _ in pts], "o-",
+                label=label, alpha=0.8)
+        for i, r, note in pts:
+            ax.annotate(note, (i, r / 1e9), textcoords="offset points",
+                        xytext=(3, -10), fontsize=7)
+    ax.set_xlabel("arithmetic intensity (FLOP per byte)")
+    ax.set_ylabel("GFLOP/s")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return ax

@@ -12,7 +12,7 @@ from d2ldw.cost import conv2d_cost
 from d2ldw.numerics import SUMMATION_ORDERS, matching_order
 from d2ldw.shapes import check_array_kind, check_memory, checked_dtype, checked_int, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'NetworkCost', 'SeparableConv2d', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'conv2d_unfold', 'conv_transpose_to_conv_weight', 'count_cost', 'depthwise_conv2d_unfold', 'is_depthwise', 'keras_conv2d_to_torch', 'keras_conv2d_transpose_to_torch', 'keras_depthwise_to_torch', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'replace_depthwise', 'separable_conv2d', 'torch_depthwise_to_keras']
+__all__ = ['CONVNEXT_TINY', 'ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'EFFICIENTNET_B0_TABLE', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MBConv', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'MOBILENET_V3_LARGE_TABLE', 'MOBILENET_V3_SMALL_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'SqueezeExcite', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'causal_depthwise_conv1d', 'conv2d_unfold', 'conv_transpose_to_conv_weight', 'convnext_tiny', 'count_cost', 'depthwise_conv2d_unfold', 'efficientnet_b0', 'fuse_conv_bn', 'is_depthwise', 'keras_conv2d_to_torch', 'keras_conv2d_transpose_to_torch', 'keras_depthwise_to_torch', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small', 'replace_depthwise', 'separable_conv2d', 'separable_from_conv', 'torch_depthwise_to_keras']
 
 
 # From Section 1.3, "Convolution as matrix multiplication" (chapters/conv2d/as_matmul.ipynb)
@@ -836,7 +836,7 @@ class NetworkCost(NamedTuple):
         int  # convolutions and linear layers (the MobileNet papers' convention)
     )
     params: int  # weights and biases of the convolutions and linear layers
-    bn_params: int  # BatchNorm's scale and shift, reported apart
+    bn_params: int  # normalisation layers' scale and shift, reported apart
     by_type: dict  # layer type, e.g. "depthwise 3x3" -> LayerCost
 
     def shares(self):
@@ -860,16 +860,20 @@ def layer_type(module):
     return "pointwise 1x1" if (kh, kw) == (1, 1) else f"conv {kh}x{kw} full"
 
 
-def count_cost(model, input_size, max_bytes=None):
+def count_cost(model, input_size, max_bytes=None, elementwise=()):
     """Multiply-adds and parameters of ``model``, read off one real forward
     pass.
 
     ``input_size`` is ``(C, H, W)`` for one image or ``(N, C, H, W)`` to count a
     batch. Forward hooks record every ``nn.Conv2d``
     (``kH*kW*(C_in/groups)*C_out*H_out*W_out`` mult-adds) and ``nn.Linear``
-    (``in*out`` per row) call, and every BatchNorm; activations, pooling and
-    other parameter-free modules cost nothing. A module with parameters of any
-    other kind raises TypeError. Returns a NetworkCost. An input of more than
+    (``in*out`` per row) call, and every BatchNorm or LayerNorm (their
+    parameters go to ``bn_params``); activations, pooling and other
+    parameter-free modules cost nothing. Modules of the types in
+    ``elementwise`` only scale elements by their parameters (ConvNeXt's layer
+    scale): their parameters count, their products do not, as in the papers.
+    A module with parameters of any other kind raises TypeError. Returns a
+    NetworkCost. An input of more than
     ``max_bytes`` bytes (default ``d2ldw.MEMORY_LIMIT``) is refused before it is
     allocated.
     """
@@ -892,8 +896,13 @@ def count_cost(model, input_size, max_bytes=None):
     check_memory(
         math.prod(size) * dtype.itemsize, f"an input of size {size}", max_bytes
     )
-    batch_norm = nn.modules.batchnorm._BatchNorm
-    counted = (nn.Conv2d, nn.Linear, batch_norm)
+    batch_norm = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
+    elementwise = tuple(elementwise)
+    if not all(isinstance(t, type) for t in elementwise):
+        raise TypeError(
+            f"elementwise must be a tuple of module types, got {elementwise!r}"
+        )
+    counted = (nn.Conv2d, nn.Linear, *batch_norm, *elementwise)
     for name, module in model.named_modules():
         if (
             not isinstance(module, counted)
@@ -901,8 +910,8 @@ def count_cost(model, input_size, max_bytes=None):
         ):
             raise TypeError(
                 f"count_cost cannot count {type(module).__name__} '{name}', "
-                "which "
-                f"has parameters; it counts nn.Conv2d, nn.Linear and BatchNorm"
+                "which has parameters; it counts nn.Conv2d, nn.Linear, "
+                "BatchNorm, LayerNorm and the types in elementwise"
             )
     by_type, seen, bn_params = {}, set(), []
 
@@ -919,7 +928,9 @@ def count_cost(model, input_size, max_bytes=None):
         if isinstance(module, batch_norm):
             bn_params.append(new_params(module))
             return
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, elementwise):
+            kind, mult_adds = "elementwise", 0
+        elif isinstance(module, nn.Conv2d):
             mult_adds = conv2d_cost(
                 inputs[0].shape,
                 module.weight.shape,
@@ -930,7 +941,8 @@ def count_cost(model, input_size, max_bytes=None):
             ).mult_adds
         else:
             mult_adds = output.numel() * module.in_features
-        kind = layer_type(module)
+        if not isinstance(module, elementwise):
+            kind = layer_type(module)
         old = by_type.get(kind, LayerCost(0, 0, 0))
         by_type[kind] = LayerCost(
             old.mult_adds + mult_adds,
@@ -1153,3 +1165,333 @@ class TEDepthwiseConv2d(nn.Module):
 
     def forward(self, input):
         return _TEDepthwiseFunction.apply(input, self.weight, self)
+
+
+# From Section 7.3, "Large depthwise kernels: ConvNeXt and RepLKNet" (chapters/beyond/large_kernels.ipynb)
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW tensor (ConvNeXt's
+    'channels_first' LayerNorm)."""
+
+    def __init__(self, channels, eps=1e-6):
+        super().__init__(checked_int(channels, "channels", 1), eps=eps)
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class LayerScale(nn.Module):
+    """Multiply each channel (the last axis) by a learned gamma, initialised
+    small (ConvNeXt's layer scale)."""
+
+    def __init__(self, channels, init=1e-6):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels,), float(init)))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
+class ConvNeXtBlock(nn.Module):
+    """depthwise kxk -> LayerNorm -> Linear(4C) -> GELU -> Linear(C) ->
+    layer scale, plus the input (Liu et al. 2022, Figure 4)."""
+
+    def __init__(self, channels, kernel_size=7, expansion=4):
+        super().__init__()
+        channels = checked_int(channels, "channels", 1)
+        kernel_size = checked_int(kernel_size, "kernel_size", 1)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (the block keeps the "
+                             f"size), got {kernel_size}")
+        self.depthwise = nn.Conv2d(channels, channels, kernel_size,
+                                   padding=kernel_size // 2, groups=channels)
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+        self.expand = nn.Linear(channels, expansion * channels)
+        self.project = nn.Linear(expansion * channels, channels)
+        self.scale = LayerScale(channels)
+
+    def forward(self, x):
+        y = self.depthwise(x).permute(0, 2, 3, 1)  # NHWC for the Linears
+        y = self.scale(self.project(F.gelu(self.expand(self.norm(y)))))
+        return x + y.permute(0, 3, 1, 2)
+
+
+# From Section 7.3, "Large depthwise kernels: ConvNeXt and RepLKNet" (chapters/beyond/large_kernels.ipynb)
+def fuse_conv_bn(conv, bn):
+    """(weight, bias) of one convolution equal to ``bn(conv(x))`` in eval
+    mode: the filter of channel c scaled by gamma_c / sqrt(var_c + eps)."""
+    if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+        raise TypeError(f"expected an nn.Conv2d and an nn.BatchNorm2d, got "
+                        f"{type(conv).__name__} and {type(bn).__name__}")
+    if bn.num_features != conv.out_channels:
+        raise ValueError(f"BatchNorm2d has {bn.num_features} features, the "
+                         f"convolution {conv.out_channels} output channels")
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return conv.weight * scale.reshape(-1, 1, 1, 1), bias
+
+
+class ReparamLargeKernel(nn.Module):
+    """RepLKNet's depthwise layer: a large and a small kxk depthwise
+    convolution, each with BatchNorm, summed; ``merged()`` returns the one
+    ``nn.Conv2d`` that computes the same in eval mode."""
+
+    def __init__(self, channels, kernel_size=31, small_kernel=5, stride=1):
+        super().__init__()
+        channels = checked_int(channels, "channels", 1)
+        sizes = [checked_int(k, name, 1) for k, name in
+                 [(kernel_size, "kernel_size"), (small_kernel, "small_kernel")]]
+        if any(k % 2 == 0 for k in sizes) or sizes[1] > sizes[0]:
+            raise ValueError(f"kernel sizes must be odd with small_kernel <= "
+                             f"kernel_size, got {sizes[0]} and {sizes[1]}")
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels, channels, k, stride, k // 2,
+                                    groups=channels, bias=False),
+                          nn.BatchNorm2d(channels)) for k in sizes)
+
+    def forward(self, x):
+        return sum(branch(x) for branch in self.branches)
+
+    @torch.no_grad()
+    def merged(self):
+        """One depthwise nn.Conv2d with bias, equal to the eval-mode sum."""
+        (large_w, large_b), (small_w, small_b) = (
+            fuse_conv_bn(*branch) for branch in self.branches)
+        margin = (large_w.shape[-1] - small_w.shape[-1]) // 2
+        large = self.branches[0][0]
+        conv = nn.Conv2d(large.in_channels, large.out_channels,
+                         large.kernel_size, large.stride, large.padding,
+                         groups=large.groups, bias=True)
+        conv.weight.copy_(large_w + F.pad(small_w, [margin] * 4))
+        conv.bias.copy_(large_b + small_b)
+        return conv
+
+
+# From Section 7.4, "Causal 1-D depthwise convolution and streaming" (chapters/beyond/causal_1d.ipynb)
+def causal_depthwise_conv1d(x, w, b=None):
+    """Causal depthwise conv1d as in Mamba: F.conv1d with padding k-1 on both
+    ends and groups=D, the last k-1 outputs (which read the future) dropped.
+    ``x`` is ``(N, D, L)``, ``w`` ``(D, 1, k)``."""
+    for value, name in [(x, "x"), (w, "w")] + [(b, "b")] * (b is not None):
+        check_array_kind(value, name, "torch")
+    if x.dim() != 3 or w.dim() != 3 or tuple(w.shape[:2]) != (x.shape[1], 1):
+        raise ValueError(f"x must be (N, D, L) and w (D, 1, k), got shapes "
+                         f"{tuple(x.shape)} and {tuple(w.shape)}")
+    k = w.shape[2]
+    return F.conv1d(x, w, b, padding=k - 1, groups=x.shape[1])[
+        ..., :x.shape[2]]
+
+
+# From Section 7.5, "MobileNetV3, EfficientNet and ConvNeXt-T, counted" (chapters/beyond/mobilenet_v3.ipynb)
+class SqueezeExcite(nn.Module):
+    """x * gate(W2 act(W1 mean(x))): one weight in [0, 1] per channel."""
+
+    def __init__(self, channels, squeeze, activation=nn.ReLU,
+                 gate=nn.Hardsigmoid):
+        super().__init__()
+        self.reduce = nn.Conv2d(checked_int(channels, "channels", 1),
+                                checked_int(squeeze, "squeeze", 1), 1)
+        self.activation = activation()
+        self.expand = nn.Conv2d(squeeze, channels, 1)
+        self.gate = gate()
+
+    def forward(self, x):
+        s = x.mean((2, 3), keepdim=True)
+        return x * self.gate(self.expand(self.activation(self.reduce(s))))
+
+
+class MBConv(nn.Module):
+    """Inverted residual with SE (MobileNetV3's bneck, EfficientNet's
+    MBConv): 1x1 expansion (none when ``expanded == in_channels``), kxk
+    depthwise, optional SE, linear 1x1 projection; the input is added back
+    when the stride is 1 and the channels match."""
+
+    def __init__(self, in_channels, expanded, out_channels, kernel_size,
+                 stride, activation, se_squeeze=0, se_activation=nn.ReLU,
+                 se_gate=nn.Hardsigmoid):
+        super().__init__()
+        layers = []
+        if expanded != in_channels:
+            layers.append(_conv_bn(in_channels, expanded, 1, 1, 1, activation))
+        layers.append(_conv_bn(expanded, expanded, kernel_size, stride,
+                               expanded, activation))
+        if se_squeeze:
+            layers.append(SqueezeExcite(expanded, se_squeeze, se_activation,
+                                        se_gate))
+        layers += [nn.Conv2d(expanded, out_channels, 1, bias=False),
+                   nn.BatchNorm2d(out_channels)]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x):
+        return x + self.block(x) if self.residual else self.block(x)
+
+
+# From Section 7.5, "MobileNetV3, EfficientNet and ConvNeXt-T, counted" (chapters/beyond/mobilenet_v3.ipynb)
+# Howard et al. 2019, Table 1 (Large) and Table 2 (Small), one tuple per row:
+# (operator, kernel, exp size, output channels, SE, activation, stride)
+MOBILENET_V3_LARGE_TABLE = [
+    ("conv2d", 3, None, 16, False, "HS", 2),  # 224x224x3
+    ("bneck", 3, 16, 16, False, "RE", 1),  # 112x112x16
+    ("bneck", 3, 64, 24, False, "RE", 2),
+    ("bneck", 3, 72, 24, False, "RE", 1),  # 56x56x24
+    ("bneck", 5, 72, 40, True, "RE", 2),
+    ("bneck", 5, 120, 40, True, "RE", 1),  # 28x28x40
+    ("bneck", 5, 120, 40, True, "RE", 1),
+    ("bneck", 3, 240, 80, False, "HS", 2),
+    ("bneck", 3, 200, 80, False, "HS", 1),  # 14x14x80
+    ("bneck", 3, 184, 80, False, "HS", 1),
+    ("bneck", 3, 184, 80, False, "HS", 1),
+    ("bneck", 3, 480, 112, True, "HS", 1),
+    ("bneck", 3, 672, 112, True, "HS", 1),  # 14x14x112
+    ("bneck", 5, 672, 160, True, "HS", 2),
+    ("bneck", 5, 960, 160, True, "HS", 1),  # 7x7x160
+    ("bneck", 5, 960, 160, True, "HS", 1),
+    ("conv2d", 1, None, 960, False, "HS", 1),
+    ("pool", 7, None, None, False, None, 1),  # 7x7x960
+    ("conv2d NBN", 1, None, 1280, False, "HS", 1),  # 1x1x960
+    ("conv2d NBN", 1, None, "k", False, None, 1),  # 1x1x1280
+]
+MOBILENET_V3_SMALL_TABLE = [
+    ("conv2d", 3, None, 16, False, "HS", 2),  # 224x224x3
+    ("bneck", 3, 16, 16, True, "RE", 2),  # 112x112x16
+    ("bneck", 3, 72, 24, False, "RE", 2),  # 56x56x16
+    ("bneck", 3, 88, 24, False, "RE", 1),  # 28x28x24
+    ("bneck", 5, 96, 40, True, "HS", 2),
+    ("bneck", 5, 240, 40, True, "HS", 1),  # 14x14x40
+    ("bneck", 5, 240, 40, True, "HS", 1),
+    ("bneck", 5, 120, 48, True, "HS", 1),
+    ("bneck", 5, 144, 48, True, "HS", 1),  # 14x14x48
+    ("bneck", 5, 288, 96, True, "HS", 2),
+    ("bneck", 5, 576, 96, True, "HS", 1),  # 7x7x96
+    ("bneck", 5, 576, 96, True, "HS", 1),
+    ("conv2d", 1, None, 576, True, "HS", 1),  # SE marked here; see below
+    ("pool", 7, None, None, False, None, 1),  # 7x7x576
+    ("conv2d NBN", 1, None, 1024, False, "HS", 1),  # 1x1x576
+    ("conv2d NBN", 1, None, "k", False, None, 1),  # 1x1x1024
+]
+_ACTIVATIONS = {"RE": nn.ReLU, "HS": nn.Hardswish}
+
+
+def _mobilenet_v3(table, width_multiplier, num_classes, se_on_last_conv):
+    _check_network_args(width_multiplier, num_classes)
+
+    def width(c):  # rounded to multiples of 8, as in the reference code
+        return make_divisible(c * width_multiplier)
+
+    layers, channels = [], 3
+    for operator, k, exp, out, se, act, stride in table:
+        if operator == "bneck":
+            expanded = width(exp)
+            squeeze = make_divisible(expanded // 4) if se else 0
+            layers.append(MBConv(channels, expanded, width(out), k, stride,
+                                 _ACTIVATIONS[act], squeeze))
+            channels = width(out)
+        elif operator == "conv2d":
+            out = width(out) if channels == 3 else 6 * channels
+            layers.append(_conv_bn(channels, out, k, stride, 1,
+                                   _ACTIVATIONS[act]))
+            if se and se_on_last_conv:
+                layers.append(SqueezeExcite(out, make_divisible(out // 4)))
+            channels = out
+        elif operator == "pool":
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        elif out != "k":  # the first NBN conv: a Linear on the pooled vector
+            out = make_divisible(out * max(1.0, width_multiplier))
+            layers += [nn.Linear(channels, out), nn.Hardswish()]
+            channels = out
+        else:
+            layers += [nn.Dropout(0.2), nn.Linear(channels, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def mobilenet_v3_large(width_multiplier=1.0, num_classes=1000):
+    """MobileNetV3-Large (Howard et al. 2019, Table 1)."""
+    return _mobilenet_v3(MOBILENET_V3_LARGE_TABLE, width_multiplier,
+                         num_classes, se_on_last_conv=False)
+
+
+def mobilenet_v3_small(width_multiplier=1.0, num_classes=1000,
+                       se_on_last_conv=False):
+    """MobileNetV3-Small (Howard et al. 2019, Table 2). The table marks SE on
+    the last 1x1 convolution; the reference implementation has none there,
+    and neither does this network unless ``se_on_last_conv``."""
+    return _mobilenet_v3(MOBILENET_V3_SMALL_TABLE, width_multiplier,
+                         num_classes, bool(se_on_last_conv))
+
+
+# From Section 7.5, "MobileNetV3, EfficientNet and ConvNeXt-T, counted" (chapters/beyond/mobilenet_v3.ipynb)
+# Tan and Le 2019, Table 1:
+# (expansion t, kernel, output channels, repeats, stride)
+EFFICIENTNET_B0_TABLE = [
+    (1, 3, 16, 1, 1), (6, 3, 24, 2, 2), (6, 5, 40, 2, 2), (6, 3, 80, 3, 2),
+    (6, 5, 112, 3, 1), (6, 5, 192, 4, 2), (6, 3, 320, 1, 1),
+]
+
+
+def efficientnet_b0(num_classes=1000):
+    """EfficientNet-B0: a 3x3 stem of 32, MBConv stages (swish, SE squeezing
+    to 1/4 of the block's input), a 1x1 conv to 1280, pooling, classifier."""
+    _check_network_args(1.0, num_classes)
+    layers, channels = [_conv_bn(3, 32, 3, 2, 1, nn.SiLU)], 32
+    for t, k, out, repeats, stride in EFFICIENTNET_B0_TABLE:
+        for r in range(repeats):
+            layers.append(MBConv(channels, channels * t, out, k,
+                                 stride if r == 0 else 1, nn.SiLU,
+                                 max(1, channels // 4), nn.SiLU, nn.Sigmoid))
+            channels = out
+    layers += [_conv_bn(channels, 1280, 1, 1, 1, nn.SiLU),
+               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
+               nn.Linear(1280, num_classes)]
+    return nn.Sequential(*layers)
+
+
+# From Section 7.5, "MobileNetV3, EfficientNet and ConvNeXt-T, counted" (chapters/beyond/mobilenet_v3.ipynb)
+CONVNEXT_TINY = {"depths": (3, 3, 9, 3), "dims": (96, 192, 384, 768)}
+
+
+def convnext_tiny(num_classes=1000, kernel_size=7):
+    """ConvNeXt-T (Liu et al. 2022): patchify stem, four stages of
+    ConvNeXtBlocks with downsampling between them, pooled LayerNorm head."""
+    _check_network_args(1.0, num_classes)
+    depths, dims = CONVNEXT_TINY["depths"], CONVNEXT_TINY["dims"]
+    layers = [nn.Conv2d(3, dims[0], 4, 4), LayerNorm2d(dims[0], eps=1e-6)]
+    for stage, (depth, dim) in enumerate(zip(depths, dims)):
+        if stage:
+            layers += [LayerNorm2d(dims[stage - 1], eps=1e-6),
+                       nn.Conv2d(dims[stage - 1], dim, 2, 2)]
+        layers += [ConvNeXtBlock(dim, kernel_size) for _ in range(depth)]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+               nn.LayerNorm(dims[-1], eps=1e-6),
+               nn.Linear(dims[-1], num_classes)]
+    return nn.Sequential(*layers)
+
+
+# From Section 7.6, "Any convolution as depthwise plus pointwise, exactly" (chapters/beyond/exact_factorisation.ipynb)
+def separable_from_conv(conv, rank=None):
+    """``nn.Sequential(depthwise, pointwise)`` equal to the full ``conv``
+    (``groups=1``) when ``rank`` is None, its best rank-``rank``
+    approximation per input channel otherwise (factorise_conv_weight)."""
+    from d2ldw.numpy import factorise_conv_weight
+
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"conv must be an nn.Conv2d, got {type(conv).__name__}")
+    if conv.groups != 1 or conv.padding_mode != "zeros":
+        raise ValueError(f"conv must have groups=1 and zero padding, got "
+                         f"groups={conv.groups}, {conv.padding_mode!r}")
+    weight = conv.weight.detach()
+    d, p, _ = factorise_conv_weight(weight.double().cpu().numpy(), rank)
+    channels = conv.in_channels
+    where = dict(device=weight.device, dtype=weight.dtype)
+    depthwise = nn.Conv2d(channels, d.shape[0], conv.kernel_size, conv.stride,
+                          conv.padding, conv.dilation, groups=channels,
+                          bias=False, **where)
+    pointwise = nn.Conv2d(d.shape[0], conv.out_channels, 1,
+                          bias=conv.bias is not None, **where)
+    with torch.no_grad():
+        depthwise.weight.copy_(torch.from_numpy(d))
+        pointwise.weight.copy_(torch.from_numpy(p))
+        if conv.bias is not None:
+            pointwise.bias.copy_(conv.bias)
+    return nn.Sequential(depthwise, pointwise)

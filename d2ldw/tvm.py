@@ -10,7 +10,7 @@ require('tvm', 'apache-tvm==0.27.0.post1', module='d2ldw.tvm', extra='tvm')
 
 from d2ldw.shapes import ARRAY_KINDS, array_kind, check_array_kind, check_memory, checked_dtype, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['add_bias', 'build', 'build_and_run', 'conv2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'from_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc']
+__all__ = ['add_bias', 'build', 'build_and_run', 'causal_depthwise_conv1d', 'conv2d', 'conv_transpose2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'from_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc']
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
@@ -592,3 +592,130 @@ def schedule_depthwise_cuda(module, threads_per_block=128):
     sch.unroll(ri)
     sch.unroll(rj)
     return sch.mod
+
+
+# From Section 7.1, "The backward pass of a depthwise convolution" (chapters/beyond/backward.ipynb)
+def _spread_gradient(G, size, kernel_size, stride, dilation, before):
+    """TE stage: ``G`` spread onto a grid of ``size`` (the input's height and
+    width) by ``stride``, padded so that a stride-one convolution with
+    ``kernel_size`` and ``dilation`` gives ``size`` back; ``before`` is the
+    forward padding at the top and left."""
+    n, channels, oh, ow = _static_shape(G, "G")
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
+    top, left = dh * (kh - 1) - before[0], dw * (kw - 1) - before[1]
+
+    def element(b, o, i, j):
+        r, c = i - top, j - left
+        on_grid = tvm.tirx.all(
+            r >= 0, r % sh == 0, r // sh < oh, c >= 0, c % sw == 0,
+            c // sw < ow)
+        return te.if_then_else(on_grid, G[b, o, r // sh, c // sw],
+                               tvm.tirx.const(0.0, G.dtype))
+
+    return te.compute(
+        (n, channels, size[0] + dh * (kh - 1), size[1] + dw * (kw - 1)),
+        element, name="SpreadG")
+
+
+def _depthwise_grad_geometry(input_shape, K, stride, padding, dilation):
+    k_shape = _static_shape(K, "K")
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 4:
+        raise ValueError(
+            f"input_shape must be (N, C, H, W), got {input_shape!r}")
+    multiplier = depthwise_multiplier(input_shape[1], k_shape)
+    g = conv2d_geometry(tuple(input_shape), k_shape, stride, padding,
+                        dilation, groups=input_shape[1])
+    return g, multiplier
+
+
+def depthwise_conv2d_grad_input(G, K, input_shape, stride=1, padding=0,
+                                dilation=1):
+    """TE dL/dx of a depthwise convolution from ``G`` = dL/dy, ``K``
+    ``(C*M, 1, kH, kW)``: the spread gradient convolved with the flipped
+    kernels in C groups of M channels."""
+    checked_dtype({"G": G, "K": K})
+    g, multiplier = _depthwise_grad_geometry(input_shape, K, stride, padding,
+                                             dilation)
+    if _static_shape(G, "G") != g.output_shape:
+        raise ValueError(f"G must have the output's shape {g.output_shape}, "
+                         f"got {_static_shape(G)}")
+    (kh, kw), channels = g.kernel_size, g.in_channels
+    flipped = te.compute(
+        (channels, multiplier, kh, kw),
+        lambda c, m, i, j: K[c * multiplier + m, 0, kh - 1 - i, kw - 1 - j],
+        name="FlippedK")
+    spread = _spread_gradient(G, g.in_size, g.kernel_size, g.stride,
+                              g.dilation, (g.padding[0][0], g.padding[1][0]))
+    return group_conv2d(spread, flipped, dilation=g.dilation, groups=channels)
+
+
+def depthwise_conv2d_grad_weight(X, G, weight_shape, stride=1, padding=0,
+                                 dilation=1):
+    """TE dL/dw of a depthwise convolution: one reduction over the batch and
+    the output positions per weight element."""
+    checked_dtype({"X": X, "G": G})
+    x_shape = _static_shape(X, "X")
+    K = te.placeholder(tuple(weight_shape), X.dtype, name="K")  # shape only
+    g, multiplier = _depthwise_grad_geometry(x_shape, K, stride, padding,
+                                             dilation)
+    if _static_shape(G, "G") != g.output_shape:
+        raise ValueError(f"G must have the output's shape {g.output_shape}, "
+                         f"got {_static_shape(G)}")
+    (sh, sw), (dh, dw), (oh, ow) = g.stride, g.dilation, g.out_size
+    PaddedX = _pad(X, *g.padding)
+    rn = te.reduce_axis((0, x_shape[0]), name="rn")
+    ry = te.reduce_axis((0, oh), name="ry")
+    rx = te.reduce_axis((0, ow), name="rx")
+    return te.compute(
+        tuple(weight_shape),
+        lambda o, z, i, j: te.sum(
+            PaddedX[rn, o // multiplier, ry * sh + i * dh, rx * sw + j * dw]
+            * G[rn, o, ry, rx], axis=[rn, ry, rx]),
+        name="dK")
+
+
+# From Section 7.2, "Transposed and grouped-transposed convolution" (chapters/beyond/transposed.ipynb)
+def conv_transpose2d(X, K, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """TE transposed convolution, as ``F.conv_transpose2d`` (no bias).
+
+    ``X`` is ``(N, C_in, H, W)``, ``K`` is ``(C_in, C_out/groups, kH, kW)``.
+    Built as the forward grouped convolution of ``X`` spread out by the
+    stride, with the kernel flipped and regrouped to ``(C_out, C_in/groups,
+    kH, kW)``.
+    """
+    x_shape, k_shape = _te_inputs(X, K)
+    from d2ldw.numpy import _transpose_geometry
+
+    g, out_shape = _transpose_geometry(x_shape, k_shape, stride, padding,
+                                       output_padding, groups, dilation)
+    c_in, per_group, kh, kw = k_shape
+    in_per_group = c_in // groups
+    flipped = te.compute(
+        (out_shape[1], in_per_group, kh, kw),
+        lambda o, c, i, j: K[o // per_group * in_per_group + c,
+                             o % per_group, kh - 1 - i, kw - 1 - j],
+        name="FlippedK")
+    spread = _spread_gradient(X, out_shape[2:], g.kernel_size, g.stride,
+                              g.dilation, (g.padding[0][0], g.padding[1][0]))
+    return group_conv2d(spread, flipped, dilation=g.dilation, groups=groups)
+
+
+# From Section 7.4, "Causal 1-D depthwise convolution and streaming" (chapters/beyond/causal_1d.ipynb)
+def causal_depthwise_conv1d(X, K):
+    """TE causal depthwise conv1d (no bias): ``X`` ``(N, D, L)``, ``K``
+    ``(D, 1, k)``; taps before t = 0 read zero."""
+    checked_dtype({"X": X, "K": K})
+    n, d, length = _static_shape(X, "X")
+    k_shape = _static_shape(K, "K")
+    if len(k_shape) != 3 or k_shape[:2] != (d, 1):
+        raise ValueError(f"K must be (D, 1, k) = ({d}, 1, k), got {k_shape}")
+    k = k_shape[2]
+    i = te.reduce_axis((0, k), name="i")
+    return te.compute(
+        (n, d, length),
+        lambda b, c, t: te.sum(
+            te.if_then_else(t + i >= k - 1, X[b, c, t + i - (k - 1)],
+                            tvm.tirx.const(0.0, X.dtype)) * K[c, 0, i],
+            axis=i),
+        name="Y")
