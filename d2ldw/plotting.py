@@ -10,7 +10,7 @@ require('matplotlib', 'matplotlib', module='d2ldw.plotting', extra='book')
 
 from d2ldw.shapes import channel_connections, conv_out_size
 
-__all__ = ['plot_connections', 'plot_sliding_window']
+__all__ = ['plot_connections', 'plot_roofline', 'plot_sliding_window']
 
 
 # From Section 1.1, "Convolution from scratch" (chapters/conv2d/from_scratch.ipynb)
@@ -94,4 +94,31 @@ def plot_connections(in_channels, out_channels, groups=1, ax=None):
         f"{int(matrix.sum())} of {matrix.size} pairs connected",
         fontsize=8,
     )
+    return ax
+
+
+# From Section 6.1, "How fast could it be? A roofline of this machine" (chapters/performance/roofline.ipynb)
+def plot_roofline(peak, bandwidth, points, ax=None, title=None):
+    """Draw the roofline ``min(peak, I * bandwidth)`` (FLOP/s and bytes/s) and
+    ``points``, a dict ``label: [(intensity in FLOP/byte, rate in FLOP/s), ...]``,
+    one marker per label, on log-log axes. Returns the axes."""
+    import itertools
+
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4))
+    ridge = peak / bandwidth
+    spread = [i for pairs in points.values() for i, _ in pairs] + [ridge]
+    xs = np.logspace(np.log10(min(spread) / 2), np.log10(max(spread) * 2), 200)
+    ax.loglog(xs, np.minimum(peak, xs * bandwidth) / 1e9, "k-", lw=1,
+              label="roofline")
+    for (label, pairs), marker in zip(points.items(), itertools.cycle("os^vDP*X")):
+        ax.scatter([i for i, _ in pairs], [r / 1e9 for _, r in pairs],
+                   marker=marker, alpha=0.75, label=label)
+    ax.set_xlabel("arithmetic intensity (FLOP per byte)")
+    ax.set_ylabel("GFLOP/s")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
     return ax

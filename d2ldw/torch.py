@@ -9,10 +9,10 @@ from d2ldw._requires import require
 require('torch', 'torch==2.13.0', module='d2ldw.torch', extra='torch')
 
 from d2ldw.cost import conv2d_cost
-from d2ldw.numerics import SUMMATION_ORDERS, matching_order
+from d2ldw.numerics import SUMMATION_ORDERS, gamma, matching_order
 from d2ldw.shapes import check_array_kind, check_memory, checked_dtype, checked_int, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'NetworkCost', 'SeparableConv2d', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'conv2d_unfold', 'count_cost', 'depthwise_conv2d_unfold', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'replace_depthwise', 'separable_conv2d']
+__all__ = ['DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'NetworkCost', 'SeparableConv2d', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'conv2d_unfold', 'count_cost', 'depthwise_conv2d_unfold', 'fold_batchnorm', 'fold_batchnorms', 'inference_error_bound', 'inference_layers', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'replace_depthwise', 'seeded_image', 'seeded_mobilenet', 'separable_conv2d']
 
 
 # From Section 1.3, "Convolution as matrix multiplication" (chapters/conv2d/as_matmul.ipynb)
@@ -998,3 +998,159 @@ class TEDepthwiseConv2d(nn.Module):
 
     def forward(self, input):
         return _TEDepthwiseFunction.apply(input, self.weight, self)
+
+
+# From Section 6.4, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+def fold_batchnorm(conv, norm):
+    """One ``nn.Conv2d`` (with bias) equal to ``norm(conv(x))`` for ``norm`` in eval mode.
+
+    With ``s = gamma / sqrt(var + eps)``: weight ``w * s`` per output channel, bias
+    ``beta + (b - mean) * s``, computed in float64 and rounded once to float32."""
+    if not isinstance(conv, nn.Conv2d) or not isinstance(norm, nn.BatchNorm2d):
+        raise TypeError(f"expected an nn.Conv2d and an nn.BatchNorm2d, got "
+                        f"{type(conv).__name__} and {type(norm).__name__}")
+    if norm.num_features != conv.out_channels:
+        raise ValueError(f"the BatchNorm has {norm.num_features} channels, the "
+                         f"convolution {conv.out_channels} outputs")
+    with torch.no_grad():
+        scale = norm.weight.double() / torch.sqrt(
+            norm.running_var.double() + norm.eps)
+        bias = conv.bias.double() if conv.bias is not None else 0.0
+        folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
+                           conv.stride, conv.padding, conv.dilation, conv.groups,
+                           bias=True)
+        folded.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
+        folded.bias.copy_(norm.bias.double() + (bias - norm.running_mean.double())
+                          * scale)
+    return folded.eval()
+
+
+def fold_batchnorms(model):
+    """A copy of ``model`` with every (Conv2d, BatchNorm2d) pair inside an
+    ``nn.Sequential`` folded into one convolution (the BatchNorm becomes Identity)."""
+    import copy
+
+    model = copy.deepcopy(model).eval()
+    for sequence in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for k in range(len(sequence) - 1):
+            conv, norm = sequence[k], sequence[k + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                sequence[k], sequence[k + 1] = fold_batchnorm(conv, norm), nn.Identity()
+    return model
+
+
+# From Section 6.4, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+def _activation_name(module):
+    return {nn.ReLU: "relu", nn.ReLU6: "relu6"}.get(type(module))
+
+
+def inference_layers(model):
+    """The inference graph of a MobileNet of Section 3.4 (v1 or v2), BatchNorm folded:
+    a list of dicts, one per layer, with NumPy float32 weights.
+
+    ``kind`` is "full", "depthwise" or "pointwise" (convolutions, with ``weight``,
+    ``bias``, ``stride``, ``padding``, ``activation`` None/"relu"/"relu6" and
+    ``residual``: the index of the layer whose input is added, or None), "pool" (global
+    average) or "linear" (``weight`` (K, C), ``bias``)."""
+    layers = []
+
+    def convolution(conv, activation=None, residual=None):
+        kind = ("depthwise" if is_depthwise(conv) else
+                "pointwise" if conv.kernel_size == (1, 1) else "full")
+        layers.append({
+            "kind": kind, "weight": conv.weight.detach().numpy(),
+            "bias": conv.bias.detach().numpy(), "stride": conv.stride[0],
+            "padding": conv.padding[0], "activation": activation,
+            "residual": residual})
+
+    def walk(modules, residual=None):
+        modules = [m for m in modules if not isinstance(m, (nn.Identity,
+                                                            nn.Flatten))]
+        for k, module in enumerate(modules):
+            if isinstance(module, nn.Conv2d):
+                following = modules[k + 1] if k + 1 < len(modules) else None
+                last = not any(isinstance(m, (nn.Conv2d, nn.Sequential))
+                               for m in modules[k + 1:])
+                convolution(module, _activation_name(following),
+                            residual if last else None)
+            elif isinstance(module, InvertedResidual):
+                start = len(layers)
+                walk(module.block, start if module.residual else None)
+            elif isinstance(module, nn.Sequential):
+                walk(module)
+            elif isinstance(module, nn.AdaptiveAvgPool2d):
+                layers.append({"kind": "pool"})
+            elif isinstance(module, nn.Linear):
+                layers.append({"kind": "linear",
+                               "weight": module.weight.detach().numpy(),
+                               "bias": module.bias.detach().numpy()})
+            elif not _activation_name(module):
+                raise TypeError(f"inference_layers cannot translate "
+                                f"{type(module).__name__}")
+
+    walk(fold_batchnorms(model))
+    return layers
+
+
+# From Section 6.4, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+def inference_error_bound(layers, image):
+    """The exact output of ``layers`` (``inference_layers``) on ``image``, in float64,
+    and a bound on ``|computed - exact|`` for any float32 evaluation of them, any
+    summation order, to first order.
+
+    Each sum of ``m`` terms errs by at most ``gamma_m`` times the sum of their
+    magnitudes (Higham eq. 3.5); the rounding of the folded weights counts one term
+    more. Errors of earlier layers pass through ``|W|``; ReLU and ReLU6 never enlarge
+    them. Returns two NumPy arrays, the exact logits and the bound."""
+    from d2ldw.numerics import gamma
+
+    a = torch.as_tensor(image).double()
+    e = torch.zeros_like(a)
+    inputs = []
+    for layer in layers:
+        inputs.append((a, e))
+        size = (a.abs() + e)  # a bound on the computed input's magnitude
+        if layer["kind"] == "pool":
+            n = a.shape[2] * a.shape[3]
+            a, e = a.mean((2, 3)), e.mean((2, 3)) + gamma(n + 1, "float32") * \
+                size.mean((2, 3))
+            continue
+        w = torch.from_numpy(layer["weight"]).double()
+        b = torch.from_numpy(layer["bias"]).double()
+        if layer["kind"] == "linear":
+            exact, terms = a @ w.T + b, size @ w.abs().T + b.abs()
+            error, m = e @ w.abs().T, w.shape[1] + 2
+        else:
+            args = dict(stride=layer["stride"], padding=layer["padding"],
+                        groups=w.shape[0] if layer["kind"] == "depthwise" else 1)
+            exact = F.conv2d(a, w, b, **args)
+            terms = F.conv2d(size, w.abs(), b.abs(), **args)
+            error = F.conv2d(e, w.abs(), **args)
+            m = w[0].numel() + 2
+            if layer["residual"] is not None:
+                ra, re = inputs[layer["residual"]]
+                exact, terms = exact + ra, terms + ra.abs() + re
+                error, m = error + re, m + 1
+        a, e = exact, error + gamma(m, "float32") * terms
+        if layer.get("activation"):
+            a = a.clamp(0, 6 if layer["activation"] == "relu6" else None)
+    return a.numpy(), e.numpy()
+
+
+# From Section 6.4, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+def seeded_mobilenet(version="v1", seed=0):
+    """MobileNet ``v1`` or ``v2`` with seeded weights and BatchNorm statistics
+    calibrated on a seeded batch, in eval mode: the same network in every process."""
+    builders = {"v1": mobilenet_v1, "v2": mobilenet_v2}
+    if version not in builders:
+        raise ValueError(f"version must be one of {sorted(builders)}, got {version!r}")
+    torch.manual_seed(seed)
+    images = torch.randn(4, 3, 224, 224,
+                         generator=torch.Generator().manual_seed(seed + 1))
+    return calibrate_batchnorm(builders[version](), images)
+
+
+def seeded_image(batch=1, seed=0):
+    """A seeded NCHW float32 batch of 224x224 RGB inputs."""
+    return torch.randn(batch, 3, 224, 224,
+                       generator=torch.Generator().manual_seed(seed + 2))
