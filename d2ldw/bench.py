@@ -8,10 +8,62 @@ from d2ldw.cost import conv2d_cost
 from d2ldw.data import get_conv_data
 from d2ldw.timing import time_interleaved
 
-__all__ = ['LAYER_GROUPS', 'MOBILENET_PEERS', 'PEERS', 'depthwise_layers', 'depthwise_onnx_session', 'format_mobilenet_table', 'format_table', 'geometric_mean', 'layer_costs', 'measure_roofs', 'mobilenet_onnx_session', 'onnx_caller', 'onnx_session', 'run_depthwise', 'run_mobilenet', 'time_depthwise_peer', 'time_depthwise_te', 'time_mobilenet_peer']
+__all__ = ['LAYER_GROUPS', 'MOBILENET_PEERS', 'PEERS', 'depthwise_layers', 'depthwise_onnx_session', 'format_mobilenet_table', 'format_table', 'geometric_mean', 'layer_costs', 'measure_roofs', 'mobilenet_onnx_session', 'onnx_caller', 'onnx_session', 'run_depthwise', 'run_mobilenet', 'time_convolutions', 'time_depthwise_peer', 'time_depthwise_te', 'time_mobilenet_peer']
 
 
-# From Section 6.3, "Results: the nine depthwise layers of MobileNet v1" (chapters/performance/results.ipynb)
+# From Section 6.1, "How fast could it be? A roofline of this machine" (chapters/performance/roofline.ipynb)
+def measure_roofs(threads=1):
+    """This machine's roofs with PyTorch in this process: ``flops``, the rate of a
+    2048x2048 float32 matrix product; ``bytes``, of a 64 MiB copy (main memory);
+    ``cache_bytes``, of a 1 MiB copy, which stays in cache. Per second."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    a, b, product = (torch.randn(2048, 2048) for _ in range(3))
+    big, big_out = torch.randn(2**24), torch.empty(2**24)
+    small, small_out = torch.randn(2**18), torch.empty(2**18)
+    roofs = time_interleaved({
+        "matmul": lambda: torch.matmul(a, b, out=product),
+        "copy": lambda: big_out.copy_(big),
+        "cache": lambda: small_out.copy_(small)}, repeat=7)
+    return {"flops": 2 * 2048**3 / roofs["matmul"].median,
+            "bytes": 2 * 4 * big.numel() / roofs["copy"].median,
+            "cache_bytes": 2 * 4 * small.numel() / roofs["cache"].median}
+
+
+# From Section 6.1, "How fast could it be? A roofline of this machine" (chapters/performance/roofline.ipynb)
+def time_convolutions(library, convolutions, threads=1, repeat=5, seed=0):
+    """Median seconds per call of ``library`` ("PyTorch" or "MXNet") on each of
+    ``convolutions``, a dict ``name: (input shape, weight shape, stride, padding,
+    groups)``, with seeded data, in this process alone."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    calls = {}
+    for name, (x_shape, w_shape, stride, padding, groups) in convolutions.items():
+        x = rng.standard_normal(x_shape).astype("float32")
+        w = rng.standard_normal(w_shape).astype("float32")
+        if library == "PyTorch":
+            import torch
+            from torch.nn import functional as F
+
+            torch.set_num_threads(threads)
+            xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+            calls[name] = lambda xt=xt, wt=wt, s=stride, p=padding, g=groups: \
+                F.conv2d(xt, wt, None, s, p, groups=g)
+        elif library == "MXNet":
+            from d2ldw import mxnet as d2l_mx
+
+            xm, wm = d2l_mx.nd.array(x), d2l_mx.nd.array(w)
+            calls[name] = lambda xm=xm, wm=wm, s=stride, p=padding, g=groups: \
+                d2l_mx.conv2d(xm, wm, None, s, p, groups=g).wait_to_read()
+        else:
+            raise ValueError(f"library must be 'PyTorch' or 'MXNet', got {library!r}")
+    return {k: t.median for k, t in time_interleaved(calls, repeat=repeat).items()}
+
+
+# From Section 6.4, "Results: the nine depthwise layers of MobileNet v1 against their peers" (chapters/performance/results.ipynb)
 import json
 import math
 import os
@@ -47,7 +99,7 @@ def depthwise_layers(resolution=224):
     return list(dict.fromkeys(found))
 
 
-# From Section 6.3, "Results: the nine depthwise layers of MobileNet v1" (chapters/performance/results.ipynb)
+# From Section 6.4, "Results: the nine depthwise layers of MobileNet v1 against their peers" (chapters/performance/results.ipynb)
 def onnx_session(nodes, inputs, outputs, initializers, threads):
     """An ONNX Runtime session of a graph built with ``onnx.helper``: all graph
     optimisations on, ``threads`` threads inside operators, one between them.
@@ -111,7 +163,7 @@ def depthwise_onnx_session(x_shape, w, stride, threads):
     )
 
 
-# From Section 6.3, "Results: the nine depthwise layers of MobileNet v1" (chapters/performance/results.ipynb)
+# From Section 6.4, "Results: the nine depthwise layers of MobileNet v1 against their peers" (chapters/performance/results.ipynb)
 def _layer_name(channels, size, stride):
     return f"{channels}/{size}/{stride}"
 
@@ -199,7 +251,7 @@ def time_depthwise_peer(peer, batch=1, threads=1, repeat=7, first_layers=None,
     return result
 
 
-# From Section 6.3, "Results: the nine depthwise layers of MobileNet v1" (chapters/performance/results.ipynb)
+# From Section 6.4, "Results: the nine depthwise layers of MobileNet v1 against their peers" (chapters/performance/results.ipynb)
 def _check_tvm_threads(threads):
     """Refuse to time TVM with a thread pool of another size than the peers'."""
     import tvm
@@ -300,7 +352,7 @@ def time_depthwise_te(batch=1, threads=1, repeat=7, first_layers=None, seed=0):
     return {"seconds": seconds, "max_error": errors, "lanes": lanes}
 
 
-# From Section 6.3, "Results: the nine depthwise layers of MobileNet v1" (chapters/performance/results.ipynb)
+# From Section 6.4, "Results: the nine depthwise layers of MobileNet v1 against their peers" (chapters/performance/results.ipynb)
 def geometric_mean(values):
     """Geometric mean of positive numbers."""
     values = list(values)
@@ -364,7 +416,7 @@ def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None):
     }
 
 
-# From Section 6.3, "Results: the nine depthwise layers of MobileNet v1" (chapters/performance/results.ipynb)
+# From Section 6.4, "Results: the nine depthwise layers of MobileNet v1 against their peers" (chapters/performance/results.ipynb)
 def format_table(result):
     """The per-layer benchmark as text: microseconds per call of each configuration,
     and the tuned kernel's speedup over the best peer of each layer."""
@@ -401,7 +453,7 @@ def format_table(result):
     return "\n".join(lines)
 
 
-# From Section 6.4, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def mobilenet_onnx_session(layers, input_shape, threads):
     """ONNX Runtime session of the graph of ``inference_layers``: Conv (with the folded
     bias), Add, Relu or Clip, GlobalAveragePool, Flatten and Gemm nodes."""
@@ -521,7 +573,7 @@ def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
     return result
 
 
-# From Section 6.4, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 LAYER_GROUPS = {"full": "first conv", "depthwise": "depthwise",
                 "pointwise": "pointwise", "pool": "the rest", "linear": "the rest"}
 
@@ -546,22 +598,6 @@ def layer_costs(layers, input_shape):
             c, h, w = weight.shape[0], size, size
         costs.append({"kind": layer["kind"], "flops": flops, "bytes": 4 * moved})
     return costs
-
-
-def measure_roofs(threads=1):
-    """This machine's compute roof (a 2048x2048 float32 matrix product) and memory
-    roof (a 64 MiB copy), FLOP/s and B/s, with PyTorch in this process."""
-    import torch
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    a, b, product = (torch.randn(2048, 2048) for _ in range(3))
-    source, target = torch.randn(2**24), torch.empty(2**24)
-    roofs = time_interleaved({
-        "matmul": lambda: torch.matmul(a, b, out=product),
-        "copy": lambda: target.copy_(source)}, repeat=7)
-    return {"flops": 2 * 2048**3 / roofs["matmul"].median,
-            "bytes": 2 * 4 * source.numel() / roofs["copy"].median}
 
 
 def run_mobilenet(version="v1", batch=1, threads=None, repeat=7):

@@ -13,7 +13,8 @@ import subprocess
 import sys
 import tempfile
 
-__all__ = ["ENVIRONMENT", "thread_environment", "isolated_environment", "run_isolated"]
+__all__ = ["ENVIRONMENT", "thread_environment", "isolated_environment", "run_isolated",
+           "describe_process"]
 
 # Freed memory is reused instead of returned to the system: without this, the page faults of
 # fresh mappings can dominate a framework's timings on a virtual machine.
@@ -48,9 +49,16 @@ def thread_environment(threads):
     }
 
 
-def isolated_environment(threads):
-    """The environment of a child process of :func:`run_isolated`."""
-    return {**os.environ, **ENVIRONMENT, **thread_environment(threads)}
+def isolated_environment(threads, changes=None):
+    """The environment of a child process of :func:`run_isolated`; ``changes`` maps
+    variables to new values, or to None to remove them."""
+    environment = {**os.environ, **ENVIRONMENT, **thread_environment(threads)}
+    for name, value in (changes or {}).items():
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = str(value)
+    return environment
 
 
 def _function_path(function):
@@ -66,11 +74,12 @@ def _function_path(function):
     return f"{module}:{name}"
 
 
-def run_isolated(function, threads, /, **kwargs):
+def run_isolated(function, threads, environment=None, /, **kwargs):
     """``function(threads=threads, **kwargs)`` in a fresh Python process; its result.
 
     ``function`` is a module-level function (or ``"module:name"``) whose arguments and result
-    are JSON-able; it is told ``threads`` and should use that many. The child gets :data:`ENVIRONMENT` and :func:`thread_environment`, so no
+    are JSON-able; it is told ``threads`` and should use that many. ``environment``
+    changes the child's variables (None removes one), for experiments on them. The child gets :data:`ENVIRONMENT` and :func:`thread_environment`, so no
     other library shares its cores or its process. A failure raises RuntimeError with the
     end of the child's error output.
     """
@@ -85,9 +94,16 @@ def run_isolated(function, threads, /, **kwargs):
                            "out": out})
         run = subprocess.run([sys.executable, "-c", _CHILD], input=spec, text=True,
                              capture_output=True, timeout=TIMEOUT,
-                             env=isolated_environment(threads))
+                             env=isolated_environment(threads, environment))
         if run.returncode != 0:
             raise RuntimeError(f"{path} failed in its own process (exit {run.returncode}):\n"
                                f"{run.stderr[-3000:]}")
         with open(out) as result:
             return json.load(result)
+
+
+def describe_process(threads):
+    """This process's id and the variables :func:`run_isolated` sets: a check that a child
+    got what it was promised (``run_isolated(describe_process, threads)``)."""
+    names = [*thread_environment(threads), *ENVIRONMENT]
+    return {"pid": os.getpid(), "environment": {n: os.environ.get(n) for n in names}}

@@ -1000,7 +1000,7 @@ class TEDepthwiseConv2d(nn.Module):
         return _TEDepthwiseFunction.apply(input, self.weight, self)
 
 
-# From Section 6.4, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def fold_batchnorm(conv, norm):
     """One ``nn.Conv2d`` (with bias) equal to ``norm(conv(x))`` for ``norm`` in eval mode.
 
@@ -1039,7 +1039,7 @@ def fold_batchnorms(model):
     return model
 
 
-# From Section 6.4, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def _activation_name(module):
     return {nn.ReLU: "relu", nn.ReLU6: "relu6"}.get(type(module))
 
@@ -1092,7 +1092,7 @@ def inference_layers(model):
     return layers
 
 
-# From Section 6.4, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def inference_error_bound(layers, image):
     """The exact output of ``layers`` (``inference_layers``) on ``image``, in float64,
     and a bound on ``|computed - exact|`` for any float32 evaluation of them, any
@@ -1137,7 +1137,7 @@ def inference_error_bound(layers, image):
     return a.numpy(), e.numpy()
 
 
-# From Section 6.4, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def seeded_mobilenet(version="v1", seed=0):
     """MobileNet ``v1`` or ``v2`` with seeded weights and BatchNorm statistics
     calibrated on a seeded batch, in eval mode: the same network in every process."""

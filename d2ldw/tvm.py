@@ -547,7 +547,7 @@ def schedule_depthwise_nchwc(module, tile=1):
     return sch.mod
 
 
-# From Section 6.4, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def channel_block(channels, lanes):
     """The channel block of a tensor of ``channels`` channels: ``lanes``, or the largest
     power of two below it that divides ``channels`` (MobileNet v2's 24 channels get 8)."""
@@ -585,7 +585,7 @@ def first_conv2d_nchwc(X, K, stride, padding):
         name="Y")
 
 
-# From Section 6.4, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def pointwise_conv2d_nchwc(X, K):
     """A 1x1 convolution from NCHW[x]c to NCHW[y]c: per pixel, a matrix-vector product.
 
@@ -635,7 +635,7 @@ def bias_activation_nchwc(Y, B, activation=None, residual=None):
     return te.compute(Y.shape, value, name="Z")
 
 
-# From Section 6.4, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def column_tile(width, most=8):
     """The largest tile of output columns, at most ``most``, that divides ``width``."""
     return max(t for t in range(1, most + 1) if width % t == 0)
@@ -672,7 +672,7 @@ def schedule_conv_nchwc(module, tile=None):
     return sch.mod
 
 
-# From Section 6.4, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def global_pool_nchwc(X):
     """Global average pooling from NCHW[x]c to a plain ``(N, C)`` matrix."""
     n, blocks, h, w, x = _static_shape(X)
@@ -719,7 +719,7 @@ def schedule_head(module, lanes):
     return sch.mod
 
 
-# From Section 6.4, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def _blocked_weight(layer, block):
     """A layer's weight and bias in the layouts of the kernels above."""
     w, b = layer["weight"], layer["bias"]
@@ -817,7 +817,7 @@ class CompiledNetwork:
         return self._output.numpy()
 
 
-# From Section 6.5, "On a GPU" (chapters/performance/gpu.ipynb)
+# From Section 6.6, "On a GPU" (chapters/performance/gpu.ipynb)
 def schedule_depthwise_cuda(module, threads_per_block=128):
     """Schedule the NCHW ``depthwise_conv2d`` definition for CUDA: one thread per output."""
     sch = tvm.s_tir.Schedule(module)
