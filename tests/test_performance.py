@@ -169,3 +169,23 @@ def test_benchmark_command_refuses_bad_arguments():
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert "--batch: expected a positive int, got 0" in run.stderr
+
+
+def test_every_library_is_timed_with_the_threads_asked_for_and_with_one():
+    assert bench.thread_counts(2) == [1, 2] and bench.thread_counts(1) == [1]
+
+
+def test_library_timers_refuse_unknown_libraries():
+    with pytest.raises(ValueError, match="library must be 'PyTorch' or 'MXNet'"):
+        bench.time_convolutions("JAX", {"a": ((1, 8, 4, 4), (8, 1, 3, 3), 1, 1, 8)})
+    with pytest.raises(ValueError, match="library must be 'PyTorch' or 'MXNet'"):
+        bench.time_separable("JAX")
+
+
+def test_convolution_timer_runs_in_its_own_process():
+    from d2ldw.isolated import run_isolated
+    convolutions = {"dw": ((1, 8, 6, 6), (8, 1, 3, 3), 1, 1, 8),
+                    "pw": ((1, 8, 6, 6), (16, 8, 1, 1), 1, 0, 1)}
+    seconds = run_isolated(bench.time_convolutions, 1, library="PyTorch",
+                           convolutions=convolutions, repeat=1)
+    assert set(seconds) == {"dw", "pw"} and min(seconds.values()) > 0
