@@ -128,7 +128,8 @@ def cached_run(*arguments, folder=None):
     """The JSON result of ``python -m d2ldw.bench <arguments> --json FILE``, run only when
     FILE is missing: the book's pages use it so that a rebuild reuses a measurement.
 
-    FILE lies in ``folder`` (default: the checkout's ``_build/bench``) and its name holds
+    FILE lies in ``folder`` (default: the checkout's ``_build/bench``, or
+    ``~/.cache/d2ldw/bench`` for an installed package) and its name holds
     the arguments and a hash of ``d2ldw/bench.py`` and ``d2ldw/tvm.py``, so changed code
     measures anew. The command's table is printed either way."""
     import hashlib
@@ -136,7 +137,11 @@ def cached_run(*arguments, folder=None):
     from pathlib import Path
 
     package = Path(__file__).resolve().parent
-    folder = Path(folder) if folder else package.parent / "_build" / "bench"
+    checkout = package.parent
+    if folder is None:
+        folder = (checkout / "_build" / "bench" if (checkout / "_toc.yml").exists()
+                  else Path.home() / ".cache" / "d2ldw" / "bench")
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     for name in ("bench.py", "tvm.py", "isolated.py"):

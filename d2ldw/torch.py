@@ -12,7 +12,7 @@ from d2ldw.cost import conv2d_cost
 from d2ldw.numerics import SUMMATION_ORDERS, gamma, matching_order
 from d2ldw.shapes import check_array_kind, check_memory, checked_dtype, checked_int, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'NetworkCost', 'SeparableConv2d', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'conv2d_unfold', 'count_cost', 'depthwise_conv2d_unfold', 'fold_batchnorm', 'fold_batchnorms', 'inference_error_bound', 'inference_layers', 'is_depthwise', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'replace_depthwise', 'seeded_image', 'seeded_mobilenet', 'separable_conv2d']
+__all__ = ['DepthwiseConv2dUnfold', 'InvertedResidual', 'LayerCost', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'NetworkCost', 'SeparableConv2d', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'conv2d_unfold', 'count_cost', 'depthwise_conv2d_unfold', 'fold_batchnorm', 'fold_batchnorms', 'inference_layers', 'is_depthwise', 'layer_error_bounds', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'replace_depthwise', 'run_layers', 'seeded_image', 'seeded_mobilenet', 'separable_conv2d']
 
 
 # From Section 1.3, "Convolution as matrix multiplication" (chapters/conv2d/as_matmul.ipynb)
@@ -1093,48 +1093,68 @@ def inference_layers(model):
 
 
 # From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
-def inference_error_bound(layers, image):
-    """The exact output of ``layers`` (``inference_layers``) on ``image``, in float64,
-    and a bound on ``|computed - exact|`` for any float32 evaluation of them, any
-    summation order, to first order.
-
-    Each sum of ``m`` terms errs by at most ``gamma_m`` times the sum of their
-    magnitudes (Higham eq. 3.5); the rounding of the folded weights counts one term
-    more. Errors of earlier layers pass through ``|W|``; ReLU and ReLU6 never enlarge
-    them. Returns two NumPy arrays, the exact logits and the bound."""
-    from d2ldw.numerics import gamma
-
-    a = torch.as_tensor(image).double()
-    e = torch.zeros_like(a)
+def run_layers(layers, image, dtype=torch.float32):
+    """Evaluate ``inference_layers`` with ``F.conv2d`` in ``dtype``; every layer's output,
+    as NumPy arrays (NCHW; the pooling and the classifier give (N, C) and (N, K))."""
+    outputs, x = [], torch.as_tensor(image).to(dtype)
     inputs = []
     for layer in layers:
-        inputs.append((a, e))
-        size = (a.abs() + e)  # a bound on the computed input's magnitude
+        inputs.append(x)
+        if layer["kind"] == "pool":
+            x = x.mean((2, 3))
+        else:
+            w = torch.from_numpy(layer["weight"]).to(dtype)
+            b = torch.from_numpy(layer["bias"]).to(dtype)
+            if layer["kind"] == "linear":
+                x = x @ w.T + b
+            else:
+                x = F.conv2d(x, w, b, layer["stride"], layer["padding"],
+                             groups=w.shape[0] if layer["kind"] == "depthwise" else 1)
+                if layer["residual"] is not None:
+                    x = x + inputs[layer["residual"]]
+                if layer["activation"]:
+                    x = x.clamp(0, 6 if layer["activation"] == "relu6" else None)
+        outputs.append(x.numpy())
+    return outputs
+
+
+def layer_error_bounds(layers, image, outputs):
+    """Per layer, the exact (float64) result of the layer applied to the *computed*
+    input (``outputs[k - 1]``, the image for the first) and a bound on ``|computed -
+    exact|`` for any float32 evaluation, any summation order.
+
+    A sum of ``m`` terms errs by at most ``gamma_m`` times the sum of the terms'
+    magnitudes (Higham eq. 3.5); the rounding of the folded weight counts one term
+    more, a residual input one more. ReLU and ReLU6 never enlarge a difference.
+    Returns a list of (exact, bound) NumPy pairs."""
+    from d2ldw.numerics import gamma
+
+    checked, inputs = [], [torch.as_tensor(image).double()]
+    inputs += [torch.as_tensor(np.asarray(o)).double() for o in outputs[:-1]]
+    for k, layer in enumerate(layers):
+        a = inputs[k]
         if layer["kind"] == "pool":
             n = a.shape[2] * a.shape[3]
-            a, e = a.mean((2, 3)), e.mean((2, 3)) + gamma(n + 1, "float32") * \
-                size.mean((2, 3))
+            checked.append((a.mean((2, 3)).numpy(),
+                            (gamma(n + 1, "float32") * a.abs().mean((2, 3))).numpy()))
             continue
         w = torch.from_numpy(layer["weight"]).double()
         b = torch.from_numpy(layer["bias"]).double()
         if layer["kind"] == "linear":
-            exact, terms = a @ w.T + b, size @ w.abs().T + b.abs()
-            error, m = e @ w.abs().T, w.shape[1] + 2
+            exact, terms, m = a @ w.T + b, a.abs() @ w.abs().T + b.abs(), w.shape[1] + 2
         else:
             args = dict(stride=layer["stride"], padding=layer["padding"],
                         groups=w.shape[0] if layer["kind"] == "depthwise" else 1)
             exact = F.conv2d(a, w, b, **args)
-            terms = F.conv2d(size, w.abs(), b.abs(), **args)
-            error = F.conv2d(e, w.abs(), **args)
+            terms = F.conv2d(a.abs(), w.abs(), b.abs(), **args)
             m = w[0].numel() + 2
             if layer["residual"] is not None:
-                ra, re = inputs[layer["residual"]]
-                exact, terms = exact + ra, terms + ra.abs() + re
-                error, m = error + re, m + 1
-        a, e = exact, error + gamma(m, "float32") * terms
+                residual = inputs[layer["residual"]]
+                exact, terms, m = exact + residual, terms + residual.abs(), m + 1
         if layer.get("activation"):
-            a = a.clamp(0, 6 if layer["activation"] == "relu6" else None)
-    return a.numpy(), e.numpy()
+            exact = exact.clamp(0, 6 if layer["activation"] == "relu6" else None)
+        checked.append((exact.numpy(), (gamma(m, "float32") * terms).numpy()))
+    return checked
 
 
 # From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)

@@ -797,7 +797,7 @@ class CompiledNetwork:
             self._steps.append((built[key], arguments + [output]))
             self.kinds.append(layer["kind"])
             outputs.append(output)
-        self._output = outputs[-1]
+        self._outputs = outputs[1:]
         self.kernels = len(built)
 
     def run(self):
@@ -808,13 +808,18 @@ class CompiledNetwork:
         """One zero-argument call per layer, in order (for a per-layer breakdown)."""
         return [lambda k=k, a=a: k(*a) for k, a in self._steps]
 
+    def layer_outputs(self):
+        """Every layer's output of the last call, as NumPy arrays in NCHW."""
+        return [from_nchwc(o.numpy()) if len(o.shape) == 5 else o.numpy()
+                for o in self._outputs]
+
     def __call__(self, image):
         if tuple(image.shape) != tuple(self._input.shape):
             raise ValueError(f"expected an image batch of shape "
                              f"{tuple(self._input.shape)}, got {tuple(image.shape)}")
         self._input.copyfrom(np.ascontiguousarray(image, dtype="float32"))
         self.run()
-        return self._output.numpy()
+        return self._outputs[-1].numpy()
 
 
 # From Section 6.6, "On a GPU" (chapters/performance/gpu.ipynb)
