@@ -23,8 +23,15 @@ def gluon_mobilenet_v1(full_conv=False):
 
     def conv_bn(out_channels, kernel, stride, groups=1):
         net.add(
-            gluon.nn.Conv2D(out_channels, kernel, stride, kernel // 2,
-                            groups=groups, use_bias=False, in_channels=channels),
+            gluon.nn.Conv2D(
+                out_channels,
+                kernel,
+                stride,
+                kernel // 2,
+                groups=groups,
+                use_bias=False,
+                in_channels=channels,
+            ),
             gluon.nn.BatchNorm(in_channels=out_channels),
             gluon.nn.Activation("relu"),
         )
@@ -61,44 +68,68 @@ def _separable_candidates(library, channels, size):
     image = torch.randn(1, 3, 224, 224)
     x = torch.randn(1, channels, size, size)
     if library == "PyTorch":
-        nets = {"separable": mobilenet_v1().eval(),
-                "full conv": mobilenet_v1_full_conv().eval()}
+        nets = {
+            "separable": mobilenet_v1().eval(),
+            "full conv": mobilenet_v1_full_conv().eval(),
+        }
         layers = {
-            "full 3x3": torch.nn.Conv2d(channels, channels, 3, padding=1,
-                                        bias=False),
-            "depthwise 3x3": torch.nn.Conv2d(channels, channels, 3, padding=1,
-                                             groups=channels, bias=False),
+            "full 3x3": torch.nn.Conv2d(
+                channels, channels, 3, padding=1, bias=False
+            ),
+            "depthwise 3x3": torch.nn.Conv2d(
+                channels, channels, 3, padding=1, groups=channels, bias=False
+            ),
             "pointwise 1x1": torch.nn.Conv2d(channels, channels, 1, bias=False),
         }
-        layers["separable"] = torch.nn.Sequential(layers["depthwise 3x3"],
-                                                  layers["pointwise 1x1"])
-        calls = {**{("network", n): (lambda m=m: m(image)) for n, m in nets.items()},
-                 **{("layer", n): (lambda m=m: m(x)) for n, m in layers.items()}}
+        layers["separable"] = torch.nn.Sequential(
+            layers["depthwise 3x3"], layers["pointwise 1x1"]
+        )
+        calls = {
+            **{("network", n): (lambda m=m: m(image)) for n, m in nets.items()},
+            **{("layer", n): (lambda m=m: m(x)) for n, m in layers.items()},
+        }
         return calls
     from d2ldw import mxnet as d2l_mx
 
     gluon, mx, nd = d2l_mx.gluon, d2l_mx.mx, d2l_mx.nd
     mx.random.seed(0)
-    nets = {"separable": gluon_mobilenet_v1(), "full conv": gluon_mobilenet_v1(True)}
+    nets = {
+        "separable": gluon_mobilenet_v1(),
+        "full conv": gluon_mobilenet_v1(True),
+    }
     conv = gluon.nn.Conv2D
     layers = {
-        "full 3x3": conv(channels, 3, padding=1, use_bias=False,
-                         in_channels=channels),
-        "depthwise 3x3": conv(channels, 3, padding=1, groups=channels,
-                              use_bias=False, in_channels=channels),
-        "pointwise 1x1": conv(channels, 1, use_bias=False, in_channels=channels),
-        "separable": d2l_mx.SeparableConv2D(channels, channels, 3, padding=1,
-                                            use_bias=False),
+        "full 3x3": conv(
+            channels, 3, padding=1, use_bias=False, in_channels=channels
+        ),
+        "depthwise 3x3": conv(
+            channels,
+            3,
+            padding=1,
+            groups=channels,
+            use_bias=False,
+            in_channels=channels,
+        ),
+        "pointwise 1x1": conv(
+            channels, 1, use_bias=False, in_channels=channels
+        ),
+        "separable": d2l_mx.SeparableConv2D(
+            channels, channels, 3, padding=1, use_bias=False
+        ),
     }
     for block in layers.values():
         block.initialize(mx.init.Xavier())
         block.hybridize()
     image_nd, x_nd = nd.array(image.numpy()), nd.array(x.numpy())
     return {
-        **{("network", n): (lambda m=m: m(image_nd).wait_to_read())
-           for n, m in nets.items()},
-        **{("layer", n): (lambda m=m: m(x_nd).wait_to_read())
-           for n, m in layers.items()},
+        **{
+            ("network", n): (lambda m=m: m(image_nd).wait_to_read())
+            for n, m in nets.items()
+        },
+        **{
+            ("layer", n): (lambda m=m: m(x_nd).wait_to_read())
+            for n, m in layers.items()
+        },
     }
 
 
@@ -110,7 +141,9 @@ def time_separable(library, threads=1, repeat=5, channels=512, size=14, seed=0):
     import torch
 
     if library not in ("PyTorch", "MXNet"):
-        raise ValueError(f"library must be 'PyTorch' or 'MXNet', got {library!r}")
+        raise ValueError(
+            f"library must be 'PyTorch' or 'MXNet', got {library!r}"
+        )
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     calls = _separable_candidates(library, channels, size)
@@ -146,14 +179,20 @@ def measure_roofs(threads=1):
     a, b, product = (torch.randn(2048, 2048) for _ in range(3))
     big, big_out = torch.randn(2**24), torch.empty(2**24)
     small, small_out = torch.randn(2**18), torch.empty(2**18)
-    roofs = time_interleaved({
-        "matmul": lambda: torch.matmul(a, b, out=product),
-        "copy": lambda: big_out.copy_(big),
-        "cache": lambda: small_out.copy_(small)}, repeat=7)
+    roofs = time_interleaved(
+        {
+            "matmul": lambda: torch.matmul(a, b, out=product),
+            "copy": lambda: big_out.copy_(big),
+            "cache": lambda: small_out.copy_(small),
+        },
+        repeat=7,
+    )
     fastest = {k: min(t.samples) for k, t in roofs.items()}
-    return {"flops": 2 * 2048**3 / fastest["matmul"],
-            "bytes": 2 * 4 * big.numel() / fastest["copy"],
-            "cache_bytes": 2 * 4 * small.numel() / fastest["cache"]}
+    return {
+        "flops": 2 * 2048**3 / fastest["matmul"],
+        "bytes": 2 * 4 * big.numel() / fastest["copy"],
+        "cache_bytes": 2 * 4 * small.numel() / fastest["cache"],
+    }
 
 
 def best_roofs(threads):
@@ -172,7 +211,13 @@ def time_convolutions(library, convolutions, threads=1, repeat=5, seed=0):
 
     rng = np.random.default_rng(seed)
     calls = {}
-    for name, (x_shape, w_shape, stride, padding, groups) in convolutions.items():
+    for name, (
+        x_shape,
+        w_shape,
+        stride,
+        padding,
+        groups,
+    ) in convolutions.items():
         x = rng.standard_normal(x_shape).astype("float32")
         w = rng.standard_normal(w_shape).astype("float32")
         if library == "PyTorch":
@@ -181,17 +226,31 @@ def time_convolutions(library, convolutions, threads=1, repeat=5, seed=0):
 
             torch.set_num_threads(threads)
             xt, wt = torch.from_numpy(x), torch.from_numpy(w)
-            calls[name] = lambda xt=xt, wt=wt, s=stride, p=padding, g=groups: \
-                F.conv2d(xt, wt, None, s, p, groups=g)
+            calls[name] = (
+                lambda xt=xt, wt=wt, s=stride, p=padding, g=groups: F.conv2d(
+                    xt, wt, None, s, p, groups=g
+                )
+            )
         elif library == "MXNet":
             from d2ldw import mxnet as d2l_mx
 
             xm, wm = d2l_mx.nd.array(x), d2l_mx.nd.array(w)
-            calls[name] = lambda xm=xm, wm=wm, s=stride, p=padding, g=groups: \
-                d2l_mx.conv2d(xm, wm, None, s, p, groups=g).wait_to_read()
+            calls[name] = (
+                lambda xm=xm,
+                wm=wm,
+                s=stride,
+                p=padding,
+                g=groups: d2l_mx.conv2d(
+                    xm, wm, None, s, p, groups=g
+                ).wait_to_read()
+            )
         else:
-            raise ValueError(f"library must be 'PyTorch' or 'MXNet', got {library!r}")
-    return {k: t.median for k, t in time_interleaved(calls, repeat=repeat).items()}
+            raise ValueError(
+                f"library must be 'PyTorch' or 'MXNet', got {library!r}"
+            )
+    return {
+        k: t.median for k, t in time_interleaved(calls, repeat=repeat).items()
+    }
 
 
 # From Section 6.4, "Results: the nine depthwise layers of MobileNet v1 against their peers" (chapters/performance/results.ipynb)
@@ -250,7 +309,9 @@ def onnx_session(nodes, inputs, outputs, initializers, threads):
         [value(n, s) for n, s in outputs],
         [numpy_helper.from_array(a, n) for n, a in initializers.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)]
+    )
     model.ir_version = 8  # what ONNX Runtime 1.31 reads for opset 17
     onnx.checker.check_model(model)
     options = ort.SessionOptions()
@@ -270,7 +331,9 @@ def onnx_caller(session, arrays):
 
     binding = session.io_binding()
     for name, array in arrays.items():
-        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))
+        binding.bind_ortvalue_input(
+            name, ort.OrtValue.ortvalue_from_numpy(array)
+        )
     (out,) = session.get_outputs()
     result = np.zeros(out.shape, "float32")
     binding.bind_ortvalue_output(
@@ -285,8 +348,13 @@ def depthwise_onnx_session(x_shape, w, stride, threads):
 
     (n, c, size, _), out = x_shape, (x_shape[2] + 2 - 3) // stride + 1
     node = helper.make_node(
-        "Conv", ["X", "W"], ["Y"], group=c, strides=[stride, stride],
-        pads=[1, 1, 1, 1], kernel_shape=[3, 3],
+        "Conv",
+        ["X", "W"],
+        ["Y"],
+        group=c,
+        strides=[stride, stride],
+        pads=[1, 1, 1, 1],
+        kernel_shape=[3, 3],
     )
     return onnx_session(
         [node], [("X", x_shape)], [("Y", [n, c, out, out])], {"W": w}, threads
@@ -322,7 +390,9 @@ def _peer_call(peer, x, w, stride, threads):
         out = {}
 
         def call():
-            out["y"] = F.conv2d(xt, wt, stride=stride, padding=1, groups=channels)
+            out["y"] = F.conv2d(
+                xt, wt, stride=stride, padding=1, groups=channels
+            )
 
         return call, lambda: out["y"].contiguous().numpy()
     if peer == "MXNet":
@@ -332,8 +402,9 @@ def _peer_call(peer, x, w, stride, threads):
         out = {}
 
         def call():
-            out["y"] = d2l_mx.conv2d(xm, wm, stride=stride, padding=1,
-                                     groups=channels)
+            out["y"] = d2l_mx.conv2d(
+                xm, wm, stride=stride, padding=1, groups=channels
+            )
             out["y"].wait_to_read()
 
         return call, lambda: out["y"].asnumpy()
@@ -342,8 +413,9 @@ def _peer_call(peer, x, w, stride, threads):
     return call, lambda: result
 
 
-def time_depthwise_peer(peer, batch=1, threads=1, repeat=7, first_layers=None,
-                        seed=0):
+def time_depthwise_peer(
+    peer, batch=1, threads=1, repeat=7, first_layers=None, seed=0
+):
     """Median seconds per call of one of ``PEERS`` on each depthwise layer, in this
     process alone, and its largest difference from ``F.conv2d``. For ONNX Runtime also
     ``call_overhead``: the seconds of a one-node graph that copies one number."""
@@ -360,24 +432,37 @@ def time_depthwise_peer(peer, batch=1, threads=1, repeat=7, first_layers=None,
     ):
         call, output = _peer_call(peer, x, w, stride, threads)
         call()
-        expected = F.conv2d(torch.from_numpy(x), torch.from_numpy(w),
-                            stride=stride, padding=1, groups=x.shape[1])
+        expected = F.conv2d(
+            torch.from_numpy(x),
+            torch.from_numpy(w),
+            stride=stride,
+            padding=1,
+            groups=x.shape[1],
+        )
         errors[name] = float(np.abs(output() - expected.numpy()).max())
         calls[name] = call
     result = {
-        "seconds": {k: t.median for k, t in time_interleaved(
-            calls, repeat=repeat).items()},
+        "seconds": {
+            k: t.median
+            for k, t in time_interleaved(calls, repeat=repeat).items()
+        },
         "max_error": errors,
     }
     if peer == "ONNX Runtime":
         one = np.ones(1, "float32")
         from onnx import helper
 
-        session = onnx_session([helper.make_node("Identity", ["X"], ["Y"])],
-                               [("X", [1])], [("Y", [1])], {}, threads)
+        session = onnx_session(
+            [helper.make_node("Identity", ["X"], ["Y"])],
+            [("X", [1])],
+            [("Y", [1])],
+            {},
+            threads,
+        )
         call, _ = onnx_caller(session, {"X": one})
-        result["call_overhead"] = time_interleaved({"o": call}, repeat).get(
-            "o").median
+        result["call_overhead"] = (
+            time_interleaved({"o": call}, repeat).get("o").median
+        )
     return result
 
 
@@ -447,11 +532,16 @@ def _te_candidates(x, w, stride, lanes):
     Y = te.placeholder(Yc.shape, name="Y")
     to_plain = te.compute(
         (n, blocks * lanes, out, out),
-        lambda n, c, i, j: Y[n, c // lanes, i, j, c % lanes], name="T"
+        lambda n, c, i, j: Y[n, c // lanes, i, j, c % lanes],
+        name="T",
     )
     from_layout, _ = compiled([Y, to_plain], [result.numpy()], _schedule_layout)
-    return {"TE default": default, "TE tuned": tuned, "to NCHWc": to_layout,
-            "from NCHWc": from_layout}, result
+    return {
+        "TE default": default,
+        "TE tuned": tuned,
+        "to NCHWc": to_layout,
+        "from NCHWc": from_layout,
+    }, result
 
 
 def time_depthwise_te(batch=1, threads=1, repeat=7, first_layers=None, seed=0):
@@ -472,10 +562,16 @@ def time_depthwise_te(batch=1, threads=1, repeat=7, first_layers=None, seed=0):
     ):
         candidates, result = _te_candidates(x, w, stride, lanes)
         calls.update({(name, part): f for part, f in candidates.items()})
-        expected = F.conv2d(torch.from_numpy(x), torch.from_numpy(w),
-                            stride=stride, padding=1, groups=x.shape[1])
-        errors[name] = float(np.abs(
-            d2l_tvm.from_nchwc(result.numpy()) - expected.numpy()).max())
+        expected = F.conv2d(
+            torch.from_numpy(x),
+            torch.from_numpy(w),
+            stride=stride,
+            padding=1,
+            groups=x.shape[1],
+        )
+        errors[name] = float(
+            np.abs(d2l_tvm.from_nchwc(result.numpy()) - expected.numpy()).max()
+        )
     seconds = {}
     for (name, part), timing in time_interleaved(calls, repeat=repeat).items():
         seconds.setdefault(name, {})[part] = timing.median
@@ -510,59 +606,98 @@ def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None):
     JSON-able dict."""
     threads = threads or available_cpus()
     common = dict(batch=batch, repeat=repeat, first_layers=first_layers)
-    peers = {p: {t: run_isolated(time_depthwise_peer, t, peer=p, **common)
-                 for t in thread_counts(threads)} for p in PEERS}
-    te_runs = {t: run_isolated(time_depthwise_te, t, **common)
-               for t in thread_counts(threads)}
+    peers = {
+        p: {
+            t: run_isolated(time_depthwise_peer, t, peer=p, **common)
+            for t in thread_counts(threads)
+        }
+        for p in PEERS
+    }
+    te_runs = {
+        t: run_isolated(time_depthwise_te, t, **common)
+        for t in thread_counts(threads)
+    }
     te = te_runs[threads]
     faster = {p: _faster(runs) for p, runs in peers.items()}
     faster_te = _faster(te_runs)
     rows = []
     for name in te["seconds"]:
-        te_seconds = {part: faster_te[name, part][0] for part in te["seconds"][name]}
+        te_seconds = {
+            part: faster_te[name, part][0] for part in te["seconds"][name]
+        }
         channels, size, stride = map(int, name.split("/"))
         seconds = {p: faster[p][name, None][0] for p in PEERS}
         seconds.update(te_seconds)
         seconds["TE tuned + conversions"] = sum(
-            te_seconds[k] for k in ("TE tuned", "to NCHWc", "from NCHWc"))
+            te_seconds[k] for k in ("TE tuned", "to NCHWc", "from NCHWc")
+        )
         best = min(PEERS, key=seconds.get)
-        flops = conv2d_cost((batch, channels, size, size), (channels, 1, 3, 3),
-                            stride, 1, groups=channels).flops
-        rows.append({
-            "channels": channels, "size": size, "stride": stride,
-            "gflop": flops / 1e9, "best_peer": best,
-            "max_error": {"TE tuned": te["max_error"][name],
-                          **{p: peers[p][threads]["max_error"][name] for p in PEERS}},
-            "threads": {**{p: faster[p][name, None][1] for p in PEERS},
-                        "TE tuned": faster_te[name, "TE tuned"][1]},
-            "median_us": {k: v * 1e6 for k, v in seconds.items()},
-            "gflops": {k: flops / v / 1e9 for k, v in seconds.items()},
-            "speedup_vs_best_peer": {
-                k: seconds[best] / seconds[k]
-                for k in ("TE tuned", "TE tuned + conversions")},
-            "speedup_vs_torch": {
-                k: seconds["PyTorch"] / seconds[k]
-                for k in (*PEERS, "TE default", "TE tuned",
-                          "TE tuned + conversions")},
-            "tuned_vs_channels_last":
-                seconds["PyTorch channels_last"] / seconds["TE tuned"],
-        })
+        flops = conv2d_cost(
+            (batch, channels, size, size),
+            (channels, 1, 3, 3),
+            stride,
+            1,
+            groups=channels,
+        ).flops
+        rows.append(
+            {
+                "channels": channels,
+                "size": size,
+                "stride": stride,
+                "gflop": flops / 1e9,
+                "best_peer": best,
+                "max_error": {
+                    "TE tuned": te["max_error"][name],
+                    **{p: peers[p][threads]["max_error"][name] for p in PEERS},
+                },
+                "threads": {
+                    **{p: faster[p][name, None][1] for p in PEERS},
+                    "TE tuned": faster_te[name, "TE tuned"][1],
+                },
+                "median_us": {k: v * 1e6 for k, v in seconds.items()},
+                "gflops": {k: flops / v / 1e9 for k, v in seconds.items()},
+                "speedup_vs_best_peer": {
+                    k: seconds[best] / seconds[k]
+                    for k in ("TE tuned", "TE tuned + conversions")
+                },
+                "speedup_vs_torch": {
+                    k: seconds["PyTorch"] / seconds[k]
+                    for k in (
+                        *PEERS,
+                        "TE default",
+                        "TE tuned",
+                        "TE tuned + conversions",
+                    )
+                },
+                "tuned_vs_channels_last": seconds["PyTorch channels_last"]
+                / seconds["TE tuned"],
+            }
+        )
 
     def mean(key, part):
         return geometric_mean(r[key][part] for r in rows)
 
     return {
-        "layers": rows, "batch": batch, "threads": threads, "repeat": repeat,
+        "layers": rows,
+        "batch": batch,
+        "threads": threads,
+        "repeat": repeat,
         "vector_lanes": te["lanes"],
         "thread_counts": thread_counts(threads),
         "onnx_call_overhead_us": min(
-            r["call_overhead"] for r in peers["ONNX Runtime"].values()) * 1e6,
-        "geomean_speedup_vs_best_peer": mean("speedup_vs_best_peer", "TE tuned"),
-        "geomean_speedup_vs_best_peer_with_conversions":
-            mean("speedup_vs_best_peer", "TE tuned + conversions"),
+            r["call_overhead"] for r in peers["ONNX Runtime"].values()
+        )
+        * 1e6,
+        "geomean_speedup_vs_best_peer": mean(
+            "speedup_vs_best_peer", "TE tuned"
+        ),
+        "geomean_speedup_vs_best_peer_with_conversions": mean(
+            "speedup_vs_best_peer", "TE tuned + conversions"
+        ),
         "geomean_speedup_vs_torch": mean("speedup_vs_torch", "TE tuned"),
         "geomean_tuned_vs_channels_last": geometric_mean(
-            r["tuned_vs_channels_last"] for r in rows),
+            r["tuned_vs_channels_last"] for r in rows
+        ),
         "cpu_description": str(describe_cpu()),
     }
 
@@ -571,9 +706,15 @@ def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None):
 def format_table(result):
     """The per-layer benchmark as text: microseconds per call of each configuration,
     and the tuned kernel's speedup over the best peer of each layer."""
-    short = {"PyTorch": "torch", "PyTorch channels_last": "torch CL",
-             "MXNet": "MXNet", "ONNX Runtime": "ORT", "TE default": "TE dflt",
-             "TE tuned": "TE tuned", "TE tuned + conversions": "TE+conv"}
+    short = {
+        "PyTorch": "torch",
+        "PyTorch channels_last": "torch CL",
+        "MXNet": "MXNet",
+        "ONNX Runtime": "ORT",
+        "TE default": "TE dflt",
+        "TE tuned": "TE tuned",
+        "TE tuned + conversions": "TE+conv",
+    }
     lanes = result["vector_lanes"]
     lines = [
         *result["cpu_description"].splitlines(),
@@ -582,7 +723,8 @@ def format_table(result):
         f"{' and '.join(map(str, result['thread_counts']))} threads, the faster "
         f"counting; microseconds per call, medians of {result['repeat']} rounds",
         f"TE+conv: TE tuned with NCHW -> NCHW{lanes}c -> NCHW conversions",
-        f"{'layer':>11} | " + " ".join(f"{s:>8}" for s in short.values())
+        f"{'layer':>11} | "
+        + " ".join(f"{s:>8}" for s in short.values())
         + " | best peer   tuned   +conv",
     ]
     for row in result["layers"]:
@@ -591,7 +733,8 @@ def format_table(result):
         lines.append(
             f"{row['channels']:>4}/{row['size']:>3}/{row['stride']} | {times} | "
             f"{short[row['best_peer']]:>9} {speedup['TE tuned']:>6.2f}x "
-            f"{speedup['TE tuned + conversions']:>6.2f}x")
+            f"{speedup['TE tuned + conversions']:>6.2f}x"
+        )
     lines += [
         f"geometric mean of TE tuned vs the best peer: "
         f"{result['geomean_speedup_vs_best_peer']:.2f}x "
@@ -617,39 +760,63 @@ def mobilenet_onnx_session(layers, input_shape, threads):
     for k, layer in enumerate(layers):
         x, y = names[-1], f"y{k}"
         if layer["kind"] == "pool":
-            nodes += [helper.make_node("GlobalAveragePool", [x], [f"p{k}"]),
-                      helper.make_node("Flatten", [f"p{k}"], [y])]
+            nodes += [
+                helper.make_node("GlobalAveragePool", [x], [f"p{k}"]),
+                helper.make_node("Flatten", [f"p{k}"], [y]),
+            ]
         elif layer["kind"] == "linear":
             weights[f"w{k}"], weights[f"b{k}"] = layer["weight"], layer["bias"]
-            nodes.append(helper.make_node("Gemm", [x, f"w{k}", f"b{k}"], [y],
-                                          transB=1))
+            nodes.append(
+                helper.make_node("Gemm", [x, f"w{k}", f"b{k}"], [y], transB=1)
+            )
         else:
             w = layer["weight"]
             weights[f"w{k}"], weights[f"b{k}"] = w, layer["bias"]
             pad, s = layer["padding"], layer["stride"]
             value = f"c{k}"
-            nodes.append(helper.make_node(
-                "Conv", [x, f"w{k}", f"b{k}"], [value], strides=[s, s],
-                pads=[pad] * 4, kernel_shape=list(w.shape[2:]),
-                group=w.shape[0] if layer["kind"] == "depthwise" else 1))
+            nodes.append(
+                helper.make_node(
+                    "Conv",
+                    [x, f"w{k}", f"b{k}"],
+                    [value],
+                    strides=[s, s],
+                    pads=[pad] * 4,
+                    kernel_shape=list(w.shape[2:]),
+                    group=w.shape[0] if layer["kind"] == "depthwise" else 1,
+                )
+            )
             if layer["residual"] is not None:
-                nodes.append(helper.make_node(
-                    "Add", [value, names[layer["residual"]]], [f"a{k}"]))
+                nodes.append(
+                    helper.make_node(
+                        "Add", [value, names[layer["residual"]]], [f"a{k}"]
+                    )
+                )
                 value = f"a{k}"
             if layer["activation"] == "relu":
                 nodes.append(helper.make_node("Relu", [value], [y]))
             elif layer["activation"] == "relu6":
-                nodes.append(helper.make_node("Clip", [value, "zero", "six"], [y]))
+                nodes.append(
+                    helper.make_node("Clip", [value, "zero", "six"], [y])
+                )
             else:
                 nodes.append(helper.make_node("Identity", [value], [y]))
         names.append(y)
     classes = layers[-1]["weight"].shape[0]
-    return onnx_session(nodes, [("X", list(input_shape))],
-                        [(names[-1], [input_shape[0], classes])], weights, threads)
+    return onnx_session(
+        nodes,
+        [("X", list(input_shape))],
+        [(names[-1], [input_shape[0], classes])],
+        weights,
+        threads,
+    )
 
 
-MOBILENET_PEERS = ("PyTorch", "PyTorch channels_last", "torch.compile",
-                   "ONNX Runtime")
+MOBILENET_PEERS = (
+    "PyTorch",
+    "PyTorch channels_last",
+    "torch.compile",
+    "ONNX Runtime",
+)
 
 
 def _mobilenet_call(peer, version, image, threads):
@@ -659,8 +826,9 @@ def _mobilenet_call(peer, version, image, threads):
 
     model = seeded_mobilenet(version)
     if peer == "ONNX Runtime":
-        session = mobilenet_onnx_session(inference_layers(model), image.shape,
-                                         threads)
+        session = mobilenet_onnx_session(
+            inference_layers(model), image.shape, threads
+        )
         return onnx_caller(session, {"X": image.numpy()})
     if peer == "TVM":
         from d2ldw import tvm as d2l_tvm
@@ -703,7 +871,9 @@ def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
     try:
         call, logits = _mobilenet_call(peer, version, image, threads)
     except Exception as error:  # e.g. torch.compile without a working compiler
-        return {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
+        return {
+            "error": f"{type(error).__name__}: {str(error).splitlines()[0]}"
+        }
     setup = time.perf_counter() - start
     with torch.no_grad():
         exact = seeded_mobilenet(version).double()(image.double()).numpy()
@@ -714,9 +884,12 @@ def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
         network = call.__self__
         calls.update({k: f for k, f in enumerate(network.step_calls())})
     timings = time_interleaved(calls, repeat=repeat)
-    result = {"seconds": timings["network"].median, "setup_seconds": setup,
-              "max_error": float(np.abs(np.asarray(logits) - exact).max()),
-              "largest_logit": float(np.abs(exact).max())}
+    result = {
+        "seconds": timings["network"].median,
+        "setup_seconds": setup,
+        "max_error": float(np.abs(np.asarray(logits) - exact).max()),
+        "largest_logit": float(np.abs(exact).max()),
+    }
     if peer == "TVM":
         by_kind = {}
         for k, kind in enumerate(network.kinds):
@@ -726,8 +899,13 @@ def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
 
 
 # From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
-LAYER_GROUPS = {"full": "first conv", "depthwise": "depthwise",
-                "pointwise": "pointwise", "pool": "the rest", "linear": "the rest"}
+LAYER_GROUPS = {
+    "full": "first conv",
+    "depthwise": "depthwise",
+    "pointwise": "pointwise",
+    "pool": "the rest",
+    "linear": "the rest",
+}
 
 
 def layer_costs(layers, input_shape):
@@ -737,7 +915,11 @@ def layer_costs(layers, input_shape):
     costs = []
     for layer in layers:
         if layer["kind"] == "pool":
-            flops, moved, (c, h, w) = n * c * h * w, n * c * (h * w + 1), (c, 1, 1)
+            flops, moved, (c, h, w) = (
+                n * c * h * w,
+                n * c * (h * w + 1),
+                (c, 1, 1),
+            )
         elif layer["kind"] == "linear":
             k = layer["weight"].shape[0]
             flops, moved = 2 * n * c * k, n * c + c * k + k + n * k
@@ -746,9 +928,13 @@ def layer_costs(layers, input_shape):
             weight, s, p = layer["weight"], layer["stride"], layer["padding"]
             size = (h + 2 * p - weight.shape[-1]) // s + 1
             flops = 2 * n * weight.shape[0] * size * size * weight[0].size
-            moved = n * c * h * w + weight.size + n * weight.shape[0] * size * size
+            moved = (
+                n * c * h * w + weight.size + n * weight.shape[0] * size * size
+            )
             c, h, w = weight.shape[0], size, size
-        costs.append({"kind": layer["kind"], "flops": flops, "bytes": 4 * moved})
+        costs.append(
+            {"kind": layer["kind"], "flops": flops, "bytes": 4 * moved}
+        )
     return costs
 
 
@@ -764,18 +950,22 @@ def run_mobilenet(version="v1", batch=1, threads=None, repeat=7):
     common = dict(version=version, batch=batch, repeat=repeat)
     runs, ms_by_threads = {}, {}
     for peer in ("TVM", *MOBILENET_PEERS):
-        tries = {t: run_isolated(time_mobilenet_peer, t, peer=peer, **common)
-                 for t in thread_counts(threads)}
+        tries = {
+            t: run_isolated(time_mobilenet_peer, t, peer=peer, **common)
+            for t in thread_counts(threads)
+        }
         ran = {t: r for t, r in tries.items() if "seconds" in r}
         ms_by_threads[peer] = {t: r["seconds"] * 1e3 for t, r in ran.items()}
         fastest = min(ran, key=lambda t: ran[t]["seconds"]) if ran else threads
         runs[peer] = {**tries[fastest], "threads": fastest}
-    costs = layer_costs(inference_layers(seeded_mobilenet(version)),
-                        (batch, 3, 224, 224))
+    costs = layer_costs(
+        inference_layers(seeded_mobilenet(version)), (batch, 3, 224, 224)
+    )
     groups = {}
     for cost in costs:
-        group = groups.setdefault(LAYER_GROUPS[cost["kind"]],
-                                  {"ms": 0.0, "gflop": 0.0, "mbytes": 0.0})
+        group = groups.setdefault(
+            LAYER_GROUPS[cost["kind"]], {"ms": 0.0, "gflop": 0.0, "mbytes": 0.0}
+        )
         group["gflop"] += cost["flops"] / 1e9
         group["mbytes"] += cost["bytes"] / 1e6
     for kind, seconds in runs["TVM"]["seconds_by_kind"].items():
@@ -783,18 +973,25 @@ def run_mobilenet(version="v1", batch=1, threads=None, repeat=7):
     ran = {p: r for p, r in runs.items() if "seconds" in r}
     best = min((p for p in ran if p != "TVM"), key=lambda p: ran[p]["seconds"])
     return {
-        "model": version, "batch": batch, "threads": threads, "repeat": repeat,
+        "model": version,
+        "batch": batch,
+        "threads": threads,
+        "repeat": repeat,
         "ms": {p: r["seconds"] * 1e3 for p, r in ran.items()},
         "threads_used": {p: r["threads"] for p, r in ran.items()},
-        "ms_by_threads": ms_by_threads, "thread_counts": thread_counts(threads),
+        "ms_by_threads": ms_by_threads,
+        "thread_counts": thread_counts(threads),
         "setup_s": {p: r["setup_seconds"] for p, r in ran.items()},
         "max_error": {p: r["max_error"] for p, r in ran.items()},
         "largest_logit": runs["TVM"]["largest_logit"],
         "errors": {p: r["error"] for p, r in runs.items() if "error" in r},
         "best_peer": best,
         "speedup_vs_best_peer": ran[best]["seconds"] / ran["TVM"]["seconds"],
-        "speedup_vs_peer": {p: r["seconds"] / ran["TVM"]["seconds"]
-                            for p, r in ran.items() if p != "TVM"},
+        "speedup_vs_peer": {
+            p: r["seconds"] / ran["TVM"]["seconds"]
+            for p, r in ran.items()
+            if p != "TVM"
+        },
         "tvm_by_group": groups,
         "roofs": best_roofs(threads),
         "cpu_description": str(describe_cpu()),
@@ -812,16 +1009,22 @@ def format_mobilenet_table(result):
     ]
     for peer, ms in sorted(result["ms"].items(), key=lambda item: item[1]):
         speedup = result["speedup_vs_peer"].get(peer)
-        lines.append(f"{peer:22} {ms:>8.2f} {result['threads_used'][peer]:>7} "
-                     f"{f'{speedup:.2f}x' if speedup else '':>12} "
-                     f"{result['max_error'][peer]:>12.1e}")
+        lines.append(
+            f"{peer:22} {ms:>8.2f} {result['threads_used'][peer]:>7} "
+            f"{f'{speedup:.2f}x' if speedup else '':>12} "
+            f"{result['max_error'][peer]:>12.1e}"
+        )
     for peer, error in result["errors"].items():
         lines.append(f"{peer:22} did not run: {error[:50]}")
-    lines.append(f"TVM vs the best peer ({result['best_peer']}): "
-                 f"{result['speedup_vs_best_peer']:.2f}x")
+    lines.append(
+        f"TVM vs the best peer ({result['best_peer']}): "
+        f"{result['speedup_vs_best_peer']:.2f}x"
+    )
     for group, row in result["tvm_by_group"].items():
-        lines.append(f"  TVM {group:11} {row['ms']:>7.2f} ms "
-                     f"{row['gflop'] / row['ms'] * 1e3:>7.1f} GFLOP/s")
+        lines.append(
+            f"  TVM {group:11} {row['ms']:>7.2f} ms "
+            f"{row['gflop'] / row['ms'] * 1e3:>7.1f} GFLOP/s"
+        )
     return "\n".join(lines)
 
 

@@ -111,11 +111,19 @@ def plot_roofline(peak, bandwidth, points, ax=None, title=None):
     ridge = peak / bandwidth
     spread = [i for pairs in points.values() for i, _ in pairs] + [ridge]
     xs = np.logspace(np.log10(min(spread) / 2), np.log10(max(spread) * 2), 200)
-    ax.loglog(xs, np.minimum(peak, xs * bandwidth) / 1e9, "k-", lw=1,
-              label="roofline")
-    for (label, pairs), marker in zip(points.items(), itertools.cycle("os^vDP*X")):
-        ax.scatter([i for i, _ in pairs], [r / 1e9 for _, r in pairs],
-                   marker=marker, alpha=0.75, label=label)
+    ax.loglog(
+        xs, np.minimum(peak, xs * bandwidth) / 1e9, "k-", lw=1, label="roofline"
+    )
+    for (label, pairs), marker in zip(
+        points.items(), itertools.cycle("os^vDP*X")
+    ):
+        ax.scatter(
+            [i for i, _ in pairs],
+            [r / 1e9 for _, r in pairs],
+            marker=marker,
+            alpha=0.75,
+            label=label,
+        )
     ax.set_xlabel("arithmetic intensity (FLOP per byte)")
     ax.set_ylabel("GFLOP/s")
     if title:

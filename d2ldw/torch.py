@@ -1007,21 +1007,34 @@ def fold_batchnorm(conv, norm):
     With ``s = gamma / sqrt(var + eps)``: weight ``w * s`` per output channel, bias
     ``beta + (b - mean) * s``, computed in float64 and rounded once to float32."""
     if not isinstance(conv, nn.Conv2d) or not isinstance(norm, nn.BatchNorm2d):
-        raise TypeError(f"expected an nn.Conv2d and an nn.BatchNorm2d, got "
-                        f"{type(conv).__name__} and {type(norm).__name__}")
+        raise TypeError(
+            f"expected an nn.Conv2d and an nn.BatchNorm2d, got "
+            f"{type(conv).__name__} and {type(norm).__name__}"
+        )
     if norm.num_features != conv.out_channels:
-        raise ValueError(f"the BatchNorm has {norm.num_features} channels, the "
-                         f"convolution {conv.out_channels} outputs")
+        raise ValueError(
+            f"the BatchNorm has {norm.num_features} channels, the "
+            f"convolution {conv.out_channels} outputs"
+        )
     with torch.no_grad():
         scale = norm.weight.double() / torch.sqrt(
-            norm.running_var.double() + norm.eps)
+            norm.running_var.double() + norm.eps
+        )
         bias = conv.bias.double() if conv.bias is not None else 0.0
-        folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
-                           conv.stride, conv.padding, conv.dilation, conv.groups,
-                           bias=True)
+        folded = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            bias=True,
+        )
         folded.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
-        folded.bias.copy_(norm.bias.double() + (bias - norm.running_mean.double())
-                          * scale)
+        folded.bias.copy_(
+            norm.bias.double() + (bias - norm.running_mean.double()) * scale
+        )
     return folded.eval()
 
 
@@ -1031,11 +1044,16 @@ def fold_batchnorms(model):
     import copy
 
     model = copy.deepcopy(model).eval()
-    for sequence in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+    for sequence in [
+        m for m in model.modules() if isinstance(m, nn.Sequential)
+    ]:
         for k in range(len(sequence) - 1):
             conv, norm = sequence[k], sequence[k + 1]
             if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
-                sequence[k], sequence[k + 1] = fold_batchnorm(conv, norm), nn.Identity()
+                sequence[k], sequence[k + 1] = (
+                    fold_batchnorm(conv, norm),
+                    nn.Identity(),
+                )
     return model
 
 
@@ -1055,24 +1073,41 @@ def inference_layers(model):
     layers = []
 
     def convolution(conv, activation=None, residual=None):
-        kind = ("depthwise" if is_depthwise(conv) else
-                "pointwise" if conv.kernel_size == (1, 1) else "full")
-        layers.append({
-            "kind": kind, "weight": conv.weight.detach().numpy(),
-            "bias": conv.bias.detach().numpy(), "stride": conv.stride[0],
-            "padding": conv.padding[0], "activation": activation,
-            "residual": residual})
+        kind = (
+            "depthwise"
+            if is_depthwise(conv)
+            else "pointwise"
+            if conv.kernel_size == (1, 1)
+            else "full"
+        )
+        layers.append(
+            {
+                "kind": kind,
+                "weight": conv.weight.detach().numpy(),
+                "bias": conv.bias.detach().numpy(),
+                "stride": conv.stride[0],
+                "padding": conv.padding[0],
+                "activation": activation,
+                "residual": residual,
+            }
+        )
 
     def walk(modules, residual=None):
-        modules = [m for m in modules if not isinstance(m, (nn.Identity,
-                                                            nn.Flatten))]
+        modules = [
+            m for m in modules if not isinstance(m, (nn.Identity, nn.Flatten))
+        ]
         for k, module in enumerate(modules):
             if isinstance(module, nn.Conv2d):
                 following = modules[k + 1] if k + 1 < len(modules) else None
-                last = not any(isinstance(m, (nn.Conv2d, nn.Sequential))
-                               for m in modules[k + 1:])
-                convolution(module, _activation_name(following),
-                            residual if last else None)
+                last = not any(
+                    isinstance(m, (nn.Conv2d, nn.Sequential))
+                    for m in modules[k + 1 :]
+                )
+                convolution(
+                    module,
+                    _activation_name(following),
+                    residual if last else None,
+                )
             elif isinstance(module, InvertedResidual):
                 start = len(layers)
                 walk(module.block, start if module.residual else None)
@@ -1081,12 +1116,17 @@ def inference_layers(model):
             elif isinstance(module, nn.AdaptiveAvgPool2d):
                 layers.append({"kind": "pool"})
             elif isinstance(module, nn.Linear):
-                layers.append({"kind": "linear",
-                               "weight": module.weight.detach().numpy(),
-                               "bias": module.bias.detach().numpy()})
+                layers.append(
+                    {
+                        "kind": "linear",
+                        "weight": module.weight.detach().numpy(),
+                        "bias": module.bias.detach().numpy(),
+                    }
+                )
             elif not _activation_name(module):
-                raise TypeError(f"inference_layers cannot translate "
-                                f"{type(module).__name__}")
+                raise TypeError(
+                    f"inference_layers cannot translate {type(module).__name__}"
+                )
 
     walk(fold_batchnorms(model))
     return layers
@@ -1108,12 +1148,20 @@ def run_layers(layers, image, dtype=torch.float32):
             if layer["kind"] == "linear":
                 x = x @ w.T + b
             else:
-                x = F.conv2d(x, w, b, layer["stride"], layer["padding"],
-                             groups=w.shape[0] if layer["kind"] == "depthwise" else 1)
+                x = F.conv2d(
+                    x,
+                    w,
+                    b,
+                    layer["stride"],
+                    layer["padding"],
+                    groups=w.shape[0] if layer["kind"] == "depthwise" else 1,
+                )
                 if layer["residual"] is not None:
                     x = x + inputs[layer["residual"]]
                 if layer["activation"]:
-                    x = x.clamp(0, 6 if layer["activation"] == "relu6" else None)
+                    x = x.clamp(
+                        0, 6 if layer["activation"] == "relu6" else None
+                    )
         outputs.append(x.numpy())
     return outputs
 
@@ -1135,24 +1183,41 @@ def layer_error_bounds(layers, image, outputs):
         a = inputs[k]
         if layer["kind"] == "pool":
             n = a.shape[2] * a.shape[3]
-            checked.append((a.mean((2, 3)).numpy(),
-                            (gamma(n + 1, "float32") * a.abs().mean((2, 3))).numpy()))
+            checked.append(
+                (
+                    a.mean((2, 3)).numpy(),
+                    (gamma(n + 1, "float32") * a.abs().mean((2, 3))).numpy(),
+                )
+            )
             continue
         w = torch.from_numpy(layer["weight"]).double()
         b = torch.from_numpy(layer["bias"]).double()
         if layer["kind"] == "linear":
-            exact, terms, m = a @ w.T + b, a.abs() @ w.abs().T + b.abs(), w.shape[1] + 2
+            exact, terms, m = (
+                a @ w.T + b,
+                a.abs() @ w.abs().T + b.abs(),
+                w.shape[1] + 2,
+            )
         else:
-            args = dict(stride=layer["stride"], padding=layer["padding"],
-                        groups=w.shape[0] if layer["kind"] == "depthwise" else 1)
+            args = dict(
+                stride=layer["stride"],
+                padding=layer["padding"],
+                groups=w.shape[0] if layer["kind"] == "depthwise" else 1,
+            )
             exact = F.conv2d(a, w, b, **args)
             terms = F.conv2d(a.abs(), w.abs(), b.abs(), **args)
             m = w[0].numel() + 2
             if layer["residual"] is not None:
                 residual = inputs[layer["residual"]]
-                exact, terms, m = exact + residual, terms + residual.abs(), m + 1
+                exact, terms, m = (
+                    exact + residual,
+                    terms + residual.abs(),
+                    m + 1,
+                )
         if layer.get("activation"):
-            exact = exact.clamp(0, 6 if layer["activation"] == "relu6" else None)
+            exact = exact.clamp(
+                0, 6 if layer["activation"] == "relu6" else None
+            )
         checked.append((exact.numpy(), (gamma(m, "float32") * terms).numpy()))
     return checked
 
@@ -1163,14 +1228,18 @@ def seeded_mobilenet(version="v1", seed=0):
     calibrated on a seeded batch, in eval mode: the same network in every process."""
     builders = {"v1": mobilenet_v1, "v2": mobilenet_v2}
     if version not in builders:
-        raise ValueError(f"version must be one of {sorted(builders)}, got {version!r}")
+        raise ValueError(
+            f"version must be one of {sorted(builders)}, got {version!r}"
+        )
     torch.manual_seed(seed)
-    images = torch.randn(4, 3, 224, 224,
-                         generator=torch.Generator().manual_seed(seed + 1))
+    images = torch.randn(
+        4, 3, 224, 224, generator=torch.Generator().manual_seed(seed + 1)
+    )
     return calibrate_batchnorm(builders[version](), images)
 
 
 def seeded_image(batch=1, seed=0):
     """A seeded NCHW float32 batch of 224x224 RGB inputs."""
-    return torch.randn(batch, 3, 224, 224,
-                       generator=torch.Generator().manual_seed(seed + 2))
+    return torch.randn(
+        batch, 3, 224, 224, generator=torch.Generator().manual_seed(seed + 2)
+    )

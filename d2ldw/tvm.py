@@ -564,16 +564,20 @@ def first_conv2d_nchwc(X, K, stride, padding):
     ``(N, O/x, H_out, W_out, x)``, so the layout changes inside the first layer."""
     n, c, h, w = _static_shape(X)
     blocks, k_c, kh, kw, lanes = _static_shape(K)
-    g = conv2d_geometry((n, c, h, w), (blocks * lanes, k_c, kh, kw), stride,
-                        padding)
+    g = conv2d_geometry(
+        (n, c, h, w), (blocks * lanes, k_c, kh, kw), stride, padding
+    )
     (top, _), (left, _) = g.padding
     (sh, sw), (oh, ow) = g.stride, g.out_size
     P = padding_nchw = te.compute(
         (n, c, h + 2 * top, w + 2 * left),
         lambda b, ci, i, j: te.if_then_else(
             tvm.tirx.all(i >= top, i < h + top, j >= left, j < w + left),
-            X[b, ci, i - top, j - left], tvm.tirx.const(0.0, X.dtype)),
-        name="PaddedX")
+            X[b, ci, i - top, j - left],
+            tvm.tirx.const(0.0, X.dtype),
+        ),
+        name="PaddedX",
+    )
     rc = te.reduce_axis((0, c), name="rc")
     ri = te.reduce_axis((0, kh), name="ri")
     rj = te.reduce_axis((0, kw), name="rj")
@@ -581,8 +585,10 @@ def first_conv2d_nchwc(X, K, stride, padding):
         (n, blocks, oh, ow, lanes),
         lambda b, o, i, j, l: te.sum(
             P[b, rc, i * sh + ri, j * sw + rj] * K[o, rc, ri, rj, l],
-            axis=[rc, ri, rj]),
-        name="Y")
+            axis=[rc, ri, rj],
+        ),
+        name="Y",
+    )
 
 
 # From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
@@ -598,14 +604,17 @@ def pointwise_conv2d_nchwc(X, K):
     if k_c != in_blocks * x:
         raise ValueError(
             f"K must have shape (O/y, {in_blocks * x}, y) to match X of shape "
-            f"{_static_shape(X)}, got {_static_shape(K)}")
+            f"{_static_shape(X)}, got {_static_shape(K)}"
+        )
     rb = te.reduce_axis((0, in_blocks), name="rb")
     rl = te.reduce_axis((0, x), name="rl")
     return te.compute(
         (n, blocks, h, w, y),
         lambda b, o, i, j, l: te.sum(
-            X[b, rb, i, j, rl] * K[o, rb * x + rl, l], axis=[rb, rl]),
-        name="Y")
+            X[b, rb, i, j, rl] * K[o, rb * x + rl, l], axis=[rb, rl]
+        ),
+        name="Y",
+    )
 
 
 ACTIVATIONS = (None, "relu", "relu6")
@@ -617,8 +626,9 @@ def bias_activation_nchwc(Y, B, activation=None, residual=None):
 
     ``B`` is ``(C/x, x)``; ``residual`` (optional) has ``Y``'s shape."""
     if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, "
-                         f"got {activation!r}")
+        raise ValueError(
+            f"activation must be one of {ACTIVATIONS}, got {activation!r}"
+        )
     zero = tvm.tirx.const(0.0, Y.dtype)
 
     def value(n, c, i, j, l):
@@ -648,8 +658,10 @@ def schedule_conv_nchwc(module, tile=None):
     whole reduction, the window's loops (extent 3 or less) unrolled; the epilogue
     applied to that tile before it is written once."""
     sch = tvm.s_tir.Schedule(module)
-    names = {sch.get(b).name_hint
-             for b in sch.get_child_blocks(sch.get_sblock("root"))}
+    names = {
+        sch.get(b).name_hint
+        for b in sch.get_child_blocks(sch.get_sblock("root"))
+    }
     if "PaddedX" in names:
         sch.compute_inline(sch.get_sblock("PaddedX"))
     conv, out = sch.get_sblock("Y"), sch.get_sblock("Z")
@@ -681,9 +693,11 @@ def global_pool_nchwc(X):
     total = te.compute(
         (n, blocks * x),
         lambda b, c: te.sum(X[b, c // x, ri, rj, c % x], axis=[ri, rj]),
-        name="Y")
-    return te.compute((n, blocks * x), lambda b, c: total[b, c] / (h * w),
-                      name="Z")
+        name="Y",
+    )
+    return te.compute(
+        (n, blocks * x), lambda b, c: total[b, c] / (h * w), name="Z"
+    )
 
 
 def linear(P, Wt, B):
@@ -694,8 +708,9 @@ def linear(P, Wt, B):
     if k_c != c:
         raise ValueError(f"Wt must have shape ({c}, K), got {(k_c, k)}")
     rc = te.reduce_axis((0, c), name="rc")
-    Y = te.compute((n, k), lambda b, o: te.sum(P[b, rc] * Wt[rc, o], axis=rc),
-                   name="Y")
+    Y = te.compute(
+        (n, k), lambda b, o: te.sum(P[b, rc] * Wt[rc, o], axis=rc), name="Y"
+    )
     return te.compute((n, k), lambda b, o: Y[b, o] + B[o], name="Z")
 
 
@@ -728,9 +743,13 @@ def _blocked_weight(layer, block):
     if layer["kind"] == "depthwise":
         return depthwise_weight_to_nchwc(w, block), bias
     if layer["kind"] == "pointwise":
-        blocked = w[:, :, 0, 0].reshape(o // block, block, -1).transpose(0, 2, 1)
+        blocked = (
+            w[:, :, 0, 0].reshape(o // block, block, -1).transpose(0, 2, 1)
+        )
         return np.ascontiguousarray(blocked), bias
-    blocked = w.reshape(o // block, block, *w.shape[1:]).transpose(0, 2, 3, 4, 1)
+    blocked = w.reshape(o // block, block, *w.shape[1:]).transpose(
+        0, 2, 3, 4, 1
+    )
     return np.ascontiguousarray(blocked), bias
 
 
@@ -756,7 +775,11 @@ def _layer_tensors(layer, shape, lanes):
         Y = depthwise_conv2d_nchwc(X, K, layer["stride"], layer["padding"])
     else:
         Y = pointwise_conv2d_nchwc(X, K)
-    R = te.placeholder(Y.shape, name="R") if layer["residual"] is not None else None
+    R = (
+        te.placeholder(Y.shape, name="R")
+        if layer["residual"] is not None
+        else None
+    )
     Z = bias_activation_nchwc(Y, B, layer["activation"], R)
     tensors = [X, K, B, *([R] if R is not None else []), Z]
     return tensors, [weight, bias], "conv"
@@ -773,14 +796,20 @@ class CompiledNetwork:
         lanes = lanes or host_vector_lanes(target)
         device, built = tvm.cpu(), {}
         self.kinds, self._steps = [], []
-        self._input = tvm.runtime.tensor(np.zeros(input_shape, "float32"), device)
+        self._input = tvm.runtime.tensor(
+            np.zeros(input_shape, "float32"), device
+        )
         outputs = [self._input]  # outputs[k]: the input of layer k
         for layer in layers:
             tensors, weights, schedule = _layer_tensors(
-                layer, tuple(outputs[-1].shape), lanes)
-            key = (repr([(t.shape, t.name) for t in tensors]), layer["kind"],
-                   layer["stride"] if "stride" in layer else 0,
-                   layer.get("activation"))
+                layer, tuple(outputs[-1].shape), lanes
+            )
+            key = (
+                repr([(t.shape, t.name) for t in tensors]),
+                layer["kind"],
+                layer["stride"] if "stride" in layer else 0,
+                layer.get("activation"),
+            )
             if key not in built:  # identical layers share one compiled kernel
                 module = prim_module(tensors)
                 if schedule == "head":
@@ -790,8 +819,9 @@ class CompiledNetwork:
                 built[key] = build(module, target)
             shape = [int(d) for d in tensors[-1].shape]
             output = tvm.runtime.tensor(np.zeros(shape, "float32"), device)
-            arguments = [outputs[-1]] + [tvm.runtime.tensor(w, device)
-                                         for w in weights]
+            arguments = [outputs[-1]] + [
+                tvm.runtime.tensor(w, device) for w in weights
+            ]
             if layer.get("residual") is not None:
                 arguments.append(outputs[layer["residual"]])
             self._steps.append((built[key], arguments + [output]))
@@ -810,13 +840,17 @@ class CompiledNetwork:
 
     def layer_outputs(self):
         """Every layer's output of the last call, as NumPy arrays in NCHW."""
-        return [from_nchwc(o.numpy()) if len(o.shape) == 5 else o.numpy()
-                for o in self._outputs]
+        return [
+            from_nchwc(o.numpy()) if len(o.shape) == 5 else o.numpy()
+            for o in self._outputs
+        ]
 
     def __call__(self, image):
         if tuple(image.shape) != tuple(self._input.shape):
-            raise ValueError(f"expected an image batch of shape "
-                             f"{tuple(self._input.shape)}, got {tuple(image.shape)}")
+            raise ValueError(
+                f"expected an image batch of shape "
+                f"{tuple(self._input.shape)}, got {tuple(image.shape)}"
+            )
         self._input.copyfrom(np.ascontiguousarray(image, dtype="float32"))
         self.run()
         return self._outputs[-1].numpy()
