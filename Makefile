@@ -28,7 +28,7 @@ test: $(INSTALLED) $(NODE_MODULES)
 # building for the generic x86-64 (SSE2, no FMA). Every x86-64 CPU with AVX2 can run it.
 REDUCED_ISA := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 D2LDW_LLVM_MCPU=x86-64
 CPU_DEPENDENT_TESTS := tests/test_bitwise.py tests/test_numerics.py tests/test_performance.py \
-	tests/test_depthwise.py
+	tests/test_depthwise.py tests/test_mobilenet_tvm.py
 test-reduced-isa: $(INSTALLED)
 	env $(REDUCED_ISA) $(BIN)/python -m pytest $(CPU_DEPENDENT_TESTS)
 

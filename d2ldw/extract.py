@@ -30,7 +30,8 @@ class Module:
     doc: str
     core: bool = False  # framework-free: re-exported by `import d2ldw`
     requires: tuple = ()  # (import name, pip requirement, d2ldw extra)
-    command: bool = False  # runs `main()` under `python -m d2ldw.<module>`
+    # a hand-written module whose main() runs under `python -m d2ldw.<module>`
+    command: str = ""
 
 
 MODULES = {
@@ -45,8 +46,8 @@ MODULES = {
     "mxnet": Module("MXNet implementations.", requires=("mxnet", "mxnet==1.9.1", "mxnet")),
     "tvm": Module("TVM tensor-expression definitions and build helpers.",
                   requires=("tvm", "apache-tvm==0.27.0.post1", "tvm")),
-    "bench": Module("Benchmarks of the book's kernels: python -m d2ldw.bench depthwise.",
-                    command=True),
+    "bench": Module("Benchmarks of the book's kernels: python -m d2ldw.bench depthwise|mobilenet.",
+                    command="d2ldw.bench_cli"),
 }
 SAVE_MARK = re.compile(r"#@save(?:\s+(\S*))?\s*$")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -280,7 +281,9 @@ def _render_module(name, blocks, core_owner):
         header = "".join(f"\n# ({note})" for note in replaced)
         out.append(f"\n# From {block.origin}{header}\n{code}")
     if spec.command:
-        out.append('\nif __name__ == "__main__":\n    sys.exit(main())')
+        out.append(f'\nif __name__ == "__main__":  # the command line: {spec.command}\n'
+                   f'    import sys\n\n    from {spec.command} import main\n\n'
+                   f'    sys.exit(main())')
     return "\n\n".join(out) + "\n"
 
 

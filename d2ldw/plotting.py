@@ -278,28 +278,36 @@ def plot_separable_factorisation(depthwise_weight, pointwise_weight):
     return fig
 
 
-# From Section 7.3, "Large depthwise kernels: ConvNeXt and RepLKNet" (chapters/beyond/large_kernels.ipynb)
+# From Section 6.1, "How fast could it be? A roofline of this machine" (chapters/performance/roofline.ipynb)
 def plot_roofline(peak, bandwidth, points, ax=None, title=None):
-    """Draw min(peak, I * bandwidth) (FLOP/s, bytes/s) on log axes and
-    ``points``, a dict label -> list of (intensity, FLOP/s, annotation)."""
+    """Draw the roofline ``min(peak, I * bandwidth)`` (FLOP/s and bytes/s) and
+    ``points``, a dict ``label: [(intensity in FLOP/byte, rate in FLOP/s), ...]``,
+    one marker per label, on log-log axes. Returns the axes."""
+    import itertools
+
+    import numpy as np
+
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4))
-    lowest = min(i for pts in points.values() for i, _, _ in pts)
-    highest = max(i for pts in points.values() for i, _, _ in pts)
     ridge = peak / bandwidth
-    intensities = np.logspace(np.log10(min(lowest, ridge) / 3),
-                              np.log10(max(highest, ridge) * 3), 200)
-    ax.loglog(intensities, np.minimum(peak, intensities * bandwidth) / 1e9,
-              "k-", label="roofline")
-    for label, pts in points.items():
-        ax.plot([i for i, _, _ in pts], [r / 1e9 for _, r, _ in pts], "o-",
-                label=label, alpha=0.8)
-        for i, r, note in pts:
-            ax.annotate(note, (i, r / 1e9), textcoords="offset points",
-                        xytext=(3, -10), fontsize=7)
+    spread = [i for pairs in points.values() for i, _ in pairs] + [ridge]
+    xs = np.logspace(np.log10(min(spread) / 2), np.log10(max(spread) * 2), 200)
+    ax.loglog(
+        xs, np.minimum(peak, xs * bandwidth) / 1e9, "k-", lw=1, label="roofline"
+    )
+    for (label, pairs), marker in zip(
+        points.items(), itertools.cycle("os^vDP*X")
+    ):
+        ax.scatter(
+            [i for i, _ in pairs],
+            [r / 1e9 for _, r in pairs],
+            marker=marker,
+            alpha=0.75,
+            label=label,
+        )
     ax.set_xlabel("arithmetic intensity (FLOP per byte)")
     ax.set_ylabel("GFLOP/s")
     if title:
         ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     return ax

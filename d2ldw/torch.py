@@ -9,10 +9,10 @@ from d2ldw._requires import require
 require('torch', 'torch==2.13.0', module='d2ldw.torch', extra='torch')
 
 from d2ldw.cost import conv2d_cost
-from d2ldw.numerics import SUMMATION_ORDERS, matching_order
+from d2ldw.numerics import SUMMATION_ORDERS, gamma, matching_order
 from d2ldw.shapes import check_array_kind, check_memory, checked_dtype, checked_int, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['CONVNEXT_TINY', 'ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'EFFICIENTNET_B0_TABLE', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MBConv', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'MOBILENET_V3_LARGE_TABLE', 'MOBILENET_V3_SMALL_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'SqueezeExcite', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'causal_depthwise_conv1d', 'conv2d_unfold', 'conv_transpose_to_conv_weight', 'convnext_tiny', 'count_cost', 'depthwise_conv2d_unfold', 'efficientnet_b0', 'fuse_conv_bn', 'is_depthwise', 'keras_conv2d_to_torch', 'keras_conv2d_transpose_to_torch', 'keras_depthwise_to_torch', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small', 'replace_depthwise', 'separable_conv2d', 'separable_from_conv', 'torch_depthwise_to_keras']
+__all__ = ['CONVNEXT_TINY', 'ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'EFFICIENTNET_B0_TABLE', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MBConv', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'MOBILENET_V3_LARGE_TABLE', 'MOBILENET_V3_SMALL_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'SqueezeExcite', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'causal_depthwise_conv1d', 'conv2d_unfold', 'conv_transpose_to_conv_weight', 'convnext_tiny', 'count_cost', 'depthwise_conv2d_unfold', 'efficientnet_b0', 'fold_batchnorm', 'fold_batchnorms', 'fuse_conv_bn', 'inference_layers', 'is_depthwise', 'keras_conv2d_to_torch', 'keras_conv2d_transpose_to_torch', 'keras_depthwise_to_torch', 'layer_error_bounds', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small', 'replace_depthwise', 'run_layers', 'seeded_image', 'seeded_mobilenet', 'separable_conv2d', 'separable_from_conv', 'torch_depthwise_to_keras']
 
 
 # From Section 1.3, "Convolution as matrix multiplication" (chapters/conv2d/as_matmul.ipynb)
@@ -1165,6 +1165,251 @@ class TEDepthwiseConv2d(nn.Module):
 
     def forward(self, input):
         return _TEDepthwiseFunction.apply(input, self.weight, self)
+
+
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+def fold_batchnorm(conv, norm):
+    """One ``nn.Conv2d`` (with bias) equal to ``norm(conv(x))`` for ``norm`` in eval mode.
+
+    With ``s = gamma / sqrt(var + eps)``: weight ``w * s`` per output channel, bias
+    ``beta + (b - mean) * s``, computed in float64 and rounded once to float32."""
+    if not isinstance(conv, nn.Conv2d) or not isinstance(norm, nn.BatchNorm2d):
+        raise TypeError(
+            f"expected an nn.Conv2d and an nn.BatchNorm2d, got "
+            f"{type(conv).__name__} and {type(norm).__name__}"
+        )
+    if norm.num_features != conv.out_channels:
+        raise ValueError(
+            f"the BatchNorm has {norm.num_features} channels, the "
+            f"convolution {conv.out_channels} outputs"
+        )
+    with torch.no_grad():
+        scale = norm.weight.double() / torch.sqrt(
+            norm.running_var.double() + norm.eps
+        )
+        bias = conv.bias.double() if conv.bias is not None else 0.0
+        folded = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            bias=True,
+        )
+        folded.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
+        folded.bias.copy_(
+            norm.bias.double() + (bias - norm.running_mean.double()) * scale
+        )
+    return folded.eval()
+
+
+def fold_batchnorms(model):
+    """A copy of ``model`` with every (Conv2d, BatchNorm2d) pair inside an
+    ``nn.Sequential`` folded into one convolution (the BatchNorm becomes Identity)."""
+    import copy
+
+    model = copy.deepcopy(model).eval()
+    for sequence in [
+        m for m in model.modules() if isinstance(m, nn.Sequential)
+    ]:
+        for k in range(len(sequence) - 1):
+            conv, norm = sequence[k], sequence[k + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                sequence[k], sequence[k + 1] = (
+                    fold_batchnorm(conv, norm),
+                    nn.Identity(),
+                )
+    return model
+
+
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+def _activation_name(module):
+    return {nn.ReLU: "relu", nn.ReLU6: "relu6"}.get(type(module))
+
+
+def inference_layers(model):
+    """The inference graph of a MobileNet of Section 3.4 (v1 or v2), BatchNorm folded:
+    a list of dicts, one per layer, with NumPy float32 weights.
+
+    ``kind`` is "full", "depthwise" or "pointwise" (convolutions, with ``weight``,
+    ``bias``, ``stride``, ``padding``, ``activation`` None/"relu"/"relu6" and
+    ``residual``: the index of the layer whose input is added, or None), "pool" (global
+    average) or "linear" (``weight`` (K, C), ``bias``)."""
+    layers = []
+
+    def convolution(conv, activation=None, residual=None):
+        kind = (
+            "depthwise"
+            if is_depthwise(conv)
+            else "pointwise"
+            if conv.kernel_size == (1, 1)
+            else "full"
+        )
+        layers.append(
+            {
+                "kind": kind,
+                "weight": conv.weight.detach().numpy(),
+                "bias": conv.bias.detach().numpy(),
+                "stride": conv.stride[0],
+                "padding": conv.padding[0],
+                "activation": activation,
+                "residual": residual,
+            }
+        )
+
+    def walk(modules, residual=None):
+        modules = [
+            m for m in modules if not isinstance(m, (nn.Identity, nn.Flatten))
+        ]
+        for k, module in enumerate(modules):
+            if isinstance(module, nn.Conv2d):
+                following = modules[k + 1] if k + 1 < len(modules) else None
+                last = not any(
+                    isinstance(m, (nn.Conv2d, nn.Sequential))
+                    for m in modules[k + 1 :]
+                )
+                convolution(
+                    module,
+                    _activation_name(following),
+                    residual if last else None,
+                )
+            elif isinstance(module, InvertedResidual):
+                start = len(layers)
+                walk(module.block, start if module.residual else None)
+            elif isinstance(module, nn.Sequential):
+                walk(module)
+            elif isinstance(module, nn.AdaptiveAvgPool2d):
+                layers.append({"kind": "pool"})
+            elif isinstance(module, nn.Linear):
+                layers.append(
+                    {
+                        "kind": "linear",
+                        "weight": module.weight.detach().numpy(),
+                        "bias": module.bias.detach().numpy(),
+                    }
+                )
+            elif not _activation_name(module):
+                raise TypeError(
+                    f"inference_layers cannot translate {type(module).__name__}"
+                )
+
+    walk(fold_batchnorms(model))
+    return layers
+
+
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+def run_layers(layers, image, dtype=torch.float32):
+    """Evaluate ``inference_layers`` with ``F.conv2d`` in ``dtype``; every layer's output,
+    as NumPy arrays (NCHW; the pooling and the classifier give (N, C) and (N, K))."""
+    outputs, x = [], torch.as_tensor(image).to(dtype)
+    inputs = []
+    for layer in layers:
+        inputs.append(x)
+        if layer["kind"] == "pool":
+            x = x.mean((2, 3))
+        else:
+            w = torch.from_numpy(layer["weight"]).to(dtype)
+            b = torch.from_numpy(layer["bias"]).to(dtype)
+            if layer["kind"] == "linear":
+                x = x @ w.T + b
+            else:
+                x = F.conv2d(
+                    x,
+                    w,
+                    b,
+                    layer["stride"],
+                    layer["padding"],
+                    groups=w.shape[0] if layer["kind"] == "depthwise" else 1,
+                )
+                if layer["residual"] is not None:
+                    x = x + inputs[layer["residual"]]
+                if layer["activation"]:
+                    x = x.clamp(
+                        0, 6 if layer["activation"] == "relu6" else None
+                    )
+        outputs.append(x.numpy())
+    return outputs
+
+
+def layer_error_bounds(layers, image, outputs):
+    """Per layer, the exact (float64) result of the layer applied to the *computed*
+    input (``outputs[k - 1]``, the image for the first) and a bound on ``|computed -
+    exact|`` for any float32 evaluation, any summation order.
+
+    A sum of ``m`` terms errs by at most ``gamma_m`` times the sum of the terms'
+    magnitudes (Higham eq. 3.5); the rounding of the folded weight counts one term
+    more, a residual input one more. ReLU and ReLU6 never enlarge a difference.
+    Returns a list of (exact, bound) NumPy pairs."""
+    from d2ldw.numerics import gamma
+
+    checked, inputs = [], [torch.as_tensor(image).double()]
+    inputs += [torch.as_tensor(np.asarray(o)).double() for o in outputs[:-1]]
+    for k, layer in enumerate(layers):
+        a = inputs[k]
+        if layer["kind"] == "pool":
+            n = a.shape[2] * a.shape[3]
+            checked.append(
+                (
+                    a.mean((2, 3)).numpy(),
+                    (gamma(n + 1, "float32") * a.abs().mean((2, 3))).numpy(),
+                )
+            )
+            continue
+        w = torch.from_numpy(layer["weight"]).double()
+        b = torch.from_numpy(layer["bias"]).double()
+        if layer["kind"] == "linear":
+            exact, terms, m = (
+                a @ w.T + b,
+                a.abs() @ w.abs().T + b.abs(),
+                w.shape[1] + 2,
+            )
+        else:
+            args = dict(
+                stride=layer["stride"],
+                padding=layer["padding"],
+                groups=w.shape[0] if layer["kind"] == "depthwise" else 1,
+            )
+            exact = F.conv2d(a, w, b, **args)
+            terms = F.conv2d(a.abs(), w.abs(), b.abs(), **args)
+            m = w[0].numel() + 2
+            if layer["residual"] is not None:
+                residual = inputs[layer["residual"]]
+                exact, terms, m = (
+                    exact + residual,
+                    terms + residual.abs(),
+                    m + 1,
+                )
+        if layer.get("activation"):
+            exact = exact.clamp(
+                0, 6 if layer["activation"] == "relu6" else None
+            )
+        checked.append((exact.numpy(), (gamma(m, "float32") * terms).numpy()))
+    return checked
+
+
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+def seeded_mobilenet(version="v1", seed=0):
+    """MobileNet ``v1`` or ``v2`` with seeded weights and BatchNorm statistics
+    calibrated on a seeded batch, in eval mode: the same network in every process."""
+    builders = {"v1": mobilenet_v1, "v2": mobilenet_v2}
+    if version not in builders:
+        raise ValueError(
+            f"version must be one of {sorted(builders)}, got {version!r}"
+        )
+    torch.manual_seed(seed)
+    images = torch.randn(
+        4, 3, 224, 224, generator=torch.Generator().manual_seed(seed + 1)
+    )
+    return calibrate_batchnorm(builders[version](), images)
+
+
+def seeded_image(batch=1, seed=0):
+    """A seeded NCHW float32 batch of 224x224 RGB inputs."""
+    return torch.randn(
+        batch, 3, 224, 224, generator=torch.Generator().manual_seed(seed + 2)
+    )
 
 
 # From Section 7.3, "Large depthwise kernels: ConvNeXt and RepLKNet" (chapters/beyond/large_kernels.ipynb)

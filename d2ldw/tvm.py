@@ -10,7 +10,7 @@ require('tvm', 'apache-tvm==0.27.0.post1', module='d2ldw.tvm', extra='tvm')
 
 from d2ldw.shapes import ARRAY_KINDS, array_kind, check_array_kind, check_memory, checked_dtype, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['add_bias', 'build', 'build_and_run', 'causal_depthwise_conv1d', 'conv2d', 'conv_transpose2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'from_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'lower', 'padding', 'pointwise_conv2d', 'prim_module', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc']
+__all__ = ['ACTIVATIONS', 'CompiledNetwork', 'add_bias', 'bias_activation_nchwc', 'build', 'build_and_run', 'causal_depthwise_conv1d', 'channel_block', 'column_tile', 'conv2d', 'conv_transpose2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'first_conv2d_nchwc', 'from_nchwc', 'global_pool_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'linear', 'lower', 'padding', 'pointwise_conv2d', 'pointwise_conv2d_nchwc', 'prim_module', 'schedule_conv_nchwc', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'schedule_head', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc']
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
@@ -572,7 +572,316 @@ def schedule_depthwise_nchwc(module, tile=1):
     return sch.mod
 
 
-# From Section 6.4, "On a GPU" (chapters/performance/gpu.ipynb)
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+def channel_block(channels, lanes):
+    """The channel block of a tensor of ``channels`` channels: ``lanes``, or the largest
+    power of two below it that divides ``channels`` (MobileNet v2's 24 channels get 8)."""
+    block = lanes
+    while channels % block:
+        block //= 2
+    return block
+
+
+def first_conv2d_nchwc(X, K, stride, padding):
+    """A full convolution that reads NCHW and writes NCHW[x]c: the network's first layer.
+
+    ``X`` is ``(N, C, H, W)``, ``K`` is ``(O/x, C, kH, kW, x)``; returns
+    ``(N, O/x, H_out, W_out, x)``, so the layout changes inside the first layer."""
+    n, c, h, w = _static_shape(X)
+    blocks, k_c, kh, kw, lanes = _static_shape(K)
+    g = conv2d_geometry(
+        (n, c, h, w), (blocks * lanes, k_c, kh, kw), stride, padding
+    )
+    (top, _), (left, _) = g.padding
+    (sh, sw), (oh, ow) = g.stride, g.out_size
+    P = padding_nchw = te.compute(
+        (n, c, h + 2 * top, w + 2 * left),
+        lambda b, ci, i, j: te.if_then_else(
+            tvm.tirx.all(i >= top, i < h + top, j >= left, j < w + left),
+            X[b, ci, i - top, j - left],
+            tvm.tirx.const(0.0, X.dtype),
+        ),
+        name="PaddedX",
+    )
+    rc = te.reduce_axis((0, c), name="rc")
+    ri = te.reduce_axis((0, kh), name="ri")
+    rj = te.reduce_axis((0, kw), name="rj")
+    return te.compute(
+        (n, blocks, oh, ow, lanes),
+        lambda b, o, i, j, l: te.sum(
+            P[b, rc, i * sh + ri, j * sw + rj] * K[o, rc, ri, rj, l],
+            axis=[rc, ri, rj],
+        ),
+        name="Y",
+    )
+
+
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+def pointwise_conv2d_nchwc(X, K):
+    """A 1x1 convolution from NCHW[x]c to NCHW[y]c: per pixel, a matrix-vector product.
+
+    ``X`` is ``(N, C/x, H, W, x)``, ``K`` is ``(O/y, C, y)``; returns
+    ``(N, O/y, H, W, y)``. The input and output blocks may differ. The sum over the
+    input channels runs over blocks ``rb`` and lanes ``rl``, so that no index needs a
+    division."""
+    n, in_blocks, h, w, x = _static_shape(X)
+    blocks, k_c, y = _static_shape(K)
+    if k_c != in_blocks * x:
+        raise ValueError(
+            f"K must have shape (O/y, {in_blocks * x}, y) to match X of shape "
+            f"{_static_shape(X)}, got {_static_shape(K)}"
+        )
+    rb = te.reduce_axis((0, in_blocks), name="rb")
+    rl = te.reduce_axis((0, x), name="rl")
+    return te.compute(
+        (n, blocks, h, w, y),
+        lambda b, o, i, j, l: te.sum(
+            X[b, rb, i, j, rl] * K[o, rb * x + rl, l], axis=[rb, rl]
+        ),
+        name="Y",
+    )
+
+
+ACTIVATIONS = (None, "relu", "relu6")
+
+
+def bias_activation_nchwc(Y, B, activation=None, residual=None):
+    """``activation(Y + B (+ residual))`` on NCHW[x]c tensors: the epilogue that the
+    schedule computes while the convolution's result is still in registers.
+
+    ``B`` is ``(C/x, x)``; ``residual`` (optional) has ``Y``'s shape."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"activation must be one of {ACTIVATIONS}, got {activation!r}"
+        )
+    zero = tvm.tirx.const(0.0, Y.dtype)
+
+    def value(n, c, i, j, l):
+        v = Y[n, c, i, j, l] + B[c, l]
+        if residual is not None:
+            v = v + residual[n, c, i, j, l]
+        if activation is None:
+            return v
+        v = tvm.te.max(v, zero)
+        if activation == "relu6":
+            v = tvm.te.min(v, tvm.tirx.const(6.0, Y.dtype))
+        return v
+
+    return te.compute(Y.shape, value, name="Z")
+
+
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+def column_tile(width, most=8):
+    """The largest tile of output columns, at most ``most``, that divides ``width``."""
+    return max(t for t in range(1, most + 1) if width % t == 0)
+
+
+def schedule_conv_nchwc(module, tile=None):
+    """Schedule a convolution ``Y`` in NCHW[x]c (any of the three kinds above) and its
+    epilogue ``Z``: padding inlined; parallel over (batch, channel block, output row);
+    ``tile`` output columns times the ``x`` lanes accumulated in registers over the
+    whole reduction, the window's loops (extent 3 or less) unrolled; the epilogue
+    applied to that tile before it is written once."""
+    sch = tvm.s_tir.Schedule(module)
+    names = {
+        sch.get(b).name_hint
+        for b in sch.get_child_blocks(sch.get_sblock("root"))
+    }
+    if "PaddedX" in names:
+        sch.compute_inline(sch.get_sblock("PaddedX"))
+    conv, out = sch.get_sblock("Y"), sch.get_sblock("Z")
+    n, b, i, j, lane, *reduction = sch.get_loops(conv)
+    tile = tile or column_tile(int(sch.get(j).extent))
+    rows = sch.fuse(n, b, i)
+    sch.parallel(rows)
+    columns, in_tile = sch.split(j, [None, tile])
+    sch.reorder(rows, columns, *reduction, in_tile, lane)
+    sch.unroll(in_tile)
+    sch.vectorize(lane)
+    for loop in reduction:  # the window, not the channels
+        if int(sch.get(loop).extent) <= 3:
+            sch.unroll(loop)
+    sch.set_scope(conv, 0, "local")  # the tile's accumulators: registers
+    sch.reverse_compute_at(out, columns)
+    sch.vectorize(sch.get_loops(out)[-1])
+    init = sch.decompose_reduction(conv, reduction[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+    return sch.mod
+
+
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+def global_pool_nchwc(X):
+    """Global average pooling from NCHW[x]c to a plain ``(N, C)`` matrix."""
+    n, blocks, h, w, x = _static_shape(X)
+    ri = te.reduce_axis((0, h), name="ri")
+    rj = te.reduce_axis((0, w), name="rj")
+    total = te.compute(
+        (n, blocks * x),
+        lambda b, c: te.sum(X[b, c // x, ri, rj, c % x], axis=[ri, rj]),
+        name="Y",
+    )
+    return te.compute(
+        (n, blocks * x), lambda b, c: total[b, c] / (h * w), name="Z"
+    )
+
+
+def linear(P, Wt, B):
+    """``P @ Wt + B``: the classifier, with its weight stored transposed, ``(C, K)``,
+    so that consecutive outputs are consecutive in memory."""
+    n, c = _static_shape(P)
+    k_c, k = _static_shape(Wt)
+    if k_c != c:
+        raise ValueError(f"Wt must have shape ({c}, K), got {(k_c, k)}")
+    rc = te.reduce_axis((0, c), name="rc")
+    Y = te.compute(
+        (n, k), lambda b, o: te.sum(P[b, rc] * Wt[rc, o], axis=rc), name="Y"
+    )
+    return te.compute((n, k), lambda b, o: Y[b, o] + B[o], name="Z")
+
+
+def schedule_head(module, lanes):
+    """Pooling or classifier: parallel over outputs in groups of up to ``lanes``,
+    each group's sums accumulated in registers, vectorised."""
+    sch = tvm.s_tir.Schedule(module)
+    conv, out = sch.get_sblock("Y"), sch.get_sblock("Z")
+    n, o, *reduction = sch.get_loops(conv)
+    width = channel_block(int(sch.get(o).extent), lanes)
+    groups, lane = sch.split(o, [None, width])
+    outer = sch.fuse(n, groups)
+    sch.parallel(outer)
+    sch.reorder(outer, *reduction, lane)
+    sch.vectorize(lane)
+    sch.set_scope(conv, 0, "local")
+    sch.reverse_compute_at(out, outer)
+    sch.vectorize(sch.get_loops(out)[-1])
+    init = sch.decompose_reduction(conv, reduction[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+    return sch.mod
+
+
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+def _blocked_weight(layer, block):
+    """A layer's weight and bias in the layouts of the kernels above."""
+    w, b = layer["weight"], layer["bias"]
+    o = w.shape[0]
+    bias = b.reshape(o // block, block)
+    if layer["kind"] == "depthwise":
+        return depthwise_weight_to_nchwc(w, block), bias
+    if layer["kind"] == "pointwise":
+        blocked = (
+            w[:, :, 0, 0].reshape(o // block, block, -1).transpose(0, 2, 1)
+        )
+        return np.ascontiguousarray(blocked), bias
+    blocked = w.reshape(o // block, block, *w.shape[1:]).transpose(
+        0, 2, 3, 4, 1
+    )
+    return np.ascontiguousarray(blocked), bias
+
+
+def _layer_tensors(layer, shape, lanes):
+    """TE placeholders and output of one layer whose input has ``shape``; also the
+    schedule to apply and the arrays of its weights (NumPy)."""
+    kind = layer["kind"]
+    X = te.placeholder(shape, name="X")
+    if kind == "linear":
+        Wt = te.placeholder(layer["weight"].T.shape, name="W")
+        B = te.placeholder(layer["bias"].shape, name="B")
+        weights = [np.ascontiguousarray(layer["weight"].T), layer["bias"]]
+        return [X, Wt, B, linear(X, Wt, B)], weights, "head"
+    if kind == "pool":
+        return [X, global_pool_nchwc(X)], [], "head"
+    block = channel_block(layer["weight"].shape[0], lanes)
+    weight, bias = _blocked_weight(layer, block)
+    K = te.placeholder(weight.shape, name="K")
+    B = te.placeholder(bias.shape, name="B")
+    if kind == "full":
+        Y = first_conv2d_nchwc(X, K, layer["stride"], layer["padding"])
+    elif kind == "depthwise":
+        Y = depthwise_conv2d_nchwc(X, K, layer["stride"], layer["padding"])
+    else:
+        Y = pointwise_conv2d_nchwc(X, K)
+    R = (
+        te.placeholder(Y.shape, name="R")
+        if layer["residual"] is not None
+        else None
+    )
+    Z = bias_activation_nchwc(Y, B, layer["activation"], R)
+    tensors = [X, K, B, *([R] if R is not None else []), Z]
+    return tensors, [weight, bias], "conv"
+
+
+class CompiledNetwork:
+    """A network from ``inference_layers`` compiled with TE, one hand-scheduled
+    kernel per layer, NCHW[x]c from the first convolution to the pooling.
+
+    ``network(image)`` takes an NCHW float32 NumPy batch and returns the logits;
+    ``network.run()`` repeats the last call on the same buffers (for timing)."""
+
+    def __init__(self, layers, input_shape, lanes=None, target=None):
+        lanes = lanes or host_vector_lanes(target)
+        device, built = tvm.cpu(), {}
+        self.kinds, self._steps = [], []
+        self._input = tvm.runtime.tensor(
+            np.zeros(input_shape, "float32"), device
+        )
+        outputs = [self._input]  # outputs[k]: the input of layer k
+        for layer in layers:
+            tensors, weights, schedule = _layer_tensors(
+                layer, tuple(outputs[-1].shape), lanes
+            )
+            key = (
+                repr([(t.shape, t.name) for t in tensors]),
+                layer["kind"],
+                layer["stride"] if "stride" in layer else 0,
+                layer.get("activation"),
+            )
+            if key not in built:  # identical layers share one compiled kernel
+                module = prim_module(tensors)
+                if schedule == "head":
+                    module = schedule_head(module, lanes)
+                else:
+                    module = schedule_conv_nchwc(module)
+                built[key] = build(module, target)
+            shape = [int(d) for d in tensors[-1].shape]
+            output = tvm.runtime.tensor(np.zeros(shape, "float32"), device)
+            arguments = [outputs[-1]] + [
+                tvm.runtime.tensor(w, device) for w in weights
+            ]
+            if layer.get("residual") is not None:
+                arguments.append(outputs[layer["residual"]])
+            self._steps.append((built[key], arguments + [output]))
+            self.kinds.append(layer["kind"])
+            outputs.append(output)
+        self._outputs = outputs[1:]
+        self.kernels = len(built)
+
+    def run(self):
+        for kernel, arguments in self._steps:
+            kernel(*arguments)
+
+    def step_calls(self):
+        """One zero-argument call per layer, in order (for a per-layer breakdown)."""
+        return [lambda k=k, a=a: k(*a) for k, a in self._steps]
+
+    def layer_outputs(self):
+        """Every layer's output of the last call, as NumPy arrays in NCHW."""
+        return [
+            from_nchwc(o.numpy()) if len(o.shape) == 5 else o.numpy()
+            for o in self._outputs
+        ]
+
+    def __call__(self, image):
+        if tuple(image.shape) != tuple(self._input.shape):
+            raise ValueError(
+                f"expected an image batch of shape "
+                f"{tuple(self._input.shape)}, got {tuple(image.shape)}"
+            )
+        self._input.copyfrom(np.ascontiguousarray(image, dtype="float32"))
+        self.run()
+        return self._outputs[-1].numpy()
+
+
+# From Section 6.6, "On a GPU" (chapters/performance/gpu.ipynb)
 def schedule_depthwise_cuda(module, threads_per_block=128):
     """Schedule the NCHW ``depthwise_conv2d`` definition for CUDA: one thread
     per output."""

@@ -137,25 +137,32 @@ def test_benchmark_command_prints_and_writes_json(tmp_path):
     path = tmp_path / "result.json"
     run = subprocess.run([sys.executable, "-m", "d2ldw.bench", "depthwise", "--layers", "2",
                           "--repeat", "1", "--batch", "2", "--json", str(path)],
-                         capture_output=True, text=True, timeout=300, cwd=REPO)
+                         capture_output=True, text=True, timeout=600, cwd=REPO)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(path.read_text())
-    assert {"layers", "geomean_speedup_vs_torch", "threads", "batch", "repeat", "cpu"} <= set(result)
+    assert {"layers", "geomean_speedup_vs_best_peer", "geomean_tuned_vs_channels_last",
+            "onnx_call_overhead_us", "threads", "batch", "repeat"} <= set(result)
     assert result["batch"] == 2 and len(result["layers"]) == 2
     assert result["vector_lanes"] == LANES  # the child process targets what we do
+    peers = set(bench.PEERS)
     for row in result["layers"]:
-        assert set(row["gflops"]) == {"PyTorch", "PyTorch alone", "MXNet", "TE default",
-                                      "TE tuned"}
-        assert f"NCHW to NCHW{LANES}c" in row["median_us"]
-        assert row["max_error_te_tuned"] < 1e-4  # float32 sums of 9 O(1) products: bound ~1e-6
-    speedups = [row["speedup_vs_torch"]["TE tuned"] for row in result["layers"]]
-    assert math.isclose(result["geomean_speedup_vs_torch"], bench.geometric_mean(speedups))
-    assert "geometric mean speedup of TE tuned vs PyTorch" in run.stdout
+        assert set(row["median_us"]) == peers | {"TE default", "TE tuned", "to NCHWc",
+                                                 "from NCHWc", "TE tuned + conversions"}
+        assert row["best_peer"] in peers
+        best = min(row["median_us"][p] for p in peers)
+        assert math.isclose(row["speedup_vs_best_peer"]["TE tuned"],
+                            best / row["median_us"]["TE tuned"], rel_tol=1e-9)
+        # float32 sums of 9 O(1) products: the bound is ~1e-6 for every implementation
+        assert max(row["max_error"].values()) < 1e-4
+    speedups = [row["speedup_vs_best_peer"]["TE tuned"] for row in result["layers"]]
+    assert math.isclose(result["geomean_speedup_vs_best_peer"], bench.geometric_mean(speedups))
+    assert "geometric mean of TE tuned vs the best peer" in run.stdout
+    assert result["onnx_call_overhead_us"] > 0
 
 
-def test_unknown_benchmark_parts_are_refused():
-    with pytest.raises(ValueError, match="unknown parts"):
-        bench.time_depthwise(["PyTorch", "cuDNN"], first_layers=1)
+def test_unknown_benchmark_peers_are_refused():
+    with pytest.raises(ValueError, match="unknown peer"):
+        bench.time_depthwise_peer("cuDNN", first_layers=1)
 
 
 def test_benchmark_command_refuses_bad_arguments():
@@ -163,3 +170,23 @@ def test_benchmark_command_refuses_bad_arguments():
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert "--batch: expected a positive int, got 0" in run.stderr
+
+
+def test_every_library_is_timed_with_the_threads_asked_for_and_with_one():
+    assert bench.thread_counts(2) == [1, 2] and bench.thread_counts(1) == [1]
+
+
+def test_library_timers_refuse_unknown_libraries():
+    with pytest.raises(ValueError, match="library must be 'PyTorch' or 'MXNet'"):
+        bench.time_convolutions("JAX", {"a": ((1, 8, 4, 4), (8, 1, 3, 3), 1, 1, 8)})
+    with pytest.raises(ValueError, match="library must be 'PyTorch' or 'MXNet'"):
+        bench.time_separable("JAX")
+
+
+def test_convolution_timer_runs_in_its_own_process():
+    from d2ldw.isolated import run_isolated
+    convolutions = {"dw": ((1, 8, 6, 6), (8, 1, 3, 3), 1, 1, 8),
+                    "pw": ((1, 8, 6, 6), (16, 8, 1, 1), 1, 0, 1)}
+    seconds = run_isolated(bench.time_convolutions, 1, library="PyTorch",
+                           convolutions=convolutions, repeat=1)
+    assert set(seconds) == {"dw", "pw"} and min(seconds.values()) > 0

@@ -1,0 +1,221 @@
+"""The command line of ``python -m d2ldw.bench``: hand-written plumbing, not generated.
+
+The measuring code lives in the book (``#@save bench`` cells, module :mod:`d2ldw.bench`);
+this module only parses and checks flags, runs one subcommand and writes its JSON.
+A subcommand is an entry of :data:`SUBCOMMANDS`: ``name: (help, add_arguments, run)``, where
+``add_arguments(parser)`` declares its flags and ``run(args)`` returns the JSON-able result
+after printing its table. Flags are checked before anything is timed: a bad one ends the
+run with one line on stderr and exit status 2.
+"""
+import argparse
+import json
+import os
+import sys
+
+from d2ldw.hardware import available_cpus
+from d2ldw.shapes import check_memory
+
+__all__ = ["SUBCOMMANDS", "main", "positive_int", "check_json_path", "check_threads",
+           "cached_run"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad command lines end with one line on stderr and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text):
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
+    return value
+
+
+def check_json_path(path):
+    """Why ``--json path`` cannot be written, or None."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        return f"--json: cannot write {path!r} (its folder must exist and be writable)"
+    return None
+
+
+def check_threads(threads):
+    """Why ``--threads`` is unreasonable here, or None."""
+    if threads > 4 * available_cpus():
+        return f"--threads: at most 4 x the {available_cpus()} available CPUs, got {threads}"
+    return None
+
+
+def _common_arguments(parser):
+    parser.add_argument("--batch", type=positive_int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=available_cpus())
+    parser.add_argument("--repeat", type=positive_int, default=7)
+    parser.add_argument("--json", type=str, default=None, help="also write the result here")
+
+
+# depthwise: MobileNet v1's depthwise layers against every peer
+
+def _depthwise_arguments(parser):
+    _common_arguments(parser)
+    parser.add_argument("--layers", type=positive_int, default=None,
+                        help="only the first N layers (for a quick check)")
+    parser.add_argument("--max-bytes", type=positive_int, default=None,
+                        help="refuse a larger batch input (default 2 GiB)")
+
+
+def _depthwise_check(args):
+    from d2ldw import bench
+
+    layers = bench.depthwise_layers()
+    if args.layers is not None and args.layers > len(layers):
+        return f"--layers: MobileNet v1 has {len(layers)} depthwise layers, got {args.layers}"
+    largest = max(c * size * size for c, size, _ in layers)  # float32 input and output
+    try:
+        check_memory(8 * args.batch * largest, f"--batch {args.batch}", args.max_bytes)
+    except ValueError as message:
+        return f"{message} (--max-bytes)"
+    return None
+
+
+def _depthwise_run(args):
+    from d2ldw import bench
+
+    result = bench.run_depthwise(args.batch, args.threads, args.repeat, args.layers)
+    print(bench.format_table(result))
+    return result
+
+
+# mobilenet: the whole network in TVM against every peer
+
+def _mobilenet_arguments(parser):
+    _common_arguments(parser)
+    parser.add_argument("--model", choices=("v1", "v2"), default="v1")
+
+
+def _mobilenet_check(args):
+    try:
+        check_memory(4 * args.batch * 96 * 112 * 112 * 6, f"--batch {args.batch}", None)
+    except ValueError as message:
+        return str(message)
+    return None
+
+
+def _mobilenet_run(args):
+    from d2ldw import bench
+
+    result = bench.run_mobilenet(args.model, args.batch, args.threads, args.repeat)
+    print(bench.format_mobilenet_table(result))
+    return result
+
+
+# kernels: one depthwise layer over kernel sizes, PyTorch and the TE kernel (Chapter 7)
+
+def _kernels_arguments(parser):
+    _common_arguments(parser)
+    parser.add_argument("--kernel", type=positive_int, nargs="+", default=[3, 7, 15, 31],
+                        help="odd kernel sizes k of the k x k depthwise layer")
+    parser.add_argument("--channels", type=positive_int, default=64,
+                        help="channels (a multiple of 16)")
+    parser.add_argument("--size", type=positive_int, default=28, help="input height = width")
+
+
+def _kernels_check(args):
+    if any(k % 2 == 0 for k in args.kernel):
+        return f"--kernel: odd sizes only ('same' padding), got {args.kernel}"
+    if args.channels % 16:
+        return f"--channels: a multiple of 16 (vector lanes), got {args.channels}"
+    try:
+        check_memory(8 * args.batch * args.channels * args.size**2,
+                     f"--batch {args.batch}", None)
+    except ValueError as message:
+        return str(message)
+    return None
+
+
+def _kernels_run(args):
+    from d2ldw import bench
+
+    result = bench.run_kernel_sweep(args.kernel, args.batch, args.channels, args.size,
+                                    args.threads, args.repeat)
+    print(bench.format_kernel_sweep(result))
+    return result
+
+
+# name: (help, add_arguments, check -> message or None, run -> JSON-able result)
+SUBCOMMANDS = {
+    "depthwise": ("MobileNet v1's depthwise layers against PyTorch (NCHW and "
+                  "channels_last), MXNet and ONNX Runtime",
+                  _depthwise_arguments, _depthwise_check, _depthwise_run),
+    "mobilenet": ("MobileNet v1 or v2 in TVM against PyTorch eager, torch.compile and "
+                  "ONNX Runtime", _mobilenet_arguments, _mobilenet_check, _mobilenet_run),
+    "kernels": ("one depthwise layer over kernel sizes k = 3..31: PyTorch and the book's "
+                "TE kernel against the roofline", _kernels_arguments, _kernels_check,
+                _kernels_run),
+}
+
+
+def cached_run(*arguments, folder=None):
+    """The JSON result of ``python -m d2ldw.bench <arguments> --json FILE``, run only when
+    FILE is missing: the book's pages use it so that a rebuild reuses a measurement.
+
+    FILE lies in ``folder`` (default: the checkout's ``_build/bench``, or
+    ``~/.cache/d2ldw/bench`` for an installed package) and its name holds
+    the arguments and a hash of ``d2ldw/bench.py`` and ``d2ldw/tvm.py``, so changed code
+    measures anew. The command's table is printed either way."""
+    import hashlib
+    import subprocess
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent
+    checkout = package.parent
+    if folder is None:
+        folder = (checkout / "_build" / "bench" if (checkout / "_toc.yml").exists()
+                  else Path.home() / ".cache" / "d2ldw" / "bench")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    for name in ("bench.py", "tvm.py", "isolated.py"):
+        digest.update((package / name).read_bytes())
+    stem = "_".join(a.lstrip("-") for a in arguments)
+    path = folder / f"{stem}-{digest.hexdigest()[:12]}.json"
+    table = path.with_suffix(".txt")
+    if not path.exists():
+        run = subprocess.run([sys.executable, "-m", "d2ldw.bench", *arguments,
+                              "--json", str(path)], capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"python -m d2ldw.bench {' '.join(arguments)} failed:\n"
+                               f"{run.stderr[-3000:]}")
+        table.write_text(run.stdout)
+    print(table.read_text() if table.exists() else "", end="")
+    return json.loads(path.read_text())
+
+
+def main(argv=None):
+    parser = _Parser(prog="python -m d2ldw.bench",
+                     description="Benchmarks of the book's kernels.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    parsers = {}
+    for name, (help_text, add_arguments, _, _) in SUBCOMMANDS.items():
+        parsers[name] = commands.add_parser(name, help=help_text)
+        add_arguments(parsers[name])
+    args = parser.parse_args(argv)
+    _, _, check, run = SUBCOMMANDS[args.command]
+    for problem in (check_threads(getattr(args, "threads", 1)),
+                    args.json and check_json_path(args.json), check(args)):
+        if problem:
+            parsers[args.command].error(problem)
+    result = run(args)
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(result, out, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

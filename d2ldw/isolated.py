@@ -1,0 +1,109 @@
+"""One library per process: the book's rule for timing libraries against each other.
+
+Hand-written plumbing (not generated from the chapters). Two thread pools in one process
+slow each other down (the performance chapter measures it for MXNet and PyTorch), so every
+comparison in the book calls each library's timing function through :func:`run_isolated`:
+a fresh Python process, the same thread count for every library, glibc's allocator told to
+reuse freed memory, and the result handed back as JSON.
+"""
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+__all__ = ["ENVIRONMENT", "thread_environment", "isolated_environment", "run_isolated",
+           "describe_process"]
+
+# Freed memory is reused instead of returned to the system: without this, the page faults of
+# fresh mappings can dominate a framework's timings on a virtual machine.
+ENVIRONMENT = {
+    "MALLOC_MMAP_THRESHOLD_": "1000000000",
+    "MALLOC_TRIM_THRESHOLD_": "1000000000",
+}
+
+# seconds one child may take before it counts as hung
+TIMEOUT = 1200
+
+_CHILD = """
+import importlib, json, sys
+spec = json.load(sys.stdin)
+module, name = spec["function"].split(":")
+result = getattr(importlib.import_module(module), name)(**spec["kwargs"])
+with open(spec["out"], "w") as out:
+    json.dump(result, out)
+"""
+
+
+def thread_environment(threads):
+    """Variables that give PyTorch, TVM, MXNet, OpenMP and oneDNN ``threads`` threads."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    return {
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TVM_NUM_THREADS": str(threads),
+        "MXNET_OMP_MAX_THREADS": str(threads),
+        "D2LDW_THREADS": str(threads),
+    }
+
+
+def isolated_environment(threads, changes=None):
+    """The environment of a child process of :func:`run_isolated`; ``changes`` maps
+    variables to new values, or to None to remove them."""
+    environment = {**os.environ, **ENVIRONMENT, **thread_environment(threads)}
+    for name, value in (changes or {}).items():
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = str(value)
+    return environment
+
+
+def _function_path(function):
+    if isinstance(function, str):
+        if function.count(":") != 1:
+            raise ValueError(f"function must be 'module:name', got {function!r}")
+        return function
+    module, name = getattr(function, "__module__", None), getattr(function, "__qualname__", "")
+    if not callable(function) or not module or module == "__main__" or "." in name \
+            or "<" in name:
+        raise TypeError(f"function must be a module-level function of an importable module "
+                        f"or 'module:name', got {function!r}")
+    return f"{module}:{name}"
+
+
+def run_isolated(function, threads, environment=None, /, **kwargs):
+    """``function(threads=threads, **kwargs)`` in a fresh Python process; its result.
+
+    ``function`` is a module-level function (or ``"module:name"``) whose arguments and result
+    are JSON-able; it is told ``threads`` and should use that many. ``environment``
+    changes the child's variables (None removes one), for experiments on them. The child gets :data:`ENVIRONMENT` and :func:`thread_environment`, so no
+    other library shares its cores or its process. A failure raises RuntimeError with the
+    end of the child's error output.
+    """
+    thread_environment(threads)  # checks threads
+    path = _function_path(function)
+    module, name = path.split(":")
+    if not callable(getattr(importlib.import_module(module), name, None)):
+        raise ValueError(f"{module} has no function {name!r}")
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "result.json")
+        spec = json.dumps({"function": path, "kwargs": {"threads": threads, **kwargs},
+                           "out": out})
+        run = subprocess.run([sys.executable, "-c", _CHILD], input=spec, text=True,
+                             capture_output=True, timeout=TIMEOUT,
+                             env=isolated_environment(threads, environment))
+        if run.returncode != 0:
+            raise RuntimeError(f"{path} failed in its own process (exit {run.returncode}):\n"
+                               f"{run.stderr[-3000:]}")
+        with open(out) as result:
+            return json.load(result)
+
+
+def describe_process(threads):
+    """This process's id and the variables :func:`run_isolated` sets: a check that a child
+    got what it was promised (``run_isolated(describe_process, threads)``)."""
+    names = [*thread_environment(threads), *ENVIRONMENT]
+    return {"pid": os.getpid(), "environment": {n: os.environ.get(n) for n in names}}
