@@ -14,8 +14,8 @@ __all__ = ['KERNEL_SWEEP_LIBRARIES', 'LAYER_GROUPS', 'MOBILENET_PEERS', 'PEERS',
 
 # From Section 4.7, "Does fewer FLOPs mean faster?" (chapters/separable/speed.ipynb)
 def gluon_mobilenet_v1(full_conv=False):
-    """MobileNet v1 (or its full-conv variant) in Gluon, from MOBILENET_V1_TABLE,
-    initialised (seeded by the caller) and hybridized."""
+    """MobileNet v1 (or its full-conv variant) in Gluon, from
+    MOBILENET_V1_TABLE, initialised (seeded by the caller) and hybridized."""
     from d2ldw import mxnet as d2l_mx
     from d2ldw.torch import MOBILENET_V1_TABLE
 
@@ -136,8 +136,8 @@ def _separable_candidates(library, channels, size):
 
 def time_separable(library, threads=1, repeat=5, channels=512, size=14, seed=0):
     """Median seconds of MobileNet v1 and its full-convolution variant (batch 1,
-    224x224) and of one layer of each kind (``channels`` in and out, ``size`` pixels
-    square) in ``library``, "PyTorch" or "MXNet", in this process alone:
+    224x224) and of one layer of each kind (``channels`` in and out, ``size``
+    pixels square) in ``library``, "PyTorch" or "MXNet", in this process alone:
     ``{"network": {name: s}, "layer": {name: s}}``."""
     import torch
 
@@ -161,18 +161,19 @@ from d2ldw.isolated import run_isolated
 
 
 def thread_counts(threads):
-    """The thread counts every library is timed with: ``threads`` and, on a machine
-    shared with other work, one thread, where a parallel region never waits for a
-    thread that the system has set aside; each library's faster count is reported."""
+    """The thread counts every library is timed with: ``threads`` and, on a
+    machine shared with other work, one thread, where a parallel region never
+    waits for a thread that the system has set aside; each library's faster
+    count is reported."""
     return sorted({1, threads})
 
 
 def measure_roofs(threads=1):
-    """This machine's roofs with PyTorch in this process: ``flops``, the rate of a
-    2048x2048 float32 matrix product; ``bytes``, of a 64 MiB copy (main memory);
-    ``cache_bytes``, of a 1 MiB copy, which stays in cache. Per second, from the fastest
-    of the rounds: a roof bounds what the machine can do, and other work on a shared
-    machine only ever slows a round down."""
+    """This machine's roofs with PyTorch in this process: ``flops``, the rate of
+    a 2048x2048 float32 matrix product; ``bytes``, of a 64 MiB copy (main
+    memory); ``cache_bytes``, of a 1 MiB copy, which stays in cache. Per second,
+    from the fastest of the rounds: a roof bounds what the machine can do, and
+    other work on a shared machine only ever slows a round down."""
     import torch
 
     torch.set_num_threads(threads)
@@ -197,8 +198,8 @@ def measure_roofs(threads=1):
 
 
 def best_roofs(threads):
-    """The highest roofs over ``thread_counts(threads)``, each count measured in a
-    process of its own (``measure_roofs``)."""
+    """The highest roofs over ``thread_counts(threads)``, each count measured in
+    a process of its own (``measure_roofs``)."""
     runs = [run_isolated(measure_roofs, t) for t in thread_counts(threads)]
     return {key: max(run[key] for run in runs) for key in runs[0]}
 
@@ -206,8 +207,8 @@ def best_roofs(threads):
 # From Section 6.1, "How fast could it be? A roofline of this machine" (chapters/performance/roofline.ipynb)
 def time_convolutions(library, convolutions, threads=1, repeat=5, seed=0):
     """Median seconds per call of ``library`` ("PyTorch" or "MXNet") on each of
-    ``convolutions``, a dict ``name: (input shape, weight shape, stride, padding,
-    groups)``, with seeded data, in this process alone."""
+    ``convolutions``, a dict ``name: (input shape, weight shape, stride,
+    padding, groups)``, with seeded data, in this process alone."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -255,20 +256,19 @@ def time_convolutions(library, convolutions, threads=1, repeat=5, seed=0):
 
 
 # From Section 6.4, "Results: the nine depthwise layers of MobileNet v1 against their peers" (chapters/performance/results.ipynb)
-import json
 import math
-import os
-import sys
 
 from d2ldw.hardware import available_cpus, describe_cpu
 
-# Every library that computes the same depthwise layer, each timed in a process of its own
+# Every library that computes the same depthwise layer, each timed in a
+# process of its own
 PEERS = ("PyTorch", "PyTorch channels_last", "MXNet", "ONNX Runtime")
 
 
 def depthwise_layers(resolution=224):
-    """MobileNet v1's distinct depthwise layers as (channels, input size, stride), in order,
-    found by running the network of Section 3.4 with hooks."""
+    """MobileNet v1's distinct depthwise layers as (channels, input size,
+    stride), in order, found by running the network of Section 3.4 with hooks.
+    """
     import torch
     from d2ldw.torch import is_depthwise, mobilenet_v1
 
@@ -325,8 +325,9 @@ def onnx_session(nodes, inputs, outputs, initializers, threads):
 
 
 def onnx_caller(session, arrays):
-    """A zero-argument call of ``session`` on ``arrays`` (input name: NumPy array) that
-    writes into a preallocated output, as TVM's kernels do; returns (call, output)."""
+    """A zero-argument call of ``session`` on ``arrays`` (input name: NumPy
+    array) that writes into a preallocated output, as TVM's kernels do; returns
+    (call, output)."""
     import numpy as np
     import onnxruntime as ort
 
@@ -344,10 +345,11 @@ def onnx_caller(session, arrays):
 
 
 def depthwise_onnx_session(x_shape, w, stride, threads):
-    """One ONNX ``Conv`` node: depthwise 3x3, padding 1, weight ``w`` (C, 1, 3, 3)."""
+    """One ONNX ``Conv`` node: depthwise 3x3, padding 1, weight ``w`` (C, 1, 3,
+    3)."""
     from onnx import helper
 
-    (n, c, size, _), out = x_shape, (x_shape[2] + 2 - 3) // stride + 1
+    (n, c, _, _), out = x_shape, (x_shape[2] + 2 - 3) // stride + 1
     node = helper.make_node(
         "Conv",
         ["X", "W"],
@@ -368,7 +370,8 @@ def _layer_name(channels, size, stride):
 
 
 def _layer_data(layers, batch, seed):
-    """(name, x, w, stride) per layer: seeded NCHW input and depthwise weight."""
+    """(name, x, w, stride) per layer: seeded NCHW input and depthwise weight.
+    """
     for channels, size, stride in layers:
         x, w, _ = get_conv_data(
             channels, channels, size, 3, batch=batch, groups=channels, seed=seed
@@ -417,9 +420,10 @@ def _peer_call(peer, x, w, stride, threads):
 def time_depthwise_peer(
     peer, batch=1, threads=1, repeat=7, first_layers=None, seed=0
 ):
-    """Median seconds per call of one of ``PEERS`` on each depthwise layer, in this
-    process alone, and its largest difference from ``F.conv2d``. For ONNX Runtime also
-    ``call_overhead``: the seconds of a one-node graph that copies one number."""
+    """Median seconds per call of one of ``PEERS`` on each depthwise layer, in
+    this process alone, and its largest difference from ``F.conv2d``. For ONNX
+    Runtime also ``call_overhead``: the seconds of a one-node graph that copies
+    one number."""
     import numpy as np
     import torch
     from torch.nn import functional as F
@@ -476,12 +480,14 @@ def _check_tvm_threads(threads):
     if running != threads:
         raise RuntimeError(
             f"TVM's thread pool runs {running} threads, not {threads}: "
-            f"set TVM_NUM_THREADS={threads} before using TVM (run_isolated does)"
+            f"set TVM_NUM_THREADS={threads} before using TVM (run_isolated "
+            "does)"
         )
 
 
 def _schedule_layout(module, block="T"):
-    """A layout conversion: parallel over its outer three loops, innermost vectorised."""
+    """A layout conversion: parallel over its outer three loops, innermost
+    vectorised."""
     import tvm
 
     sch = tvm.s_tir.Schedule(module)
@@ -492,8 +498,8 @@ def _schedule_layout(module, block="T"):
 
 
 def _te_candidates(x, w, stride, lanes):
-    """The unscheduled and the tuned TE kernels and both layout conversions, ready to
-    call, and the tuned kernel's output (NCHW[x]c)."""
+    """The unscheduled and the tuned TE kernels and both layout conversions,
+    ready to call, and the tuned kernel's output (NCHW[x]c)."""
     import numpy as np
     import tvm
     from tvm import te
@@ -547,8 +553,8 @@ def _te_candidates(x, w, stride, lanes):
 
 def time_depthwise_te(batch=1, threads=1, repeat=7, first_layers=None, seed=0):
     """Median seconds per call of the TE kernels (unscheduled, tuned) and of the
-    conversions to and from NCHW[x]c on each depthwise layer, in this process alone,
-    and the tuned kernel's largest difference from ``F.conv2d``."""
+    conversions to and from NCHW[x]c on each depthwise layer, in this process
+    alone, and the tuned kernel's largest difference from ``F.conv2d``."""
     import numpy as np
     import torch
     from torch.nn import functional as F
@@ -601,10 +607,10 @@ def _faster(runs):
 
 
 def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None):
-    """The per-layer benchmark: every peer and the TE kernels, each library in a process
-    of its own (``d2ldw.isolated.run_isolated``), each with ``thread_counts(threads)``,
-    the faster counting. Speedups are against the best peer of each layer. Returns a
-    JSON-able dict."""
+    """The per-layer benchmark: every peer and the TE kernels, each library in a
+    process of its own (``d2ldw.isolated.run_isolated``), each with
+    ``thread_counts(threads)``, the faster counting. Speedups are against the
+    best peer of each layer. Returns a JSON-able dict."""
     threads = threads or available_cpus()
     common = dict(batch=batch, repeat=repeat, first_layers=first_layers)
     peers = {
@@ -705,8 +711,9 @@ def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None):
 
 # From Section 6.4, "Results: the nine depthwise layers of MobileNet v1 against their peers" (chapters/performance/results.ipynb)
 def format_table(result):
-    """The per-layer benchmark as text: microseconds per call of each configuration,
-    and the tuned kernel's speedup over the best peer of each layer."""
+    """The per-layer benchmark as text: microseconds per call of each
+    configuration, and the tuned kernel's speedup over the best peer of each
+    layer."""
     short = {
         "PyTorch": "torch",
         "PyTorch channels_last": "torch CL",
@@ -721,8 +728,13 @@ def format_table(result):
         *result["cpu_description"].splitlines(),
         f"depthwise 3x3, MobileNet v1, batch {result['batch']}, "
         f"each library in its own process with "
-        f"{' and '.join(map(str, result['thread_counts']))} threads, the faster "
-        f"counting; microseconds per call, medians of {result['repeat']} rounds",
+        f"{' and '.join(map(str, result['thread_counts']))} threads, the "
+        "faster "
+        ""
+        ""
+        ""
+        f"counting; microseconds per call, medians of {result['repeat']} "
+        "rounds",
         f"TE+conv: TE tuned with NCHW -> NCHW{lanes}c -> NCHW conversions",
         f"{'layer':>11} | "
         + " ".join(f"{s:>8}" for s in short.values())
@@ -732,7 +744,11 @@ def format_table(result):
         times = " ".join(f"{row['median_us'][k]:>8.1f}" for k in short)
         speedup = row["speedup_vs_best_peer"]
         lines.append(
-            f"{row['channels']:>4}/{row['size']:>3}/{row['stride']} | {times} | "
+            f"{row['channels']:>4}/{row['size']:>3}/{row['stride']} | {times} "
+            "| "
+            ""
+            ""
+            ""
             f"{short[row['best_peer']]:>9} {speedup['TE tuned']:>6.2f}x "
             f"{speedup['TE tuned + conversions']:>6.2f}x"
         )
@@ -743,7 +759,11 @@ def format_table(result):
         f"with both conversions)",
         f"vs PyTorch channels_last: "
         f"{result['geomean_tuned_vs_channels_last']:.2f}x; vs PyTorch NCHW: "
-        f"{result['geomean_speedup_vs_torch']:.2f}x; ONNX Runtime's cost of one "
+        f"{result['geomean_speedup_vs_torch']:.2f}x; ONNX Runtime's cost of "
+        "one "
+        ""
+        ""
+        ""
         f"call that does nothing: {result['onnx_call_overhead_us']:.1f} us",
     ]
     return "\n".join(lines)
@@ -751,8 +771,9 @@ def format_table(result):
 
 # From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def mobilenet_onnx_session(layers, input_shape, threads):
-    """ONNX Runtime session of the graph of ``inference_layers``: Conv (with the folded
-    bias), Add, Relu or Clip, GlobalAveragePool, Flatten and Gemm nodes."""
+    """ONNX Runtime session of the graph of ``inference_layers``: Conv (with the
+    folded bias), Add, Relu or Clip, GlobalAveragePool, Flatten and Gemm nodes.
+    """
     import numpy as np
     from onnx import helper
 
@@ -855,9 +876,9 @@ def _mobilenet_call(peer, version, image, threads):
 
 def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
     """Median seconds of one forward pass of one peer ("TVM" or one of
-    ``MOBILENET_PEERS``) in this process alone, its logits' largest difference from
-    the float64 PyTorch network's, and for TVM the median seconds per layer kind.
-    A peer that cannot run here returns ``{"error": message}``."""
+    ``MOBILENET_PEERS``) in this process alone, its logits' largest difference
+    from the float64 PyTorch network's, and for TVM the median seconds per layer
+    kind. A peer that cannot run here returns ``{"error": message}``."""
     import time
 
     import numpy as np
@@ -880,7 +901,6 @@ def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
         exact = seeded_mobilenet(version).double()(image.double()).numpy()
     calls = {"network": call}
     if peer == "TVM":
-        from d2ldw import tvm as d2l_tvm
 
         network = call.__self__
         calls.update({k: f for k, f in enumerate(network.step_calls())})
@@ -910,8 +930,9 @@ LAYER_GROUPS = {
 
 
 def layer_costs(layers, input_shape):
-    """FLOPs and the least bytes moved (float32 input, weights, output once each)
-    of every layer of ``inference_layers``, with its kind; sizes follow the layers."""
+    """FLOPs and the least bytes moved (float32 input, weights, output once
+    each) of every layer of ``inference_layers``, with its kind; sizes follow
+    the layers."""
     n, c, h, w = input_shape
     costs = []
     for layer in layers:
@@ -1003,10 +1024,16 @@ def format_mobilenet_table(result):
     """The whole-network benchmark as text."""
     lines = [
         *result["cpu_description"].splitlines(),
-        f"MobileNet {result['model']}, batch {result['batch']}, each in its own "
-        f"process, the faster of {' and '.join(map(str, result['thread_counts']))} "
+        f"MobileNet {result['model']}, batch {result['batch']}, each in its "
+        "own "
+        ""
+        ""
+        ""
+        "process, the faster of "
+        f"{' and '.join(map(str, result['thread_counts']))} "
         f"threads; median ms of {result['repeat']} rounds",
-        f"{'':22} {'ms':>8} {'threads':>7} {'TVM speedup':>12} {'max |error|':>12}",
+        f"{'':22} {'ms':>8} {'threads':>7} {'TVM speedup':>12} "
+        f"{'max |error|':>12}",
     ]
     for peer, ms in sorted(result["ms"].items(), key=lambda item: item[1]):
         speedup = result["speedup_vs_peer"].get(peer)

@@ -255,7 +255,7 @@ def _render_module(name, blocks, core_owner):
     blocks, codes, notes = ([b[i] for i in kept] for b in (blocks, codes, notes))
     trees = [ast.parse(code) for code in codes]
     defined = set().union(*(_top_level_names(t) for t in trees))
-    used = {n.id for t in trees for n in ast.walk(t) if isinstance(n, ast.Name)}
+    used = module_scope_reads("\n\n".join(codes))  # a function's own imports are local
     needed = {}
     for symbol in sorted(used - defined - set(dir(builtins))):
         source = core_owner.get(symbol)
@@ -287,30 +287,35 @@ def _render_module(name, blocks, core_owner):
     return "\n\n".join(out) + "\n"
 
 
+def module_scope_reads(source, filename="<module>"):
+    """Names read from the module's namespace: at top level, or as globals in a
+    function or class. Found with the compiler's own symbol tables (``symtable``),
+    so a name a function imports or assigns for itself is not among them."""
+    top = symtable.symtable(source, filename, "exec")
+    reads = set()
+
+    def visit(table):
+        for symbol in table.get_symbols():
+            if symbol.is_referenced() and (table is top or symbol.is_global()):
+                reads.add(symbol.get_name())
+        for child in table.get_children():
+            visit(child)
+
+    visit(top)
+    return reads
+
+
 def undefined_names(source, filename="<module>"):
     """Names a module's code reads but neither defines, imports nor gets from builtins.
 
-    Found with the compiler's own symbol tables (``symtable``), so scoping is
-    Python's: a function reading a global the module never binds is caught at
-    extraction time, not when a reader first calls it.
+    A function reading a global the module never binds is caught at extraction
+    time, not when a reader first calls it.
     """
     top = symtable.symtable(source, filename, "exec")
     bound = {s.get_name() for s in top.get_symbols()
              if s.is_assigned() or s.is_imported() or s.is_namespace()}
     bound |= set(dir(builtins)) | {"__file__", "__name__", "__doc__", "__spec__"}
-    missing = set()
-
-    def visit(table):
-        for symbol in table.get_symbols():
-            reads_module_scope = table is top or symbol.is_global()
-            if (symbol.is_referenced() and reads_module_scope
-                    and symbol.get_name() not in bound):
-                missing.add(symbol.get_name())
-        for child in table.get_children():
-            visit(child)
-
-    visit(top)
-    return sorted(missing)
+    return sorted(module_scope_reads(source, filename) - bound)
 
 
 def render(root=PACKAGE_ROOT):

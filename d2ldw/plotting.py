@@ -281,8 +281,8 @@ def plot_separable_factorisation(depthwise_weight, pointwise_weight):
 # From Section 6.1, "How fast could it be? A roofline of this machine" (chapters/performance/roofline.ipynb)
 def plot_roofline(peak, bandwidth, points, ax=None, title=None):
     """Draw the roofline ``min(peak, I * bandwidth)`` (FLOP/s and bytes/s) and
-    ``points``, a dict ``label: [(intensity in FLOP/byte, rate in FLOP/s), ...]``,
-    one marker per label, on log-log axes. Returns the axes."""
+    ``points``, a dict ``label: [(intensity in FLOP/byte, rate in FLOP/s),
+    ...]``, one marker per label, on log-log axes. Returns the axes."""
     import itertools
 
     import numpy as np

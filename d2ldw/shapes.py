@@ -442,7 +442,10 @@ def depthwise_multiplier(in_channels, weight_shape):
         raise ValueError(
             f"the input has C={in_channels} channels, so a depthwise weight "
             "must have shape "
-            f"(C*M, 1, kH, kW) = ({in_channels}*M, 1, {kh}, {kw}) for a channel "
+            f"(C*M, 1, kH, kW) = ({in_channels}*M, 1, {kh}, {kw}) for a "
+            "channel "
+            ""
+            ""
             "multiplier "
             f"M >= 1; got {weight_shape}"
         )
@@ -486,7 +489,10 @@ def separable_geometry(
             1,
         ):
             hint = (
-                f"; {depthwise_shape} is the shape of a pointwise weight (O, C, "
+                f"; {depthwise_shape} is the shape of a pointwise weight (O, "
+                "C, "
+                ""
+                ""
                 "1, 1): "
                 f"did you pass the pointwise weight as the depthwise one?"
             )

@@ -9,7 +9,7 @@ from d2ldw._requires import require
 require('torch', 'torch==2.13.0', module='d2ldw.torch', extra='torch')
 
 from d2ldw.cost import conv2d_cost
-from d2ldw.numerics import SUMMATION_ORDERS, gamma, matching_order
+from d2ldw.numerics import SUMMATION_ORDERS, matching_order
 from d2ldw.shapes import check_array_kind, check_memory, checked_dtype, checked_int, conv2d_geometry, depthwise_multiplier, separable_geometry
 
 __all__ = ['CONVNEXT_TINY', 'ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'EFFICIENTNET_B0_TABLE', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MBConv', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'MOBILENET_V3_LARGE_TABLE', 'MOBILENET_V3_SMALL_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'SqueezeExcite', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'causal_depthwise_conv1d', 'conv2d_unfold', 'conv_transpose_to_conv_weight', 'convnext_tiny', 'count_cost', 'depthwise_conv2d_unfold', 'efficientnet_b0', 'fold_batchnorm', 'fold_batchnorms', 'fuse_conv_bn', 'inference_layers', 'is_depthwise', 'keras_conv2d_to_torch', 'keras_conv2d_transpose_to_torch', 'keras_depthwise_to_torch', 'layer_error_bounds', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small', 'replace_depthwise', 'run_layers', 'seeded_image', 'seeded_mobilenet', 'separable_conv2d', 'separable_from_conv', 'torch_depthwise_to_keras']
@@ -1169,10 +1169,12 @@ class TEDepthwiseConv2d(nn.Module):
 
 # From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def fold_batchnorm(conv, norm):
-    """One ``nn.Conv2d`` (with bias) equal to ``norm(conv(x))`` for ``norm`` in eval mode.
+    """One ``nn.Conv2d`` (with bias) equal to ``norm(conv(x))`` for ``norm`` in
+    eval mode.
 
-    With ``s = gamma / sqrt(var + eps)``: weight ``w * s`` per output channel, bias
-    ``beta + (b - mean) * s``, computed in float64 and rounded once to float32."""
+    With ``s = gamma / sqrt(var + eps)``: weight ``w * s`` per output channel,
+    bias ``beta + (b - mean) * s``, computed in float64 and rounded once to
+    float32."""
     if not isinstance(conv, nn.Conv2d) or not isinstance(norm, nn.BatchNorm2d):
         raise TypeError(
             f"expected an nn.Conv2d and an nn.BatchNorm2d, got "
@@ -1207,7 +1209,8 @@ def fold_batchnorm(conv, norm):
 
 def fold_batchnorms(model):
     """A copy of ``model`` with every (Conv2d, BatchNorm2d) pair inside an
-    ``nn.Sequential`` folded into one convolution (the BatchNorm becomes Identity)."""
+    ``nn.Sequential`` folded into one convolution (the BatchNorm becomes
+    Identity)."""
     import copy
 
     model = copy.deepcopy(model).eval()
@@ -1230,13 +1233,15 @@ def _activation_name(module):
 
 
 def inference_layers(model):
-    """The inference graph of a MobileNet of Section 3.4 (v1 or v2), BatchNorm folded:
+    """The inference graph of a MobileNet of Section 3.4 (v1 or v2), BatchNorm
+    folded:
     a list of dicts, one per layer, with NumPy float32 weights.
 
-    ``kind`` is "full", "depthwise" or "pointwise" (convolutions, with ``weight``,
-    ``bias``, ``stride``, ``padding``, ``activation`` None/"relu"/"relu6" and
-    ``residual``: the index of the layer whose input is added, or None), "pool" (global
-    average) or "linear" (``weight`` (K, C), ``bias``)."""
+    ``kind`` is "full", "depthwise" or "pointwise" (convolutions, with
+    ``weight``, ``bias``, ``stride``, ``padding``, ``activation``
+    None/"relu"/"relu6" and ``residual``: the index of the layer whose input is
+    added, or None), "pool" (global average) or "linear" (``weight`` (K, C),
+    ``bias``)."""
     layers = []
 
     def convolution(conv, activation=None, residual=None):
@@ -1301,8 +1306,9 @@ def inference_layers(model):
 
 # From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def run_layers(layers, image, dtype=torch.float32):
-    """Evaluate ``inference_layers`` with ``F.conv2d`` in ``dtype``; every layer's output,
-    as NumPy arrays (NCHW; the pooling and the classifier give (N, C) and (N, K))."""
+    """Evaluate ``inference_layers`` with ``F.conv2d`` in ``dtype``; every
+    layer's output, as NumPy arrays (NCHW; the pooling and the classifier give
+    (N, C) and (N, K))."""
     outputs, x = [], torch.as_tensor(image).to(dtype)
     inputs = []
     for layer in layers:
@@ -1334,13 +1340,14 @@ def run_layers(layers, image, dtype=torch.float32):
 
 
 def layer_error_bounds(layers, image, outputs):
-    """Per layer, the exact (float64) result of the layer applied to the *computed*
-    input (``outputs[k - 1]``, the image for the first) and a bound on ``|computed -
-    exact|`` for any float32 evaluation, any summation order.
+    """Per layer, the exact (float64) result of the layer applied to the
+    *computed* input (``outputs[k - 1]``, the image for the first) and a bound
+    on ``|computed - exact|`` for any float32 evaluation, any summation order.
 
     A sum of ``m`` terms errs by at most ``gamma_m`` times the sum of the terms'
-    magnitudes (Higham eq. 3.5); the rounding of the folded weight counts one term
-    more, a residual input one more. ReLU and ReLU6 never enlarge a difference.
+    magnitudes (Higham eq. 3.5); the rounding of the folded weight counts one
+    term more, a residual input one more. ReLU and ReLU6 never enlarge a
+    difference.
     Returns a list of (exact, bound) NumPy pairs."""
     from d2ldw.numerics import gamma
 
@@ -1392,7 +1399,8 @@ def layer_error_bounds(layers, image, outputs):
 # From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def seeded_mobilenet(version="v1", seed=0):
     """MobileNet ``v1`` or ``v2`` with seeded weights and BatchNorm statistics
-    calibrated on a seeded batch, in eval mode: the same network in every process."""
+    calibrated on a seeded batch, in eval mode: the same network in every
+    process."""
     builders = {"v1": mobilenet_v1, "v2": mobilenet_v2}
     if version not in builders:
         raise ValueError(

@@ -455,8 +455,9 @@ def __getattr__(name):
 
 # From Section 6.2, "Scheduling depthwise convolution in TensorIR" (chapters/performance/scheduling.ipynb)
 def host_vector_lanes(target=None):
-    """float32 lanes of the widest vector registers ``target`` (default: ``host_target()``)
-    may use: 16 with AVX-512, 8 with AVX or AVX2, 4 otherwise (SSE2, NEON)."""
+    """float32 lanes of the widest vector registers ``target`` (default:
+    ``host_target()``) may use: 16 with AVX-512, 8 with AVX or AVX2, 4 otherwise
+    (SSE2, NEON)."""
     features = target_features(target)
     if "avx512f" in features:
         return 16
@@ -484,7 +485,8 @@ def from_nchwc(y):
 
 
 def depthwise_weight_to_nchwc(w, lanes):
-    """PyTorch depthwise weight (C, 1, kH, kW), multiplier 1, to (C/lanes, kH, kW, lanes)."""
+    """PyTorch depthwise weight (C, 1, kH, kW), multiplier 1, to (C/lanes, kH,
+    kW, lanes)."""
     c, per_channel, kh, kw = w.shape
     if per_channel != 1 or c % lanes:
         raise ValueError(
@@ -500,14 +502,19 @@ def depthwise_weight_to_nchwc(w, lanes):
 def depthwise_conv2d_nchwc(X, K, stride=1, padding=0, dilation=1):
     """TE depthwise convolution (multiplier 1) in NCHW[x]c.
 
-    ``X`` is ``(N, C/x, H, W, x)``, ``K`` is ``(C/x, kH, kW, x)``; stride, padding and
-    dilation as in ``F.conv2d``. Returns ``Y`` of shape ``(N, C/x, H_out, W_out, x)``.
+    ``X`` is ``(N, C/x, H, W, x)``, ``K`` is ``(C/x, kH, kW, x)``; stride,
+    padding and dilation as in ``F.conv2d``. Returns ``Y`` of shape ``(N, C/x,
+    H_out, W_out, x)``.
     """
     n, blocks, h, w, lanes = _static_shape(X)
     k_blocks, kh, kw, k_lanes = _static_shape(K)
     if (k_blocks, k_lanes) != (blocks, lanes):
         raise ValueError(
-            f"K must have shape ({blocks}, kH, kW, {lanes}) to match X of shape "
+            f"K must have shape ({blocks}, kH, kW, {lanes}) to match X of "
+            "shape "
+            ""
+            ""
+            ""
             f"{_static_shape(X)}, got {_static_shape(K)}"
         )
     g = conv2d_geometry(
@@ -544,9 +551,10 @@ def depthwise_conv2d_nchwc(X, K, stride=1, padding=0, dilation=1):
 
 # From Section 6.2, "Scheduling depthwise convolution in TensorIR" (chapters/performance/scheduling.ipynb)
 def schedule_depthwise_nchwc(module, tile=1):
-    """The tuned schedule: padding inlined; parallel over (batch, channel block, output row);
-    ``tile`` output columns per step kept in registers; the channel lanes vectorised; the
-    kernel loops unrolled. Returns the scheduled IRModule."""
+    """The tuned schedule: padding inlined; parallel over (batch, channel block,
+    output row); ``tile`` output columns per step kept in registers; the channel
+    lanes vectorised; the kernel loops unrolled. Returns the scheduled IRModule.
+    """
     sch = tvm.s_tir.Schedule(module)
     sch.compute_inline(sch.get_sblock("PaddedX"))
     block = sch.get_sblock("Y")
@@ -574,8 +582,9 @@ def schedule_depthwise_nchwc(module, tile=1):
 
 # From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def channel_block(channels, lanes):
-    """The channel block of a tensor of ``channels`` channels: ``lanes``, or the largest
-    power of two below it that divides ``channels`` (MobileNet v2's 24 channels get 8)."""
+    """The channel block of a tensor of ``channels`` channels: ``lanes``, or the
+    largest power of two below it that divides ``channels`` (MobileNet v2's 24
+    channels get 8)."""
     block = lanes
     while channels % block:
         block //= 2
@@ -583,10 +592,11 @@ def channel_block(channels, lanes):
 
 
 def first_conv2d_nchwc(X, K, stride, padding):
-    """A full convolution that reads NCHW and writes NCHW[x]c: the network's first layer.
+    """A full convolution that reads NCHW and writes NCHW[x]c: the network's
+    first layer.
 
-    ``X`` is ``(N, C, H, W)``, ``K`` is ``(O/x, C, kH, kW, x)``; returns
-    ``(N, O/x, H_out, W_out, x)``, so the layout changes inside the first layer."""
+    ``X`` is ``(N, C, H, W)``, ``K`` is ``(O/x, C, kH, kW, x)``; returns ``(N,
+    O/x, H_out, W_out, x)``, so the layout changes inside the first layer."""
     n, c, h, w = _static_shape(X)
     blocks, k_c, kh, kw, lanes = _static_shape(K)
     g = conv2d_geometry(
@@ -594,7 +604,7 @@ def first_conv2d_nchwc(X, K, stride, padding):
     )
     (top, _), (left, _) = g.padding
     (sh, sw), (oh, ow) = g.stride, g.out_size
-    P = padding_nchw = te.compute(
+    P = te.compute(
         (n, c, h + 2 * top, w + 2 * left),
         lambda b, ci, i, j: te.if_then_else(
             tvm.tirx.all(i >= top, i < h + top, j >= left, j < w + left),
@@ -618,11 +628,12 @@ def first_conv2d_nchwc(X, K, stride, padding):
 
 # From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def pointwise_conv2d_nchwc(X, K):
-    """A 1x1 convolution from NCHW[x]c to NCHW[y]c: per pixel, a matrix-vector product.
+    """A 1x1 convolution from NCHW[x]c to NCHW[y]c: per pixel, a matrix-vector
+    product.
 
-    ``X`` is ``(N, C/x, H, W, x)``, ``K`` is ``(O/y, C, y)``; returns
-    ``(N, O/y, H, W, y)``. The input and output blocks may differ. The sum over the
-    input channels runs over blocks ``rb`` and lanes ``rl``, so that no index needs a
+    ``X`` is ``(N, C/x, H, W, x)``, ``K`` is ``(O/y, C, y)``; returns ``(N, O/y,
+    H, W, y)``. The input and output blocks may differ. The sum over the input
+    channels runs over blocks ``rb`` and lanes ``rl``, so that no index needs a
     division."""
     n, in_blocks, h, w, x = _static_shape(X)
     blocks, k_c, y = _static_shape(K)
@@ -646,8 +657,8 @@ ACTIVATIONS = (None, "relu", "relu6")
 
 
 def bias_activation_nchwc(Y, B, activation=None, residual=None):
-    """``activation(Y + B (+ residual))`` on NCHW[x]c tensors: the epilogue that the
-    schedule computes while the convolution's result is still in registers.
+    """``activation(Y + B (+ residual))`` on NCHW[x]c tensors: the epilogue that
+    the schedule computes while the convolution's result is still in registers.
 
     ``B`` is ``(C/x, x)``; ``residual`` (optional) has ``Y``'s shape."""
     if activation not in ACTIVATIONS:
@@ -672,16 +683,18 @@ def bias_activation_nchwc(Y, B, activation=None, residual=None):
 
 # From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
 def column_tile(width, most=8):
-    """The largest tile of output columns, at most ``most``, that divides ``width``."""
+    """The largest tile of output columns, at most ``most``, that divides
+    ``width``."""
     return max(t for t in range(1, most + 1) if width % t == 0)
 
 
 def schedule_conv_nchwc(module, tile=None):
-    """Schedule a convolution ``Y`` in NCHW[x]c (any of the three kinds above) and its
-    epilogue ``Z``: padding inlined; parallel over (batch, channel block, output row);
-    ``tile`` output columns times the ``x`` lanes accumulated in registers over the
-    whole reduction, the window's loops (extent 3 or less) unrolled; the epilogue
-    applied to that tile before it is written once."""
+    """Schedule a convolution ``Y`` in NCHW[x]c (any of the three kinds above)
+    and its epilogue ``Z``: padding inlined; parallel over (batch, channel
+    block, output row); ``tile`` output columns times the ``x`` lanes
+    accumulated in registers over the whole reduction, the window's loops
+    (extent 3 or less) unrolled; the epilogue applied to that tile before it is
+    written once."""
     sch = tvm.s_tir.Schedule(module)
     names = {
         sch.get(b).name_hint
@@ -726,8 +739,8 @@ def global_pool_nchwc(X):
 
 
 def linear(P, Wt, B):
-    """``P @ Wt + B``: the classifier, with its weight stored transposed, ``(C, K)``,
-    so that consecutive outputs are consecutive in memory."""
+    """``P @ Wt + B``: the classifier, with its weight stored transposed, ``(C,
+    K)``, so that consecutive outputs are consecutive in memory."""
     n, c = _static_shape(P)
     k_c, k = _static_shape(Wt)
     if k_c != c:
@@ -740,8 +753,8 @@ def linear(P, Wt, B):
 
 
 def schedule_head(module, lanes):
-    """Pooling or classifier: parallel over outputs in groups of up to ``lanes``,
-    each group's sums accumulated in registers, vectorised."""
+    """Pooling or classifier: parallel over outputs in groups of up to
+    ``lanes``, each group's sums accumulated in registers, vectorised."""
     sch = tvm.s_tir.Schedule(module)
     conv, out = sch.get_sblock("Y"), sch.get_sblock("Z")
     n, o, *reduction = sch.get_loops(conv)
@@ -779,8 +792,8 @@ def _blocked_weight(layer, block):
 
 
 def _layer_tensors(layer, shape, lanes):
-    """TE placeholders and output of one layer whose input has ``shape``; also the
-    schedule to apply and the arrays of its weights (NumPy)."""
+    """TE placeholders and output of one layer whose input has ``shape``; also
+    the schedule to apply and the arrays of its weights (NumPy)."""
     kind = layer["kind"]
     X = te.placeholder(shape, name="X")
     if kind == "linear":
@@ -860,7 +873,8 @@ class CompiledNetwork:
             kernel(*arguments)
 
     def step_calls(self):
-        """One zero-argument call per layer, in order (for a per-layer breakdown)."""
+        """One zero-argument call per layer, in order (for a per-layer
+        breakdown)."""
         return [lambda k=k, a=a: k(*a) for k, a in self._steps]
 
     def layer_outputs(self):

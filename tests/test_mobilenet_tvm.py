@@ -3,7 +3,6 @@ scheduled kernel against F.conv2d, and the networks' logits against the float64 
 within rounding-error bounds that hold on any x86-64 CPU. The blocking (lanes) is read off the
 target TVM builds for (d2ldw.tvm.host_vector_lanes), so D2LDW_LLVM_MCPU=x86-64 runs the same
 assertions with 4 lanes. Timing lives in the benchmark, not here."""
-import json
 import subprocess
 import sys
 
