@@ -83,10 +83,27 @@ def run_module(*args):
     (["--threads", "-2"], "--threads: expected a positive int, got -2"),
     (["--repeat", "0"], "--repeat: expected a positive int, got 0"),
     (["--json", "/missing-folder/result.json"], "--json: cannot write"),
-    (["--parts", "PyTorch,Foo"], "--parts: expected some of"),
+    (["--max-bytes", "0"], "--max-bytes: expected a positive int, got 0"),
+    (["--model", "v1"], "unrecognized arguments: --model v1"),
 ])
 def test_bench_refuses_bad_flags_in_one_line_before_running(flags, says):
     result = run_module("d2ldw.bench", "depthwise", *flags)
+    assert result.returncode == 2
+    assert says in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines()
+             if "Warning" not in line and not line.startswith(" ")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("command, flags, says", [
+    ("kernels", ["--kernel", "3", "4"], "--kernel: odd sizes only ('same' padding), got [3, 4]"),
+    ("kernels", ["--channels", "20"], "--channels: a multiple of 16 (vector lanes), got 20"),
+    ("kernels", ["--kernel", "0"], "--kernel: expected a positive int, got 0"),
+    ("mobilenet", ["--model", "v3"], "invalid choice: 'v3'"),
+    ("mobilenet", ["--batch", "1000000"], "--batch 1000000 would need"),
+])
+def test_other_bench_commands_refuse_bad_flags_the_same_way(command, flags, says):
+    result = run_module("d2ldw.bench", command, *flags)
     assert result.returncode == 2
     assert says in result.stderr, result.stderr
     lines = [line for line in result.stderr.splitlines()
