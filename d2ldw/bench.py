@@ -9,7 +9,7 @@ from d2ldw.data import get_conv_data
 from d2ldw.shapes import check_memory, checked_int
 from d2ldw.timing import time_interleaved
 
-__all__ = ['KERNEL_SWEEP_LIBRARIES', 'LAYER_GROUPS', 'MOBILENET_PEERS', 'PEERS', 'best_roofs', 'depthwise_layers', 'depthwise_onnx_session', 'format_kernel_sweep', 'format_mobilenet_table', 'format_table', 'geometric_mean', 'gluon_mobilenet_v1', 'layer_costs', 'measure_roofs', 'mobilenet_onnx_session', 'onnx_caller', 'onnx_session', 'run_depthwise', 'run_kernel_sweep', 'run_mobilenet', 'thread_counts', 'time_convolutions', 'time_depthwise_peer', 'time_depthwise_te', 'time_kernel_sweep', 'time_mobilenet_peer', 'time_separable']
+__all__ = ['KERNEL_SWEEP_LIBRARIES', 'LAYER_GROUPS', 'MOBILENET_PEERS', 'PEERS', 'best_roofs', 'depthwise_layers', 'depthwise_onnx_session', 'format_kernel_sweep', 'format_mobilenet_table', 'format_table', 'geometric_mean', 'gluon_mobilenet_v1', 'layer_costs', 'measure_roofs', 'mobilenet_onnx_session', 'onnx_caller', 'onnx_session', 'run_depthwise', 'run_kernel_sweep', 'run_mobilenet', 'seconds_by_kind', 'thread_counts', 'time_convolutions', 'time_depthwise_peer', 'time_depthwise_te', 'time_kernel_sweep', 'time_mobilenet_peer', 'time_separable']
 
 
 # From Section 4.7, "Does fewer FLOPs mean faster?" (chapters/separable/speed.ipynb)
@@ -290,12 +290,15 @@ def depthwise_layers(resolution=224):
 
 
 # From Section 6.4, "Results: the nine depthwise layers of MobileNet v1 against their peers" (chapters/performance/results.ipynb)
-def onnx_session(nodes, inputs, outputs, initializers, threads):
+def onnx_session(
+    nodes, inputs, outputs, initializers, threads, profile_prefix=None
+):
     """An ONNX Runtime session of a graph built with ``onnx.helper``: all graph
     optimisations on, ``threads`` threads inside operators, one between them.
 
     ``inputs`` and ``outputs`` are (name, shape) pairs of float32 tensors;
-    ``initializers`` maps names to NumPy arrays (the weights)."""
+    ``initializers`` maps names to NumPy arrays (the weights). With
+    ``profile_prefix``, the session's profiler is on and writes there."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -319,6 +322,9 @@ def onnx_session(nodes, inputs, outputs, initializers, threads):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
@@ -730,9 +736,6 @@ def format_table(result):
         f"each library in its own process with "
         f"{' and '.join(map(str, result['thread_counts']))} threads, the "
         "faster "
-        ""
-        ""
-        ""
         f"counting; microseconds per call, medians of {result['repeat']} "
         "rounds",
         f"TE+conv: TE tuned with NCHW -> NCHW{lanes}c -> NCHW conversions",
@@ -746,9 +749,6 @@ def format_table(result):
         lines.append(
             f"{row['channels']:>4}/{row['size']:>3}/{row['stride']} | {times} "
             "| "
-            ""
-            ""
-            ""
             f"{short[row['best_peer']]:>9} {speedup['TE tuned']:>6.2f}x "
             f"{speedup['TE tuned + conversions']:>6.2f}x"
         )
@@ -761,19 +761,21 @@ def format_table(result):
         f"{result['geomean_tuned_vs_channels_last']:.2f}x; vs PyTorch NCHW: "
         f"{result['geomean_speedup_vs_torch']:.2f}x; ONNX Runtime's cost of "
         "one "
-        ""
-        ""
-        ""
         f"call that does nothing: {result['onnx_call_overhead_us']:.1f} us",
     ]
     return "\n".join(lines)
 
 
 # From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
-def mobilenet_onnx_session(layers, input_shape, threads):
+def mobilenet_onnx_session(
+    layers, input_shape, threads, profile_prefix=None
+):
     """ONNX Runtime session of the graph of ``inference_layers``: Conv (with the
-    folded bias), Add, Relu or Clip, GlobalAveragePool, Flatten and Gemm nodes.
-    """
+    folded bias), Add, Relu or Clip, GlobalAveragePool, Flatten and Gemm nodes,
+    each named after its output, whose number is its layer's index.
+
+    With ``profile_prefix``, ONNX Runtime's profiler records every node's time
+    (``session.end_profiling()`` writes them to a JSON file)."""
     import numpy as np
     from onnx import helper
 
@@ -823,6 +825,8 @@ def mobilenet_onnx_session(layers, input_shape, threads):
             else:
                 nodes.append(helper.make_node("Identity", [value], [y]))
         names.append(y)
+    for node in nodes:
+        node.name = node.output[0]
     classes = layers[-1]["weight"].shape[0]
     return onnx_session(
         nodes,
@@ -830,6 +834,7 @@ def mobilenet_onnx_session(layers, input_shape, threads):
         [(names[-1], [input_shape[0], classes])],
         weights,
         threads,
+        profile_prefix,
     )
 
 
@@ -877,13 +882,15 @@ def _mobilenet_call(peer, version, image, threads):
 def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
     """Median seconds of one forward pass of one peer ("TVM" or one of
     ``MOBILENET_PEERS``) in this process alone, its logits' largest difference
-    from the float64 PyTorch network's, and for TVM the median seconds per layer
-    kind. A peer that cannot run here returns ``{"error": message}``."""
+    from the float64 PyTorch network's, and for TVM and ONNX Runtime the seconds
+    per kind of layer, each layer timed inside the network (medians of ten
+    times ``repeat`` passes). A peer that cannot run here returns ``{"error":
+    message}``."""
     import time
 
     import numpy as np
     import torch
-    from d2ldw.torch import seeded_image, seeded_mobilenet
+    from d2ldw.torch import inference_layers, seeded_image, seeded_mobilenet
 
     torch.set_num_threads(threads)
     if peer == "TVM":
@@ -900,10 +907,6 @@ def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
     with torch.no_grad():
         exact = seeded_mobilenet(version).double()(image.double()).numpy()
     calls = {"network": call}
-    if peer == "TVM":
-
-        network = call.__self__
-        calls.update({k: f for k, f in enumerate(network.step_calls())})
     timings = time_interleaved(calls, repeat=repeat)
     result = {
         "seconds": timings["network"].median,
@@ -911,12 +914,71 @@ def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
         "max_error": float(np.abs(np.asarray(logits) - exact).max()),
         "largest_logit": float(np.abs(exact).max()),
     }
-    if peer == "TVM":
-        by_kind = {}
-        for k, kind in enumerate(network.kinds):
-            by_kind[kind] = by_kind.get(kind, 0.0) + timings[k].median
-        result["seconds_by_kind"] = by_kind
+    if peer in ("TVM", "ONNX Runtime"):  # each layer, inside the network
+        layers = inference_layers(seeded_mobilenet(version))
+        per_layer = (
+            _tvm_layer_seconds(call.__self__, 10 * repeat)
+            if peer == "TVM"
+            else _onnx_layer_seconds(layers, image, threads, 10 * repeat)
+        )
+        result["seconds_by_kind"] = seconds_by_kind(layers, per_layer)
     return result
+
+
+def _tvm_layer_seconds(network, passes):
+    """Median seconds of every layer over ``passes`` forward passes, each
+    kernel timed inside the network by the virtual machine's hook."""
+    import numpy as np
+
+    samples = [network.layer_seconds() for _ in range(passes)]
+    return dict(enumerate(np.median(samples, axis=0)))
+
+
+def _onnx_layer_seconds(layers, image, threads, passes):
+    """Median seconds of ONNX Runtime's nodes over ``passes`` forward passes,
+    from its own profiler, by the layer they compute (``None``: a node of no
+    layer, such as a layout conversion it inserted)."""
+    import json
+    import os
+    import re
+    import tempfile
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as folder:
+        session = mobilenet_onnx_session(
+            layers,
+            image.shape,
+            threads,
+            profile_prefix=os.path.join(folder, "profile"),
+        )
+        call, _ = onnx_caller(session, {"X": image.numpy()})
+        for _ in range(passes):
+            call()
+        with open(session.end_profiling()) as file:
+            events = json.load(file)
+    runs = {}  # (node, layer): its durations, one per pass
+    for event in events:
+        name = event.get("name", "")
+        if event.get("cat") == "Node" and name.endswith("_kernel_time"):
+            node = name[: -len("_kernel_time")]
+            match = re.match(r"[a-z](\d+)(_|$)", node)  # our value names
+            layer = int(match.group(1)) if match else None
+            runs.setdefault((node, layer), []).append(event["dur"] * 1e-6)
+    seconds = {}
+    for (_, layer), durations in runs.items():
+        seconds[layer] = seconds.get(layer, 0.0) + float(np.median(durations))
+    return seconds
+
+
+def seconds_by_kind(layers, per_layer):
+    """Sum per kind of layer of ``per_layer`` (layer index: seconds); the
+    seconds of no layer (index ``None``) count as "other"."""
+    by_kind = {}
+    for index, seconds in per_layer.items():
+        kind = layers[index]["kind"] if index is not None else "other"
+        by_kind[kind] = by_kind.get(kind, 0.0) + seconds
+    return by_kind
 
 
 # From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
@@ -926,6 +988,7 @@ LAYER_GROUPS = {
     "pointwise": "pointwise",
     "pool": "the rest",
     "linear": "the rest",
+    "other": "the rest",
 }
 
 
@@ -992,6 +1055,10 @@ def run_mobilenet(version="v1", batch=1, threads=None, repeat=7):
         group["mbytes"] += cost["bytes"] / 1e6
     for kind, seconds in runs["TVM"]["seconds_by_kind"].items():
         groups[LAYER_GROUPS[kind]]["ms"] += seconds * 1e3
+    onnx_groups = dict.fromkeys(groups, 0.0)
+    onnx_by_kind = runs["ONNX Runtime"].get("seconds_by_kind", {})
+    for kind, seconds in onnx_by_kind.items():
+        onnx_groups[LAYER_GROUPS[kind]] += seconds * 1e3
     ran = {p: r for p, r in runs.items() if "seconds" in r}
     best = min((p for p in ran if p != "TVM"), key=lambda p: ran[p]["seconds"])
     return {
@@ -1015,6 +1082,7 @@ def run_mobilenet(version="v1", batch=1, threads=None, repeat=7):
             if p != "TVM"
         },
         "tvm_by_group": groups,
+        "onnx_ms_by_group": onnx_groups,
         "roofs": best_roofs(threads),
         "cpu_description": str(describe_cpu()),
     }
@@ -1022,16 +1090,12 @@ def run_mobilenet(version="v1", batch=1, threads=None, repeat=7):
 
 def format_mobilenet_table(result):
     """The whole-network benchmark as text."""
+    counts = " and ".join(map(str, result["thread_counts"]))
     lines = [
         *result["cpu_description"].splitlines(),
         f"MobileNet {result['model']}, batch {result['batch']}, each in its "
-        "own "
-        ""
-        ""
-        ""
-        "process, the faster of "
-        f"{' and '.join(map(str, result['thread_counts']))} "
-        f"threads; median ms of {result['repeat']} rounds",
+        f"own process, the faster of {counts} threads; median ms of "
+        f"{result['repeat']} rounds",
         f"{'':22} {'ms':>8} {'threads':>7} {'TVM speedup':>12} "
         f"{'max |error|':>12}",
     ]
@@ -1044,14 +1108,23 @@ def format_mobilenet_table(result):
         )
     for peer, error in result["errors"].items():
         lines.append(f"{peer:22} did not run: {error[:50]}")
-    lines.append(
+    lines += [
         f"TVM vs the best peer ({result['best_peer']}): "
-        f"{result['speedup_vs_best_peer']:.2f}x"
-    )
+        f"{result['speedup_vs_best_peer']:.2f}x",
+        "by kind of layer, each layer timed inside the network: "
+        "ms (GFLOP/s)",
+        f"  {'':11} {'TVM':>16} {'ONNX Runtime':>16} {'ratio':>6}",
+    ]
+    def cell(ms, gflop):
+        rate = f"({gflop / ms * 1e3:.1f})" if ms else ""
+        return f"{ms:>7.2f} {rate:>8}"
+
     for group, row in result["tvm_by_group"].items():
+        onnx = result["onnx_ms_by_group"].get(group, 0.0)
+        ratio = f"{onnx / row['ms']:.2f}x" if onnx and row["ms"] else ""
         lines.append(
-            f"  TVM {group:11} {row['ms']:>7.2f} ms "
-            f"{row['gflop'] / row['ms'] * 1e3:>7.1f} GFLOP/s"
+            f"  {group:11} {cell(row['ms'], row['gflop'])} "
+            f"{cell(onnx, row['gflop'])} {ratio:>6}"
         )
     return "\n".join(lines)
 

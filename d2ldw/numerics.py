@@ -238,9 +238,6 @@ class ErrorReport:
         lines = [
             f"{self.size} {self.dtype} values: max abs error "
             f"{self.max_abs:.3g} "
-            ""
-            ""
-            ""
             f"(mean {self.mean_abs:.3g}), max {self.max_ulps} ULPs",
             f"relative: max {self.max_rel:.3g}, mean {self.mean_rel:.3g}"
             + (

@@ -444,8 +444,6 @@ def depthwise_multiplier(in_channels, weight_shape):
             "must have shape "
             f"(C*M, 1, kH, kW) = ({in_channels}*M, 1, {kh}, {kw}) for a "
             "channel "
-            ""
-            ""
             "multiplier "
             f"M >= 1; got {weight_shape}"
         )
@@ -491,8 +489,6 @@ def separable_geometry(
             hint = (
                 f"; {depthwise_shape} is the shape of a pointwise weight (O, "
                 "C, "
-                ""
-                ""
                 "1, 1): "
                 f"did you pass the pointwise weight as the depthwise one?"
             )

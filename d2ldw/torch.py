@@ -32,7 +32,6 @@ def _check_tensors(input, weight, bias, caller):
             f"{caller} needs a floating or complex dtype, got {input.dtype}: "
             "F.unfold has no integer kernel; convert to float64, which is "
             "exact "
-            ""
             "for integers below 2**53"
         )
     if bias is not None:

@@ -10,7 +10,7 @@ require('tvm', 'apache-tvm==0.27.0.post1', module='d2ldw.tvm', extra='tvm')
 
 from d2ldw.shapes import ARRAY_KINDS, array_kind, check_array_kind, check_memory, checked_dtype, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['ACTIVATIONS', 'CompiledNetwork', 'add_bias', 'bias_activation_nchwc', 'build', 'build_and_run', 'causal_depthwise_conv1d', 'channel_block', 'column_tile', 'conv2d', 'conv_transpose2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'first_conv2d_nchwc', 'from_nchwc', 'global_pool_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'linear', 'lower', 'padding', 'pointwise_conv2d', 'pointwise_conv2d_nchwc', 'prim_module', 'schedule_conv_nchwc', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'schedule_head', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc']
+__all__ = ['ACTIVATIONS', 'CompiledNetwork', 'add_bias', 'bias_activation_nchwc', 'build', 'build_and_run', 'causal_depthwise_conv1d', 'channel_block', 'column_tile', 'conv2d', 'conv_transpose2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'first_conv2d_nchwc', 'from_nchwc', 'global_pool_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'linear', 'lower', 'network_module', 'padding', 'pointwise_conv2d', 'pointwise_conv2d_nchwc', 'prim_module', 'register_tile', 'schedule_conv_nchwc', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'schedule_head', 'separable_conv2d', 'target_features', 'target_with_fma', 'to_nchwc', 'vector_registers']
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
@@ -512,9 +512,6 @@ def depthwise_conv2d_nchwc(X, K, stride=1, padding=0, dilation=1):
         raise ValueError(
             f"K must have shape ({blocks}, kH, kW, {lanes}) to match X of "
             "shape "
-            ""
-            ""
-            ""
             f"{_static_shape(X)}, got {_static_shape(K)}"
         )
     g = conv2d_geometry(
@@ -688,13 +685,39 @@ def column_tile(width, most=8):
     return max(t for t in range(1, most + 1) if width % t == 0)
 
 
-def schedule_conv_nchwc(module, tile=None):
+def register_tile(width, out_blocks, registers):
+    """(columns, blocks) of a pointwise register tile: of the tiles whose
+    columns (at most 8) divide ``width``, whose output channel blocks (at most
+    4) divide ``out_blocks`` and whose accumulators fill at most half of the
+    ``registers`` vector registers, the one with the fewest loads per
+    multiply-add, ``1/columns + 1/blocks``; on a tie, the most accumulators,
+    then the most columns."""
+    tiles = [
+        (columns, blocks)
+        for columns in range(1, 9)
+        for blocks in range(1, 5)
+        if width % columns == 0
+        and out_blocks % blocks == 0
+        and 2 * columns * blocks <= registers
+    ]
+    return min(
+        tiles, key=lambda t: (1 / t[0] + 1 / t[1], -t[0] * t[1], -t[0])
+    )
+
+
+def vector_registers(target=None):
+    """The vector registers of ``target`` (default: the host): 32 with
+    AVX-512, 16 with SSE or AVX."""
+    return 32 if "avx512f" in target_features(target) else 16
+
+
+def schedule_conv_nchwc(module, tile=None, blocks=1):
     """Schedule a convolution ``Y`` in NCHW[x]c (any of the three kinds above)
-    and its epilogue ``Z``: padding inlined; parallel over (batch, channel
-    block, output row); ``tile`` output columns times the ``x`` lanes
-    accumulated in registers over the whole reduction, the window's loops
-    (extent 3 or less) unrolled; the epilogue applied to that tile before it is
-    written once."""
+    and its epilogue ``Z``: padding inlined; parallel over (batch, group of
+    ``blocks`` output channel blocks, output row); ``tile`` output columns
+    times ``blocks`` times the ``x`` lanes accumulated in registers over the
+    whole reduction, the window's loops (extent 3 or less) unrolled; the
+    epilogue applied to that tile before it is written once."""
     sch = tvm.s_tir.Schedule(module)
     names = {
         sch.get(b).name_hint
@@ -705,10 +728,18 @@ def schedule_conv_nchwc(module, tile=None):
     conv, out = sch.get_sblock("Y"), sch.get_sblock("Z")
     n, b, i, j, lane, *reduction = sch.get_loops(conv)
     tile = tile or column_tile(int(sch.get(j).extent))
+    if int(sch.get(b).extent) % blocks:
+        raise ValueError(
+            f"blocks ({blocks}) must divide the {sch.get(b).extent} output "
+            "channel blocks"
+        )
+    b, in_blocks = sch.split(b, [None, blocks])
+    sch.reorder(b, i, in_blocks)
     rows = sch.fuse(n, b, i)
     sch.parallel(rows)
     columns, in_tile = sch.split(j, [None, tile])
-    sch.reorder(rows, columns, *reduction, in_tile, lane)
+    sch.reorder(rows, columns, *reduction, in_blocks, in_tile, lane)
+    sch.unroll(in_blocks)
     sch.unroll(in_tile)
     sch.vectorize(lane)
     for loop in reduction:  # the window, not the channels
@@ -738,18 +769,23 @@ def global_pool_nchwc(X):
     )
 
 
-def linear(P, Wt, B):
-    """``P @ Wt + B``: the classifier, with its weight stored transposed, ``(C,
-    K)``, so that consecutive outputs are consecutive in memory."""
+def linear(P, W, B):
+    """``P @ W.T + B``: the classifier, with its ``(K, C)`` weight stored in
+    blocks of ``x`` outputs, ``(K/x, C, x)``, so that the ``x`` outputs of a
+    block read one contiguous stretch of memory."""
     n, c = _static_shape(P)
-    k_c, k = _static_shape(Wt)
+    blocks, k_c, x = _static_shape(W)
     if k_c != c:
-        raise ValueError(f"Wt must have shape ({c}, K), got {(k_c, k)}")
+        raise ValueError(
+            f"W must have shape (K/x, {c}, x), got {(blocks, k_c, x)}"
+        )
     rc = te.reduce_axis((0, c), name="rc")
     Y = te.compute(
-        (n, k), lambda b, o: te.sum(P[b, rc] * Wt[rc, o], axis=rc), name="Y"
+        (n, blocks * x),
+        lambda b, o: te.sum(P[b, rc] * W[o // x, rc, o % x], axis=rc),
+        name="Y",
     )
-    return te.compute((n, k), lambda b, o: Y[b, o] + B[o], name="Z")
+    return te.compute((n, blocks * x), lambda b, o: Y[b, o] + B[o], name="Z")
 
 
 def schedule_head(module, lanes):
@@ -793,14 +829,18 @@ def _blocked_weight(layer, block):
 
 def _layer_tensors(layer, shape, lanes):
     """TE placeholders and output of one layer whose input has ``shape``; also
-    the schedule to apply and the arrays of its weights (NumPy)."""
+    the schedule to apply ("head", "pointwise" or "conv") and the arrays of its
+    weights (NumPy)."""
     kind = layer["kind"]
     X = te.placeholder(shape, name="X")
     if kind == "linear":
-        Wt = te.placeholder(layer["weight"].T.shape, name="W")
+        k, c = layer["weight"].shape
+        x = channel_block(k, lanes)
+        blocked = layer["weight"].reshape(k // x, x, c).transpose(0, 2, 1)
+        W = te.placeholder(blocked.shape, name="W")
         B = te.placeholder(layer["bias"].shape, name="B")
-        weights = [np.ascontiguousarray(layer["weight"].T), layer["bias"]]
-        return [X, Wt, B, linear(X, Wt, B)], weights, "head"
+        weights = [np.ascontiguousarray(blocked), layer["bias"]]
+        return [X, W, B, linear(X, W, B)], weights, "head"
     if kind == "pool":
         return [X, global_pool_nchwc(X)], [], "head"
     block = channel_block(layer["weight"].shape[0], lanes)
@@ -820,69 +860,103 @@ def _layer_tensors(layer, shape, lanes):
     )
     Z = bias_activation_nchwc(Y, B, layer["activation"], R)
     tensors = [X, K, B, *([R] if R is not None else []), Z]
-    return tensors, [weight, bias], "conv"
+    schedule = "pointwise" if kind == "pointwise" else "conv"
+    return tensors, [weight, bias], schedule
 
 
-class CompiledNetwork:
-    """A network from ``inference_layers`` compiled with TE, one hand-scheduled
-    kernel per layer, NCHW[x]c from the first convolution to the pooling.
+def network_module(layers, input_shape, target=None):
+    """The whole network as one IRModule: one hand-scheduled kernel (a TensorIR
+    function) per distinct layer, and a Relax function ``main`` that calls
+    them in order on the image, the weights bound as constants.
 
-    ``network(image)`` takes an NCHW float32 NumPy batch and returns the logits;
-    ``network.run()`` repeats the last call on the same buffers (for timing)."""
+    Identical layers share one kernel. Returns the module and, per layer, the
+    name of the kernel it calls."""
+    from tvm import relax
 
-    def __init__(self, layers, input_shape, lanes=None, target=None):
-        lanes = lanes or host_vector_lanes(target)
-        device, built = tvm.cpu(), {}
-        self.kinds, self._steps = [], []
-        self._input = tvm.runtime.tensor(
-            np.zeros(input_shape, "float32"), device
+    lanes = host_vector_lanes(target)
+    builder, kernels, calls = relax.BlockBuilder(), {}, []
+    image = relax.Var("image", relax.TensorType(input_shape, "float32"))
+    with builder.function("main", [image]):
+        with builder.dataflow():
+            values = [image]  # values[k]: the input of layer k
+            for layer in layers:
+                shape = tuple(int(d) for d in values[-1].ty.shape)
+                tensors, weights, schedule = _layer_tensors(
+                    layer, shape, lanes
+                )
+                key = (
+                    repr([(t.shape, t.name) for t in tensors]),
+                    layer["kind"],
+                    layer.get("stride"),
+                    layer.get("activation"),
+                )
+                if key not in kernels:
+                    name = f"{layer['kind']}{len(kernels)}"
+                    kernels[key] = _add_kernel(
+                        builder, tensors, schedule, name, target
+                    )
+                arguments = [values[-1], *map(relax.const, weights)]
+                if layer.get("residual") is not None:
+                    arguments.append(values[layer["residual"]])
+                shape = [int(d) for d in tensors[-1].shape]
+                output = relax.TensorType(shape, "float32")
+                values.append(
+                    builder.emit(
+                        relax.call_tir(kernels[key], arguments, output)
+                    )
+                )
+                calls.append(kernels[key].name_hint)
+            logits = builder.emit_output(values[-1])
+        builder.emit_func_output(logits)
+    return builder.get(), calls
+
+
+def _add_kernel(builder, tensors, schedule, name, target):
+    """Schedule one layer's kernel and add it to the module under ``name``."""
+    module = prim_module(tensors)
+    if schedule == "head":
+        module = schedule_head(module, host_vector_lanes(target))
+    elif schedule == "pointwise":
+        n, out_blocks, h, width, y = _static_shape(tensors[-1])
+        registers = vector_registers(target)
+        module = schedule_conv_nchwc(
+            module, *register_tile(width, out_blocks, registers)
         )
-        outputs = [self._input]  # outputs[k]: the input of layer k
-        for layer in layers:
-            tensors, weights, schedule = _layer_tensors(
-                layer, tuple(outputs[-1].shape), lanes
-            )
-            key = (
-                repr([(t.shape, t.name) for t in tensors]),
-                layer["kind"],
-                layer["stride"] if "stride" in layer else 0,
-                layer.get("activation"),
-            )
-            if key not in built:  # identical layers share one compiled kernel
-                module = prim_module(tensors)
-                if schedule == "head":
-                    module = schedule_head(module, lanes)
-                else:
-                    module = schedule_conv_nchwc(module)
-                built[key] = build(module, target)
-            shape = [int(d) for d in tensors[-1].shape]
-            output = tvm.runtime.tensor(np.zeros(shape, "float32"), device)
-            arguments = [outputs[-1]] + [
-                tvm.runtime.tensor(w, device) for w in weights
-            ]
-            if layer.get("residual") is not None:
-                arguments.append(outputs[layer["residual"]])
-            self._steps.append((built[key], arguments + [output]))
-            self.kinds.append(layer["kind"])
-            outputs.append(output)
-        self._outputs = outputs[1:]
-        self.kernels = len(built)
+    else:
+        module = schedule_conv_nchwc(module)
+    function = module["main"].with_attr("global_symbol", name)
+    return builder.add_func(function, name)
+
+
+# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+class CompiledNetwork:
+    """A network from ``inference_layers`` compiled by TVM into one module:
+    hand-scheduled kernels, NCHW[x]c from the first convolution to the
+    pooling, called in order by Relax's virtual machine.
+
+    ``network(image)`` takes an NCHW float32 NumPy batch and returns the
+    logits; ``network.run()`` repeats the forward pass on the last image (for
+    timing), one call from Python; ``layer_seconds()`` and ``layer_outputs()``
+    look inside one more pass."""
+
+    def __init__(self, layers, input_shape, target=None):
+        from tvm import relax
+
+        module, self._calls = network_module(
+            layers, tuple(input_shape), target
+        )
+        self.kinds = [layer["kind"] for layer in layers]
+        self.kernels = len(set(self._calls))
+        self._executable = tvm.compile(module, target=target or host_target())
+        self._machine = relax.VirtualMachine(self._executable, tvm.cpu())
+        self._main = self._machine["main"]
+        self._input = tvm.runtime.tensor(
+            np.zeros(input_shape, "float32"), tvm.cpu()
+        )
+        self._watched = None  # a second machine, with the hook (below)
 
     def run(self):
-        for kernel, arguments in self._steps:
-            kernel(*arguments)
-
-    def step_calls(self):
-        """One zero-argument call per layer, in order (for a per-layer
-        breakdown)."""
-        return [lambda k=k, a=a: k(*a) for k, a in self._steps]
-
-    def layer_outputs(self):
-        """Every layer's output of the last call, as NumPy arrays in NCHW."""
-        return [
-            from_nchwc(o.numpy()) if len(o.shape) == 5 else o.numpy()
-            for o in self._outputs
-        ]
+        return self._main(self._input)
 
     def __call__(self, image):
         if tuple(image.shape) != tuple(self._input.shape):
@@ -891,8 +965,52 @@ class CompiledNetwork:
                 f"{tuple(self._input.shape)}, got {tuple(image.shape)}"
             )
         self._input.copyfrom(np.ascontiguousarray(image, dtype="float32"))
-        self.run()
-        return self._outputs[-1].numpy()
+        return self.run().numpy()
+
+    def layer_seconds(self):
+        """Per layer, the seconds its kernel took in one more forward pass on
+        the last image: the clock is read by a hook of the virtual machine just
+        before and just after each kernel call."""
+        return self._watch(keep_outputs=False)[0]
+
+    def layer_outputs(self):
+        """Every layer's output for the last image, as NumPy arrays (NCHW)."""
+        outputs = self._watch(keep_outputs=True)[1]
+        return [from_nchwc(o) if o.ndim == 5 else o for o in outputs]
+
+    def _watch(self, keep_outputs):
+        if self._watched is None:
+            self._seen = {}
+            self._watched = _watching_machine(
+                self._executable, set(self._calls), self._seen
+            )
+        self._seen.update(seconds=[], outputs=[], keep=keep_outputs)
+        self._watched["main"](self._input)
+        return self._seen["seconds"], self._seen["outputs"]
+
+
+def _watching_machine(executable, kernels, seen):
+    """A virtual machine whose hook, around every call of a function named in
+    ``kernels``, appends to ``seen["seconds"]`` the seconds it took and, if
+    ``seen["keep"]``, to ``seen["outputs"]`` its output as NumPy."""
+    import time
+
+    from tvm import relax
+
+    def hook(function, symbol, before, result, *arguments):
+        if symbol in kernels:
+            now = time.perf_counter()
+            if before:
+                seen["seconds"].append(-now)
+            else:
+                seen["seconds"][-1] += now
+                if seen["keep"]:  # the kernel's output is its last argument
+                    seen["outputs"].append(arguments[-1].numpy())
+        return relax.VMInstrumentReturnKind.NO_OP
+
+    machine = relax.VirtualMachine(executable, tvm.cpu())
+    machine.set_instrument(hook)
+    return machine
 
 
 # From Section 6.6, "On a GPU" (chapters/performance/gpu.ipynb)

@@ -25,9 +25,10 @@ LANES = d2l_tvm.host_vector_lanes()
 DEVICE = tvm.cpu()
 
 
-def run(tensors, arrays):
-    """Build ``tensors`` with the book's schedule and run on ``arrays``; the output."""
-    module = d2l_tvm.schedule_conv_nchwc(d2l_tvm.prim_module(tensors))
+def run(tensors, arrays, blocks=1):
+    """Build ``tensors`` with the book's schedule (``blocks`` output channel blocks per
+    register tile) and run on ``arrays``; the output."""
+    module = d2l_tvm.schedule_conv_nchwc(d2l_tvm.prim_module(tensors), blocks=blocks)
     bound = [tvm.runtime.tensor(a, DEVICE) for a in arrays]
     shape = [int(d) for d in tensors[-1].shape]
     bound.append(tvm.runtime.tensor(np.zeros(shape, "float32"), DEVICE))
@@ -56,7 +57,9 @@ def tolerance(x, w, b, stride=1, padding=0, groups=1, residual=None):
 @pytest.mark.parametrize("channels, out_channels, size", [
     (32, 64, 16), (24, 144, 8), (144, 24, 8), (64, 64, 7)])
 @pytest.mark.parametrize("activation", [None, "relu6"])
-def test_pointwise_kernel_agrees_with_conv2d(channels, out_channels, size, activation):
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_pointwise_kernel_agrees_with_conv2d(channels, out_channels, size, activation,
+                                             blocks):
     rng = np.random.default_rng(channels + out_channels)
     x = rng.standard_normal((1, channels, size, size)).astype("float32")
     w = rng.standard_normal((out_channels, channels, 1, 1)).astype("float32")
@@ -78,7 +81,11 @@ def test_pointwise_kernel_agrees_with_conv2d(channels, out_channels, size, activ
     if residual is not None:
         arrays.append(d2l_tvm.to_nchwc(residual, bo))
         tensors = [X, K, B, R, Z]
-    result = d2l_tvm.from_nchwc(run(tensors, arrays))
+    if (out_channels // bo) % blocks:  # (144 = 9 blocks of 16): refused, checked below
+        with pytest.raises(ValueError, match=f"blocks \\({blocks}\\) must divide"):
+            run(tensors, arrays, blocks)
+        return
+    result = d2l_tvm.from_nchwc(run(tensors, arrays, blocks))
     expected = reference(x, w, b, activation=activation, residual=residual)
     assert result.shape == expected.shape
     assert np.all(np.abs(result - expected) <= tolerance(x, w, b, residual=residual))
@@ -125,8 +132,37 @@ def test_bad_kernel_arguments_are_refused():
         d2l_tvm.pointwise_conv2d_nchwc(X, te.placeholder((2, 8, 8), name="K"))
     with pytest.raises(ValueError, match="activation must be one of"):
         d2l_tvm.bias_activation_nchwc(X, te.placeholder((2, 8), name="B"), "gelu")
+    with pytest.raises(ValueError, match=r"W must have shape \(K/x, 64, x\)"):
+        d2l_tvm.linear(te.placeholder((1, 64), name="P"),
+                       te.placeholder((2, 32, 8), name="W"), te.placeholder((16,), name="B"))
     assert d2l_tvm.channel_block(24, 16) == 8 and d2l_tvm.channel_block(96, 16) == 16
     assert d2l_tvm.column_tile(14) == 7 and d2l_tvm.column_tile(112) == 8
+
+
+@pytest.mark.parametrize("width", [7, 12, 14, 28, 56, 112])
+@pytest.mark.parametrize("out_blocks", [1, 2, 3, 4, 9, 64])
+@pytest.mark.parametrize("registers", [16, 32])
+def test_register_tile_divides_the_layer_and_fits_the_registers(width, out_blocks,
+                                                               registers):
+    columns, blocks = d2l_tvm.register_tile(width, out_blocks, registers)
+    assert width % columns == 0 and out_blocks % blocks == 0
+    assert 2 * columns * blocks <= registers and columns <= 8 and blocks <= 4
+    # no other such tile needs fewer loads per multiply-add
+    loads = 1 / columns + 1 / blocks
+    assert all(1 / c + 1 / b >= loads for c in range(1, 9) for b in range(1, 5)
+               if width % c == 0 and out_blocks % b == 0 and 2 * c * b <= registers)
+
+
+def test_register_tile_examples():
+    # 32 registers (AVX-512): four blocks of four columns, or two of seven on 7x7 and 14x14
+    assert d2l_tvm.register_tile(112, 4, 32) == (4, 4)
+    assert d2l_tvm.register_tile(14, 32, 32) == (7, 2)
+    assert d2l_tvm.register_tile(56, 3, 32) == (4, 3)  # MobileNet v2's 24 channels, 8 lanes
+    # 16 registers: at most 8 accumulators
+    assert d2l_tvm.register_tile(28, 4, 16) == (4, 2)
+    assert d2l_tvm.register_tile(7, 1, 16) == (7, 1)
+    assert d2l_tvm.vector_registers() in (16, 32)
+    assert (d2l_tvm.vector_registers() == 32) == (LANES == 16)
 
 
 def test_folding_a_batchnorm_is_exact_within_the_bound():
@@ -212,6 +248,21 @@ def test_tvm_network_is_within_every_layers_bound(network):
         compiled(np.zeros((1, 3, 32, 32), "float32"))
 
 
+def test_the_network_is_one_module_whose_kernels_can_be_watched(network):
+    _, layers, image, compiled = network
+    module, calls = d2l_tvm.network_module(layers, tuple(image.shape))
+    kernels = {gv.name_hint for gv, f in module.functions.items()
+               if isinstance(f, tvm.tirx.PrimFunc)}
+    assert len(calls) == len(layers) and set(calls) == kernels
+    assert compiled.kernels == len(kernels) < len(layers)  # identical layers share one
+    logits = compiled(image.numpy())
+    seconds = compiled.layer_seconds()
+    assert len(seconds) == len(layers) and all(0 < s < 1 for s in seconds)
+    # watching a pass does not change it: the last layer's output is the logits
+    assert np.array_equal(compiled.layer_outputs()[-1], logits)
+    assert np.array_equal(compiled.run().numpy(), logits)
+
+
 def test_folding_is_exact_in_float64(network):
     model, layers, image, _ = network
     with torch.no_grad():
@@ -269,3 +320,17 @@ def test_tvm_peer_reports_its_logits_error_and_a_breakdown():
     assert set(result["seconds_by_kind"]) == {"full", "depthwise", "pointwise", "pool",
                                               "linear"}
     assert 0 < sum(result["seconds_by_kind"].values())
+
+
+def test_onnx_runtime_profile_is_split_by_the_layers_it_computes():
+    pytest.importorskip("onnxruntime")
+    from d2ldw import bench
+    layers = d2l_torch.inference_layers(d2l_torch.seeded_mobilenet("v1"))
+    seconds = bench._onnx_layer_seconds(layers, d2l_torch.seeded_image(), 1, 2)
+    # every convolution, the pooling and the classifier are found by their node's name
+    assert set(range(len(layers))) <= set(seconds)
+    assert set(seconds) - set(range(len(layers))) <= {None}
+    by_kind = bench.seconds_by_kind(layers, seconds)
+    assert {"full", "depthwise", "pointwise", "pool", "linear"} <= set(by_kind)
+    assert sum(by_kind.values()) == pytest.approx(sum(seconds.values()))
+    assert bench.seconds_by_kind(layers, {0: 1.0, None: 2.0}) == {"full": 1.0, "other": 2.0}
