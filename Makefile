@@ -10,27 +10,38 @@ export MALLOC_TRIM_THRESHOLD_ := 1000000000
 INSTALLED := $(VENV)/.installed
 # npm's record of an install: the widget manager and require.js the book serves itself
 NODE_MODULES := node_modules/.package-lock.json
+# One folder for the benchmarks' results (d2ldw.bench_cli.cached_run): the book's pages, the
+# strict build of `make test` and its Colab runs all read and fill it, so each benchmark is
+# measured once, and again only when a module it depends on changes.
+export D2LDW_BENCH_CACHE ?= $(CURDIR)/_build/bench
 
-.PHONY: book test test-reduced-isa extract colab clean
+.PHONY: book test test-fast test-reduced-isa extract colab clean
 
-# The Colab setup cells are regenerated first: they follow repository.url in _config.yml.
+# The package must match the chapters' #@save cells (else: make extract), and the Colab
+# setup cells are regenerated: they follow repository.url in _config.yml.
 book: $(INSTALLED) $(NODE_MODULES)
+	$(BIN)/python d2ldw/extract.py --check
 	$(BIN)/python -m d2ldw.colab
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-# Lint first (seconds), then the suite; with every framework installed, a test that would
-# skip for a missing one fails instead (D2LDW_FULL_STACK, see tests/test_package.py).
+# Lint first (seconds), then the whole suite; with every framework installed, a test that
+# would skip for a missing one fails instead (D2LDW_FULL_STACK, see tests/test_package.py).
 test: $(INSTALLED) $(NODE_MODULES)
 	$(BIN)/ruff check
 	D2LDW_FULL_STACK=1 $(BIN)/python -m pytest -rs
 
-# The CPU-dependent tests again, as on a smaller CPU: PyTorch and oneDNN held to AVX2, TVM
-# building for the generic x86-64 (SSE2, no FMA). Every x86-64 CPU with AVX2 can run it.
+# The inner loop: everything but the tests marked slow (the strict build of the book, the
+# browser, the Colab runs, whole benchmarks; see markers in pyproject.toml). A few minutes.
+test-fast: $(INSTALLED)
+	$(BIN)/ruff check
+	D2LDW_FULL_STACK=1 $(BIN)/python -m pytest -rs -m "not slow"
+
+# The CPU-dependent tests (marker cpu_dependent) again, as on a smaller CPU: PyTorch and
+# oneDNN held to AVX2, TVM building for the generic x86-64 (SSE2, no FMA). Every x86-64 CPU
+# with AVX2 can run it.
 REDUCED_ISA := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 D2LDW_LLVM_MCPU=x86-64
-CPU_DEPENDENT_TESTS := tests/test_bitwise.py tests/test_numerics.py tests/test_performance.py \
-	tests/test_depthwise.py tests/test_mobilenet_tvm.py
 test-reduced-isa: $(INSTALLED)
-	env $(REDUCED_ISA) $(BIN)/python -m pytest $(CPU_DEPENDENT_TESTS)
+	env $(REDUCED_ISA) $(BIN)/python -m pytest -m cpu_dependent
 
 # Regenerate d2ldw's modules from the chapters' #@save cells (run as a script, so that it
 # works even when a generated module is broken or missing).

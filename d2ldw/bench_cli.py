@@ -16,7 +16,7 @@ from d2ldw.hardware import available_cpus
 from d2ldw.shapes import check_memory
 
 __all__ = ["SUBCOMMANDS", "main", "positive_int", "check_json_path", "check_threads",
-           "cached_run"]
+           "cached_run", "bench_cache_folder", "measurement_modules", "CACHE_VARIABLE"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -160,38 +160,94 @@ SUBCOMMANDS = {
 }
 
 
+# The one folder that holds the benchmarks' results, for `make book`, `make test` and the
+# Colab runs alike (see cached_run).
+CACHE_VARIABLE = "D2LDW_BENCH_CACHE"
+
+
+def bench_cache_folder():
+    """Where :func:`cached_run` keeps its results: ``$D2LDW_BENCH_CACHE`` when set, else the
+    checkout's ``_build/bench``, or ``~/.cache/d2ldw/bench`` for an installed package."""
+    from pathlib import Path
+
+    named = os.environ.get(CACHE_VARIABLE)
+    if named:
+        return Path(named).expanduser().resolve()
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "_toc.yml").exists():
+        return checkout / "_build" / "bench"
+    return Path.home() / ".cache" / "d2ldw" / "bench"
+
+
+def _d2ldw_modules_named_in(path):
+    """The d2ldw modules a source file imports, anywhere in it (inside functions too), or
+    names as ``"d2ldw.module:function"`` in a string (a child process imports that)."""
+    import ast
+    import re
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names |= set(re.findall(r"\b(d2ldw\.\w+):\w", node.value))
+    return {name.split(".")[1] for name in names
+            if name.startswith("d2ldw.") and (path.parent / f"{name.split('.')[1]}.py").exists()}
+
+
+def measurement_modules(start=("bench", "bench_cli")):
+    """Every d2ldw module a benchmark run can execute: the closure of ``start`` under
+    imports. A change to any of them changes :func:`cached_run`'s key."""
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent
+    found, todo = set(), list(start)
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo.extend(_d2ldw_modules_named_in(package / f"{name}.py") - found)
+    return sorted(found)
+
+
 def cached_run(*arguments, folder=None):
     """The JSON result of ``python -m d2ldw.bench <arguments> --json FILE``, run only when
     FILE is missing: the book's pages use it so that a rebuild reuses a measurement.
 
-    FILE lies in ``folder`` (default: the checkout's ``_build/bench``, or
-    ``~/.cache/d2ldw/bench`` for an installed package) and its name holds
-    the arguments and a hash of ``d2ldw/bench.py`` and ``d2ldw/tvm.py``, so changed code
-    measures anew. The command's table is printed either way."""
+    FILE lies in ``folder`` (default: :func:`bench_cache_folder`, which the environment
+    variable ``D2LDW_BENCH_CACHE`` names: `make test` points the strict build and the Colab
+    runs at one folder, so each benchmark is measured once per test run). Its name holds the
+    arguments and a hash of every module the run depends on (:func:`measurement_modules`),
+    so changed code measures anew. The command's table is printed either way."""
     import hashlib
     import subprocess
     from pathlib import Path
 
+    if not all(isinstance(a, str) for a in arguments):
+        raise TypeError(f"cached_run: expected command-line strings, got {arguments!r}")
     package = Path(__file__).resolve().parent
-    checkout = package.parent
-    if folder is None:
-        folder = (checkout / "_build" / "bench" if (checkout / "_toc.yml").exists()
-                  else Path.home() / ".cache" / "d2ldw" / "bench")
-    folder = Path(folder)
+    folder = bench_cache_folder() if folder is None else Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    for name in ("bench.py", "tvm.py", "isolated.py"):
-        digest.update((package / name).read_bytes())
+    for name in measurement_modules():
+        digest.update(name.encode() + b"\0" + (package / f"{name}.py").read_bytes())
     stem = "_".join(a.lstrip("-") for a in arguments)
     path = folder / f"{stem}-{digest.hexdigest()[:12]}.json"
     table = path.with_suffix(".txt")
     if not path.exists():
+        # written under a temporary name and renamed: a run that dies leaves no half file
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         run = subprocess.run([sys.executable, "-m", "d2ldw.bench", *arguments,
-                              "--json", str(path)], capture_output=True, text=True)
+                              "--json", str(partial)], capture_output=True, text=True)
         if run.returncode != 0:
+            partial.unlink(missing_ok=True)
             raise RuntimeError(f"python -m d2ldw.bench {' '.join(arguments)} failed:\n"
                                f"{run.stderr[-3000:]}")
         table.write_text(run.stdout)
+        os.replace(partial, path)
     print(table.read_text() if table.exists() else "", end="")
     return json.loads(path.read_text())
 

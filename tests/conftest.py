@@ -1,5 +1,6 @@
 """Shared helpers: the repository root, the tolerance every agreement test uses,
-and the strict build of the book that test_book.py and test_browser.py share."""
+the strict build of the book that test_book.py and test_browser.py share, the test
+tiers (markers) and the check that no test leaves a process behind."""
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,43 @@ def built_book(tmp_path_factory):
          "--path-output", str(output), "-W", "-n", "--keep-going"],
         capture_output=True, text=True, timeout=1800)
     return SimpleNamespace(result=result, html=output / "_build" / "html")
+
+
+# --- tiers -------------------------------------------------------------------------------
+# Markers are declared in pyproject.toml. A test that uses one of these fixtures builds the
+# whole book, drives a browser or runs chapters in the Colab stand-in: minutes, not seconds.
+SLOW_FIXTURES = {"built_book", "site", "browser", "colab_world"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+# --- measured branches ---------------------------------------------------------------------
+# A test that measures a property of this CPU before asserting what follows from it says
+# which branch it took, so that a run shows what it actually checked.
+MEASURED_BRANCHES = []
+
+
+@pytest.fixture()
+def measured_branch(request, record_property):
+    """Call with a short description of the branch the test took on this machine."""
+    def record(description):
+        record_property("measured_branch", description)
+        MEASURED_BRANCHES.append((request.node.nodeid, description))
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if MEASURED_BRANCHES:
+        terminalreporter.section("what the CPU-dependent tests measured, and so checked")
+        for nodeid, description in MEASURED_BRANCHES:
+            terminalreporter.write_line(f"{nodeid}: {description}")
+
+
+# --- no process left behind ----------------------------------------------------------------
+# The check lives in process_guard.py, a plugin of its own, so that a test can run it on a
+# test that leaks (tests/test_harness.py); importing its hook here turns it on.
+from process_guard import descendant_processes, pytest_sessionfinish  # noqa: E402, F401

@@ -339,6 +339,7 @@ def test_kernel_sweep_children_time_and_check(library):
             assert error <= bound(k * k, magnitude, "float32").max()
 
 
+@pytest.mark.slow  # measures the roofs and times each library in a child process
 def test_run_kernel_sweep_runs_each_library_in_a_child_and_formats():
     result = bench.run_kernel_sweep([3, 5], batch=1, channels=16, size=8, threads=1,
                                     repeat=1)

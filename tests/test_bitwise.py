@@ -25,6 +25,10 @@ from d2ldw.torch import (DepthwiseConv2dUnfold, depthwise_conv2d_unfold, is_dept
 te = pytest.importorskip("tvm.te")
 d2l_tvm = pytest.importorskip("d2ldw.tvm", exc_type=ImportError)
 
+# Results depend on the CPU's instruction set: `make test-reduced-isa` runs this file
+# again with a smaller one.
+pytestmark = pytest.mark.cpu_dependent
+
 CASES = [(1, 3, dict(padding=1)), (2, 3, dict(padding=1, stride=2)),
          (1, 5, dict(padding=2)), (3, 3, dict(padding=(0, 1), dilation=2))]
 IDS = ["M1-3x3", "M2-3x3-stride2", "M1-5x5", "M3-3x3-dilation2"]
@@ -155,9 +159,12 @@ def test_te_kernel_follows_its_order_bit_for_bit(multiplier, kernel, kwargs, ord
         assert ("vfmadd" in assembly) == SUMMATION_ORDERS[order]["fma"]
 
 
-def test_fma_builds_are_refused_where_the_cpu_has_no_fma():
+def test_fma_builds_are_refused_where_the_cpu_has_no_fma(measured_branch):
     """Measured first: only a CPU without FMA must refuse; one with FMA must build."""
-    if d2l_tvm.cpu_has_fma():
+    has_fma = d2l_tvm.cpu_has_fma()
+    measured_branch("CPU has FMA: fused builds must succeed" if has_fma
+                    else "CPU has no FMA: fused builds must be refused")
+    if has_fma:
         assert "+fma" in str(d2l_tvm.target_with_fma(True))
     else:
         with pytest.raises(ValueError, match="no FMA instructions"):
@@ -166,7 +173,8 @@ def test_fma_builds_are_refused_where_the_cpu_has_no_fma():
 
 
 @pytest.mark.parametrize("multiplier, kernel, kwargs", CASES, ids=IDS)
-def test_F_conv2d_is_reproduced_wherever_its_order_is_known(multiplier, kernel, kwargs):
+def test_F_conv2d_is_reproduced_wherever_its_order_is_known(multiplier, kernel, kwargs,
+                                                            measured_branch):
     """Measures which emulated order F.conv2d follows on this CPU, then asserts the consequence.
 
     F.conv2d's order is oneDNN's choice (direct depthwise kernel or gemm fallback, per
@@ -179,7 +187,11 @@ def test_F_conv2d_is_reproduced_wherever_its_order_is_known(multiplier, kernel, 
     expected = torch_depthwise(x, w, **kwargs)
     bound = conv_error_bound(x, w, groups=8, **kwargs)
     order, fraction = matching_order(expected, x, w, **kwargs)
-    if fraction == 1 and order in RUNNABLE_ORDERS:
+    reproducible = fraction == 1 and order in RUNNABLE_ORDERS
+    measured_branch(f"F.conv2d follows {order!r}: TE reproduces it bit for bit" if reproducible
+                    else f"F.conv2d follows no runnable order (best {order!r}, "
+                         f"{fraction:.0%} of outputs): bound only")
+    if reproducible:
         result, _ = te_interleaved(x, w, order, kwargs)
         assert np.array_equal(result, expected)
         def conv(a, b):
@@ -194,7 +206,7 @@ def test_F_conv2d_is_reproduced_wherever_its_order_is_known(multiplier, kernel, 
         assert (np.abs(result.astype(np.float64) - expected) <= 2 * bound).all(), candidate
 
 
-def test_unfold_differs_from_F_conv2d_only_by_rounding():
+def test_unfold_differs_from_F_conv2d_only_by_rounding(measured_branch):
     """Whether unfold's matmul follows oneDNN's order depends on the BLAS kernel and the CPU
     (measured by the numerics chapter's survey); what holds everywhere: each is within
     gamma_n * sum|x*w| of the exact sum (Higham eq. 3.5), so they differ by at most twice it,
@@ -205,7 +217,10 @@ def test_unfold_differs_from_F_conv2d_only_by_rounding():
     expected = F.conv2d(tx, tw, padding=1, groups=8).numpy()
     bound = conv_error_bound(x, w, padding=1, groups=8)
     assert (np.abs(result.astype(np.float64) - expected) <= 2 * bound).all()
-    if not np.array_equal(result, expected):  # then they cannot follow one order exactly
+    identical = np.array_equal(result, expected)
+    measured_branch("unfold and F.conv2d bitwise identical" if identical
+                    else "unfold and F.conv2d differ: checked they follow different orders")
+    if not identical:  # then they cannot follow one order exactly
         (unfold_order, unfold_fraction), (conv_order, conv_fraction) = (
             matching_order(y, x, w, padding=1) for y in (result, expected))
         assert not (unfold_fraction == conv_fraction == 1 and unfold_order == conv_order)
@@ -266,7 +281,7 @@ def swapped_copy(model, build):
 @pytest.mark.parametrize("channels, multiplier, stride, size", [(16, 1, 1, 14), (16, 2, 2, 15),
                                                                 (8, 3, 1, 9)])
 def test_te_layer_is_bit_identical_wherever_the_order_is_known(channels, multiplier, stride,
-                                                               size):
+                                                               size, measured_branch):
     """Measures F.conv2d's order for the shape first (the layer's own order_for): where it is
     one of the emulated orders, the layer's output is torch.equal to nn.Conv2d's (same
     roundings, same order); where it is none, the layer refuses with a RuntimeError rather
@@ -277,7 +292,10 @@ def test_te_layer_is_bit_identical_wherever_the_order_is_known(channels, multipl
                            groups=channels, bias=False)
     layer = TEDepthwiseConv2d.from_conv(conv)
     x = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(1))
-    if layer.order_for(tuple(x.shape)) is None:
+    order = layer.order_for(tuple(x.shape))
+    measured_branch("F.conv2d follows no emulated order: the layer must refuse" if order is None
+                    else f"F.conv2d follows {order!r}: outputs and gradients torch.equal")
+    if order is None:
         with pytest.raises(RuntimeError, match="follows none of the emulated summation orders"):
             layer(x)
         return
@@ -290,7 +308,7 @@ def test_te_layer_is_bit_identical_wherever_the_order_is_known(channels, multipl
     assert all(torch.equal(a, b) for a, b in zip(mine, theirs))
 
 
-def test_te_layer_swap_leaves_mobilenet_logits_bitwise_equal():
+def test_te_layer_swap_leaves_mobilenet_logits_bitwise_equal(measured_branch):
     """A calibrated MobileNet v1 (activations of order one, so a swap would show) with every
     depthwise layer replaced: where F.conv2d's order is known for every layer's shape (measured
     by each layer), the logits are torch.equal; otherwise the swapped network refuses."""
@@ -310,7 +328,9 @@ def test_te_layer_swap_leaves_mobilenet_logits_bitwise_equal():
             logits = swapped(image)
         except RuntimeError as error:
             assert "follows none of the emulated summation orders" in str(error)
+            measured_branch("a layer's order is unknown here: the swapped network refused")
             return
+        measured_branch("every layer's order known: logits checked torch.equal")
         assert torch.equal(logits, model(image))
 
 

@@ -46,13 +46,48 @@ def test_sections_end_with_summary_and_two_to_four_exercises(page):
     assert 2 <= len(re.findall(r"^\d+\. ", exercises, flags=re.M)) <= 4, page
 
 
+USES_RANDOMNESS = re.compile(r"\b(randn|rand|random|standard_normal|normal|get_conv_data)\b")
+# a seed given: torch.manual_seed(0), Generator().manual_seed(s), default_rng(0 or seed),
+# or d2ldw's get_conv_data (seeded by default)
+SEEDED = re.compile(r"manual_seed\(\s*\w|default_rng\(\s*\w|get_conv_data")
+# a generator made without a seed: default_rng(), and Generator() (NumPy's or torch's) not
+# immediately seeded with .manual_seed(...)
+UNSEEDED = re.compile(r"default_rng\(\s*\)|Generator\(\s*\)(?!\.manual_seed\()")
+
+
+def seeding_problem(code):
+    """Why ``code`` draws random numbers that a rebuild would not reproduce, or None."""
+    if not USES_RANDOMNESS.search(code):
+        return None
+    unseeded = UNSEEDED.search(code)
+    if unseeded:
+        return f"unseeded generator: {unseeded.group(0)!r}"
+    if not SEEDED.search(code):
+        return "random numbers without any seed"
+    return None
+
+
+def test_the_seeding_check_catches_unseeded_generators():
+    assert seeding_problem("x = np.arange(3)") is None
+    assert seeding_problem("rng = np.random.default_rng(0)\nrng.random(3)") is None
+    assert seeding_problem("g = torch.Generator().manual_seed(1)\ntorch.randn(3, generator=g)"
+                           ) is None
+    assert seeding_problem("rng = np.random.default_rng()\nrng.random(3)").startswith(
+        "unseeded generator: 'default_rng()'")
+    assert seeding_problem("g = np.random.Generator()\nx = g.standard_normal(3)").startswith(
+        "unseeded generator: 'Generator()'")
+    # a seed elsewhere on the page does not excuse an unseeded generator
+    assert seeding_problem("torch.manual_seed(0)\ng = torch.Generator()\n"
+                           "torch.randn(3, generator=g)") is not None
+    assert seeding_problem("x = torch.randn(3)") == "random numbers without any seed"
+
+
 @pytest.mark.parametrize("page", SECTIONS)
 def test_random_data_is_seeded(page):
     code = "\n".join("".join(c["source"]) for c in notebook(page)["cells"]
                      if c["cell_type"] == "code")
-    uses_randomness = re.search(r"\b(randn|random|standard_normal|get_conv_data)\b", code)
-    seeded = re.search(r"manual_seed|default_rng\(\d|Generator\(\)|get_conv_data", code)
-    assert not uses_randomness or seeded, page
+    problem = seeding_problem(code)
+    assert problem is None, f"{page}: {problem}"
 
 
 def test_strict_build_executes_every_chapter(built_book):

@@ -30,7 +30,9 @@ from conftest import REPO
 from d2ldw import explorers
 from test_book import PAGES
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Debian's chromium here and in CI; $CHROMIUM names another build of it (GitHub's runners
+# ship Google Chrome: .github/workflows/tests.yml sets CHROMIUM to it).
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 EXPLORER_PAGES = {
     "conv": "chapters/conv2d/from_scratch",
     "cost": "chapters/separable/counting",

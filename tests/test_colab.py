@@ -1,10 +1,16 @@
 """The Colab setup cells: generated, up to date, inert outside Colab, and enough in Colab.
 
-The last test runs every chapter notebook the way Colab would: in a fresh virtual
+The last tests run every chapter notebook the way Colab would: in a fresh virtual
 environment without d2ldw, where ``google.colab`` is importable and NumPy 2 is loaded
 before the first cell runs, with the setup cell installing from a copy of this checkout
 (``D2LDW_COLAB_SOURCE``). When the cell restarts the runtime, the notebook is run again
 from the top, as the cell asks the reader to.
+
+Notebooks whose setup cells ask for exactly the same requirements share one fresh
+environment (43 notebooks, 14 distinct requirement lists): the first of them installs, and
+for the others the cell finds its record of that very install and only says so. Each
+notebook still runs in a kernel of its own, which is shut down when it ends; a test checks
+that no kernel is left alive.
 """
 import ast
 import json
@@ -22,7 +28,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
-from conftest import REPO
+from conftest import REPO, descendant_processes
 from d2ldw import colab
 
 NOTEBOOKS = [str(p.relative_to(REPO)) for p in colab.notebooks(REPO)]
@@ -165,7 +171,7 @@ def colab_world(tmp_path_factory):
     book = root / "book"
     shutil.copytree(REPO / "chapters", book / "chapters",
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    yield {"root": root, "site": site, "source": source, "book": book}
+    yield {"root": root, "site": site, "source": source, "book": book, "environments": {}}
     shutil.rmtree(root, ignore_errors=True)  # over a GB: torch, and what the cells installed
 
 
@@ -190,15 +196,38 @@ def fresh_environment(world, name):
     return spec.parent, env
 
 
+def environment_for(world, requirements):
+    """(kernels, env, env_dir, fresh) of the environment for one requirement list: made on
+    first use (``fresh``), shared by later notebooks with the same list."""
+    key = repr(requirements)
+    fresh = key not in world["environments"]
+    if fresh:
+        name = f"env-{len(world['environments'])}"
+        kernels, env = fresh_environment(world, name)
+        world["environments"][key] = (kernels, env, world["root"] / "envs" / name)
+    return (*world["environments"][key], fresh)
+
+
+def kernels_alive(env_dir):
+    """{pid: command} of this test process's kernels that run ``env_dir``'s Python."""
+    python = str(env_dir / "bin" / "python")
+    return {pid: command for pid, command in descendant_processes().items()
+            if "ipykernel_launcher" in command and python in command}
+
+
 def run_all(path, kernels, env):
-    """Runtime > Run all: the notebook as far as it ran, and whether the runtime died."""
+    """Runtime > Run all: the notebook as far as it ran, and whether the runtime died.
+
+    nbclient shuts down only the kernels whose manager it created, so ``cleanup_kc=True``
+    asks it to shut down this one too, however the run ends."""
     nb = nbformat.read(path, as_version=4)
     km = AsyncKernelManager(kernel_name="colab",
                             kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
     client = NotebookClient(nb, km=km, timeout=900, allow_errors=False,
+                            shutdown_kernel="immediate",
                             resources={"metadata": {"path": str(path.parent)}})
     try:
-        client.execute(env=env)
+        client.execute(env=env, cleanup_kc=True)
     except DeadKernelError:
         return nb, True
     return nb, False
@@ -211,27 +240,44 @@ def outputs_text(cell):
 @pytest.mark.parametrize("page", NOTEBOOKS)
 def test_chapter_runs_in_colab_from_its_setup_cell_alone(colab_world, page):
     path = colab_world["book"] / page
-    kernels, env = fresh_environment(colab_world, page.replace("/", "-"))
-    needs_numpy_1 = "mxnet" in setup_arguments(path)[0].split(",")
+    requirements = setup_arguments(path)
+    kernels, env, env_dir, fresh = environment_for(colab_world, requirements)
+    needs_numpy_1 = "mxnet" in requirements[0].split(",")
     start = time.perf_counter()
-    nb, restarted = run_all(path, kernels, env)
-    if restarted:  # it must be the setup cell that ended the runtime, nothing after it
-        assert nb.cells[0].execution_count is not None, page
-        assert all(cell.get("execution_count") is None for cell in nb.cells[1:]), page
-        nb, died_again = run_all(path, kernels, env)  # the reader runs it again
-        assert not died_again, f"{page}: the runtime died again"
-    print(f"{page}: {time.perf_counter() - start:.0f} s, restarted: {restarted}")
-    # only a page with MXNet replaces NumPy 2, which is loaded, so only it restarts
-    assert restarted == needs_numpy_1, page
+    try:
+        nb, restarted = run_all(path, kernels, env)
+        if restarted:  # it must be the setup cell that ended the runtime, nothing after it
+            assert nb.cells[0].execution_count is not None, page
+            assert all(cell.get("execution_count") is None for cell in nb.cells[1:]), page
+            nb, died_again = run_all(path, kernels, env)  # the reader runs it again
+            assert not died_again, f"{page}: the runtime died again"
+    finally:
+        # the kernel is gone however the run ended (19.5 GB of kernels were left alive once)
+        deadline = time.monotonic() + 10
+        while kernels_alive(env_dir) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not kernels_alive(env_dir), f"{page}: its kernel is still alive"
+    print(f"{page}: {time.perf_counter() - start:.0f} s, restarted: {restarted}, "
+          f"fresh environment: {fresh}")
+    # Only a page with MXNet replaces NumPy 2, which is loaded, so only it restarts, and
+    # only where it installs: in an environment its requirements already made, it finds
+    # the record of the install and restarts nothing.
+    assert restarted == (needs_numpy_1 and fresh), page
     setup_output = outputs_text(nb.cells[0])
-    expected = "already installed" if restarted else "installing"
+    expected = "installing" if fresh and not restarted else "already installed"
     assert f"Colab setup: {expected}" in setup_output, setup_output
     # what the pages imported was installed into the fresh environment by the cell
-    env_dir = colab_world["root"] / "envs" / page.replace("/", "-")
     site = next((env_dir / "lib").glob("python3*/site-packages"))
     assert list(site.glob("d2ldw-*.dist-info")), page
     assert bool(list(site.glob("numpy-1.*.dist-info"))) == needs_numpy_1, page
-    shutil.rmtree(env_dir)  # MXNet and TVM are large
+
+
+def test_the_colab_runs_left_no_kernel_alive(colab_world):
+    """After the chapters ran (this test comes after them in the file), none of their
+    kernels, in any of the environments, is still running."""
+    envs = colab_world["root"] / "envs"
+    assert not {pid: command for pid, command in descendant_processes().items()
+                if "ipykernel_launcher" in command and str(envs) in command}
 
 
 def test_imports_a_module_can_do_without_are_not_installed():

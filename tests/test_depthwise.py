@@ -18,6 +18,10 @@ d2l_mx = pytest.importorskip("d2ldw.mxnet", exc_type=ImportError)
 d2l_tvm = pytest.importorskip("d2ldw.tvm", exc_type=ImportError)
 te = pytest.importorskip("tvm.te")
 
+# Results depend on the CPU's instruction set: `make test-reduced-isa` runs this file
+# again with a smaller one.
+pytestmark = pytest.mark.cpu_dependent
+
 SWEEP_SIZE = 160
 
 

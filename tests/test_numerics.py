@@ -8,6 +8,10 @@ import d2ldw
 from d2ldw import (conv_error_bound, error_report, gamma, max_ulp_distance, round_to_bfloat16,
                    ulp_distance, unit_roundoff)
 
+# Results depend on the CPU's instruction set: `make test-reduced-isa` runs this file
+# again with a smaller one.
+pytestmark = pytest.mark.cpu_dependent
+
 DTYPES = [np.float16, np.float32, np.float64]
 
 

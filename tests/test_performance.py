@@ -19,6 +19,10 @@ te = pytest.importorskip("tvm.te")
 
 # The nine distinct depthwise layers of MobileNet v1 at 224x224 (Howard et al. 2017, Table 1,
 # with the last depthwise layer at stride 1 as its sizes say): (channels, input size, stride).
+# Results depend on the CPU's instruction set: `make test-reduced-isa` runs this file
+# again with a smaller one.
+pytestmark = pytest.mark.cpu_dependent
+
 PAPER_DEPTHWISE = [(32, 112, 1), (64, 112, 2), (128, 56, 1), (128, 56, 2), (256, 28, 1),
                    (256, 28, 2), (512, 14, 1), (512, 14, 2), (1024, 7, 1)]
 LANES = d2l_tvm.host_vector_lanes()
@@ -133,6 +137,7 @@ def test_geometric_mean():
         bench.geometric_mean([])
 
 
+@pytest.mark.slow  # the whole benchmark command end to end: peers in child processes, ~30 s
 def test_benchmark_command_prints_and_writes_json(tmp_path):
     path = tmp_path / "result.json"
     run = subprocess.run([sys.executable, "-m", "d2ldw.bench", "depthwise", "--layers", "2",

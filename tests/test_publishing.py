@@ -67,10 +67,29 @@ def test_book_workflow_builds_strictly_and_deploys_to_pages():
     assert [s["uses"].split("@")[0] for s in steps(deploy)] == ["actions/deploy-pages"]
 
 
+def test_tests_workflow_runs_the_whole_suite_on_pushes_and_pull_requests():
+    workflow = yaml.safe_load((REPO / ".github/workflows/tests.yml").read_text())
+    triggers = workflow[True]  # YAML 1.1 reads the key `on` as True
+    assert triggers["push"]["branches"] == ["main"] and "pull_request" in triggers
+    assert workflow["permissions"] == {"contents": "read"}
+    job = workflow["jobs"]["test"]
+    runs = [step.get("run") for step in steps(job)]
+    # the README's test command, then the reduced instruction set, as .ci/run does
+    assert runs[-2:] == ["make test", "make test-reduced-isa"]
+    ci_run = (REPO / ".ci" / "run").read_text()
+    assert "make test\n" in ci_run and "make test-reduced-isa" in ci_run
+    by_action = {step.get("uses", "").split("@")[0]: step for step in steps(job)}
+    assert by_action["actions/setup-python"]["with"]["python-version"] == "3.11"
+    assert "download.pytorch.org/whl/cpu" in job["env"]["PIP_EXTRA_INDEX_URL"]
+    assert job["env"]["CHROMIUM"]  # test_browser.py drives the runner's own browser
+
+
 def test_make_book_is_what_the_workflow_runs_and_it_checks_the_setup_cells():
     makefile = (REPO / "Makefile").read_text()
     book_recipe = makefile.split("\nbook:", 1)[1].split("\n\n", 1)[0]
     assert "d2ldw.colab" in book_recipe
+    # never a build against a stale package: the #@save cells and d2ldw/ must agree first
+    assert book_recipe.index("extract.py --check") < book_recipe.index("jupyter-book build")
     assert "jupyter-book build . -W -n --keep-going" in book_recipe
 
 
