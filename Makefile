@@ -20,37 +20,47 @@ export D2LDW_BENCH_CACHE ?= $(CURDIR)/_build/bench
 # The package must match the chapters' #@save cells (else: make extract), and the Colab
 # setup cells are regenerated: they follow repository.url in _config.yml.
 book: $(INSTALLED) $(NODE_MODULES)
-	$(BIN)/python d2ldw/extract.py --check
-	$(BIN)/python -m d2ldw.colab
+	$(BIN)/python tools/extract.py --check
+	$(BIN)/python tools/colab.py
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-# Lint first (seconds), then the whole suite; with every framework installed, a test that
-# would skip for a missing one fails instead (D2LDW_FULL_STACK, see tests/test_package.py).
+# With every framework installed, a test that would skip for a missing one fails instead
+# (D2LDW_FULL_STACK, see tests/test_package.py). pytest-xdist spreads tests over the cores,
+# but never while something is timed: the book times its benchmarks and several pages.
+PYTEST := D2LDW_FULL_STACK=1 $(BIN)/python -m pytest -rs
+PARALLEL := -n $(shell nproc) --dist loadgroup
+
+# Lint first (seconds), then the whole suite in two phases (markers in pyproject.toml):
+# 1. alone on the machine: the strict build of the book (it runs the benchmarks and times
+#    pages), the browser and the prose checks that read it, whole benchmark commands;
+# 2. on every core: the rest, the Colab runs of every chapter included (they time nothing
+#    the book shows, and find the benchmarks measured in phase 1).
 test: $(INSTALLED) $(NODE_MODULES)
 	$(BIN)/ruff check
-	D2LDW_FULL_STACK=1 $(BIN)/python -m pytest -rs
+	$(PYTEST) -m "slow and not colab"
+	$(PYTEST) -m "not slow or colab" $(PARALLEL)
 
 # The inner loop: everything but the tests marked slow (the strict build of the book, the
-# browser, the Colab runs, whole benchmarks; see markers in pyproject.toml). A few minutes.
+# browser, the Colab runs, whole benchmarks). A few minutes.
 test-fast: $(INSTALLED)
 	$(BIN)/ruff check
-	D2LDW_FULL_STACK=1 $(BIN)/python -m pytest -rs -m "not slow"
+	$(PYTEST) -m "not slow" $(PARALLEL)
 
 # The CPU-dependent tests (marker cpu_dependent) again, as on a smaller CPU: PyTorch and
 # oneDNN held to AVX2, TVM building for the generic x86-64 (SSE2, no FMA). Every x86-64 CPU
 # with AVX2 can run it.
 REDUCED_ISA := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 D2LDW_LLVM_MCPU=x86-64
 test-reduced-isa: $(INSTALLED)
-	env $(REDUCED_ISA) $(BIN)/python -m pytest -m cpu_dependent
+	env $(REDUCED_ISA) $(BIN)/python -m pytest -m cpu_dependent $(PARALLEL)
 
-# Regenerate d2ldw's modules from the chapters' #@save cells (run as a script, so that it
-# works even when a generated module is broken or missing).
+# Regenerate d2ldw's modules from the chapters' #@save cells (a script outside the package,
+# so that it works even when a generated module is broken or missing).
 extract: $(INSTALLED)
-	$(BIN)/python d2ldw/extract.py
+	$(BIN)/python tools/extract.py
 
 # Rewrite the Colab setup cell at the top of every chapter (after editing imports or the URL).
 colab: $(INSTALLED)
-	$(BIN)/python -m d2ldw.colab
+	$(BIN)/python tools/colab.py
 
 $(INSTALLED): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

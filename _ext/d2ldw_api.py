@@ -32,6 +32,8 @@ def section_of(qualified_name, root=ROOT):
     if len(parts) != 3 or parts[0] != "d2ldw":
         return None
     module_file = Path(root) / "d2ldw" / f"{parts[1]}.py"
+    if not module_file.exists():  # a module that is a folder
+        module_file = Path(root) / "d2ldw" / parts[1] / "__init__.py"
     if not module_file.exists():
         return None
     return definition_sections(module_file).get(parts[2])

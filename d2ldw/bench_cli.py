@@ -1,6 +1,7 @@
 """The command line of ``python -m d2ldw.bench``: hand-written plumbing, not generated.
 
-The measuring code lives in the book (``#@save bench`` cells, module :mod:`d2ldw.bench`);
+The measuring code lives in the book (``#@save bench`` cells, package :mod:`d2ldw.bench`,
+whose ``__main__`` calls :func:`main`);
 this module only parses and checks flags, runs one subcommand and writes its JSON.
 A subcommand is an entry of :data:`SUBCOMMANDS`: ``name: (help, add_arguments, run)``, where
 ``add_arguments(parser)`` declares its flags and ``run(args)`` returns the JSON-able result
@@ -179,37 +180,18 @@ def bench_cache_folder():
     return Path.home() / ".cache" / "d2ldw" / "bench"
 
 
-def _d2ldw_modules_named_in(path):
-    """The d2ldw modules a source file imports, anywhere in it (inside functions too), or
-    names as ``"d2ldw.module:function"`` in a string (a child process imports that)."""
-    import ast
-    import re
-
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module)
-            names |= {f"{node.module}.{a.name}" for a in node.names}
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            names |= set(re.findall(r"\b(d2ldw\.\w+):\w", node.value))
-    return {name.split(".")[1] for name in names
-            if name.startswith("d2ldw.") and (path.parent / f"{name.split('.')[1]}.py").exists()}
-
-
 def measurement_modules(start=("bench", "bench_cli")):
     """Every d2ldw module a benchmark run can execute: the closure of ``start`` under
-    imports. A change to any of them changes :func:`cached_run`'s key."""
-    from pathlib import Path
+    imports (d2ldw._layout.d2ldw_imports: anywhere in a module, inside functions too).
+    A change to any of them changes :func:`cached_run`'s key."""
+    from d2ldw._layout import d2ldw_imports, module_path
 
-    package = Path(__file__).resolve().parent
     found, todo = set(), list(start)
     while todo:
         name = todo.pop()
         if name not in found:
             found.add(name)
-            todo.extend(_d2ldw_modules_named_in(package / f"{name}.py") - found)
+            todo.extend(set(d2ldw_imports(module_path(name).read_text())) - found)
     return sorted(found)
 
 
@@ -228,12 +210,13 @@ def cached_run(*arguments, folder=None):
 
     if not all(isinstance(a, str) for a in arguments):
         raise TypeError(f"cached_run: expected command-line strings, got {arguments!r}")
-    package = Path(__file__).resolve().parent
+    from d2ldw._layout import module_path
+
     folder = bench_cache_folder() if folder is None else Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     for name in measurement_modules():
-        digest.update(name.encode() + b"\0" + (package / f"{name}.py").read_bytes())
+        digest.update(name.encode() + b"\0" + module_path(name).read_bytes())
     stem = "_".join(a.lstrip("-") for a in arguments)
     path = folder / f"{stem}-{digest.hexdigest()[:12]}.json"
     table = path.with_suffix(".txt")

@@ -12,6 +12,8 @@ import torch
 from torch.nn import functional as F
 
 REPO = Path(__file__).resolve().parent.parent
+# the book's tools (extract, colab) are scripts outside the package; the tests import them
+sys.path.insert(0, str(REPO / "tools"))
 
 UNIT_ROUNDOFF = {torch.float64: 2.0**-53, torch.float32: 2.0**-24, torch.float16: 2.0**-11,
                  torch.bfloat16: 2.0**-8, torch.complex64: 2.0**-24, torch.complex128: 2.0**-53}
@@ -134,28 +136,40 @@ def built_book(tmp_path_factory):
 # --- tiers -------------------------------------------------------------------------------
 # Markers are declared in pyproject.toml. A test that uses one of these fixtures builds the
 # whole book, drives a browser or runs chapters in the Colab stand-in: minutes, not seconds.
+# The Colab runs are slow too, but time nothing the book shows: `make test` runs them on both
+# cores together with the fast tier, after the strict build has had the machine to itself.
 SLOW_FIXTURES = {"built_book", "site", "browser", "colab_world"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SLOW_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        if "colab_world" in fixtures:
+            item.add_marker(pytest.mark.colab)
 
 
 # --- measured branches ---------------------------------------------------------------------
 # A test that measures a property of this CPU before asserting what follows from it says
-# which branch it took, so that a run shows what it actually checked.
+# which branch it took, so that a run shows what it actually checked. The branch travels in
+# the test's report (user_properties), so it reaches the summary from pytest-xdist's workers.
 MEASURED_BRANCHES = []
 
 
 @pytest.fixture()
-def measured_branch(request, record_property):
+def measured_branch(record_property):
     """Call with a short description of the branch the test took on this machine."""
     def record(description):
         record_property("measured_branch", description)
-        MEASURED_BRANCHES.append((request.node.nodeid, description))
     return record
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        MEASURED_BRANCHES.extend((report.nodeid, value)
+                                 for key, value in report.user_properties
+                                 if key == "measured_branch")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -508,7 +508,7 @@ def test_exact_factorisation_reproduces_the_full_convolution(out_channels, chann
     full = d2l_np.conv2d(x, w, **kwargs)
     separable = d2l_np.conv2d(d2l_np.conv2d(x, depthwise, groups=channels, **kwargs),
                               pointwise)
-    assert_within(separable, full, d2l_np.separable_error_bound(x, w, depthwise, pointwise,
+    assert_within(separable, full, d2ldw.separable_error_bound(x, w, depthwise, pointwise,
                                                                 **kwargs))
 
 
@@ -521,7 +521,7 @@ def test_separable_from_conv_matches_the_layer_in_its_dtype():
         x = torch.randn(2, 6, 12, 12, dtype=dtype)
         with torch.no_grad():
             ours, theirs = pair(x).numpy(), conv(x).numpy()
-        tolerance = d2l_np.separable_error_bound(
+        tolerance = d2ldw.separable_error_bound(
             x.numpy(), conv.weight.detach().numpy(), pair[0].weight.detach().numpy(),
             pair[1].weight.detach().numpy(), conv.bias.detach().numpy(), stride=2, padding=1)
         assert_within(ours, theirs, tolerance, str(dtype))

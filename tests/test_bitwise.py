@@ -351,12 +351,3 @@ def test_te_layer_refuses_what_it_cannot_reproduce():
     with pytest.raises(ValueError, match="groups=3 must divide both in_channels=3 and "
                                          "out_channels=4"):
         layer(torch.zeros(1, 3, 5, 5))
-
-
-def test_the_te_layer_is_reachable_from_d2ldw_tvm():
-    """d2ldw.tvm.TEDepthwiseConv2d is the PyTorch layer, loaded on demand."""
-    import d2ldw.torch
-
-    assert d2l_tvm.TEDepthwiseConv2d is d2ldw.torch.TEDepthwiseConv2d
-    with pytest.raises(AttributeError, match="has no attribute 'TEDepthwise'"):
-        d2l_tvm.TEDepthwise  # noqa: B018

@@ -29,7 +29,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
 from conftest import REPO, descendant_processes
-from d2ldw import colab
+import colab
 
 NOTEBOOKS = [str(p.relative_to(REPO)) for p in colab.notebooks(REPO)]
 # What the fresh environment has before the setup cell runs, standing in for what Colab
@@ -49,7 +49,7 @@ def test_every_notebook_with_code_starts_with_its_generated_setup_cell():
         first = json.loads((REPO / page).read_text())["cells"][0]
         assert colab.is_setup_cell(first), page
         assert first["metadata"].get("tags") == ["remove-cell"], page
-    assert colab.out_of_date(REPO) == [], "run: python -m d2ldw.colab"
+    assert colab.out_of_date(REPO) == [], "run: python tools/colab.py"
 
 
 def setup_arguments(path):
@@ -116,6 +116,19 @@ def test_a_new_import_makes_the_cell_stale_until_regenerated(book_copy):
     assert colab.main(["--root", str(book_copy)]) == 0
     assert colab.out_of_date(book_copy) == []
     assert "_colab_setup('torch,tvm', [])" in setup_source(page)
+
+
+def test_a_cell_from_an_older_generator_is_replaced_not_kept(book_copy):
+    """The generator has moved (python -m d2ldw.colab became tools/colab.py): cells whose mark
+    names the old command are still setup cells, replaced rather than left beside new ones."""
+    page = book_copy / "chapters/separable/spatial.ipynb"
+    page.write_text(page.read_text().replace(colab.MARK, colab.MARK.replace(
+        "python tools/colab.py", "python -m d2ldw.colab"), 1))
+    assert colab.out_of_date(book_copy) == [page]
+    assert colab.main(["--root", str(book_copy)]) == 0
+    cells = json.loads(page.read_text())["cells"]
+    assert sum(colab.is_setup_cell(cell) for cell in cells) == 1
+    assert "".join(cells[0]["source"]).startswith(colab.MARK)
 
 
 def test_an_import_nothing_pins_is_an_error(book_copy):
@@ -237,7 +250,11 @@ def outputs_text(cell):
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
 
-@pytest.mark.parametrize("page", NOTEBOOKS)
+# Notebooks with the same requirements share an environment: with pytest-xdist they go to one
+# worker (each worker has its own Colab stand-in).
+@pytest.mark.parametrize("page", [
+    pytest.param(page, marks=pytest.mark.xdist_group(repr(setup_arguments(REPO / page))))
+    for page in NOTEBOOKS])
 def test_chapter_runs_in_colab_from_its_setup_cell_alone(colab_world, page):
     path = colab_world["book"] / page
     requirements = setup_arguments(path)
@@ -283,7 +300,7 @@ def test_the_colab_runs_left_no_kernel_alive(colab_world):
 def test_imports_a_module_can_do_without_are_not_installed():
     """An import inside try/except ImportError (and its else branch) is optional: d2ldw.hardware
     asks TVM about the CPU only where TVM is installed, so it must not make pages install it."""
-    from d2ldw.colab import _imports
+    from colab import _imports
     code = ("import torch\n"
             "try:\n    import tvm\nexcept ImportError:\n    pass\n"
             "else:\n    from d2ldw import tvm as d2l_tvm\n"

@@ -122,7 +122,9 @@ def book(tmp_path):
 
 
 def extract(*args):
-    result = run_module("d2ldw.extract", *map(str, args))
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "extract.py"),
+                             *map(str, args)], capture_output=True, text=True, timeout=300,
+                            cwd=REPO)
     assert "Traceback" not in result.stderr, result.stderr
     return result
 
@@ -140,7 +142,7 @@ def edit_save_cell(notebook, edit):
 def test_extract_check_on_a_missing_root_says_so():
     result = extract("--check", "--root", "/missing-book")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("python -m d2ldw.extract: error: "
+    assert result.stderr.strip() == ("python tools/extract.py: error: "
                                      "--root /missing-book is not a folder")
 
 
@@ -189,7 +191,7 @@ def test_extract_check_fails_on_an_undefined_name(book):
 
 
 def test_undefined_names_follows_python_scoping():
-    from d2ldw.extract import undefined_names
+    from extract import undefined_names
     source = ("import numpy as np\n"
               "LIMIT = 3\n"
               "def f(x, *, scale=LIMIT):\n"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from d2ldw import colab
+import colab
 
 ACTIONLINT = Path(sys.executable).parent / "actionlint"
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
@@ -87,7 +87,7 @@ def test_tests_workflow_runs_the_whole_suite_on_pushes_and_pull_requests():
 def test_make_book_is_what_the_workflow_runs_and_it_checks_the_setup_cells():
     makefile = (REPO / "Makefile").read_text()
     book_recipe = makefile.split("\nbook:", 1)[1].split("\n\n", 1)[0]
-    assert "d2ldw.colab" in book_recipe
+    assert "tools/colab.py" in book_recipe
     # never a build against a stale package: the #@save cells and d2ldw/ must agree first
     assert book_recipe.index("extract.py --check") < book_recipe.index("jupyter-book build")
     assert "jupyter-book build . -W -n --keep-going" in book_recipe
