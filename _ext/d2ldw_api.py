@@ -32,11 +32,14 @@ def section_of(qualified_name, root=ROOT):
     if len(parts) != 3 or parts[0] != "d2ldw":
         return None
     module_file = Path(root) / "d2ldw" / f"{parts[1]}.py"
-    if not module_file.exists():  # a module that is a folder
-        module_file = Path(root) / "d2ldw" / parts[1] / "__init__.py"
-    if not module_file.exists():
-        return None
-    return definition_sections(module_file).get(parts[2])
+    if module_file.exists():
+        return definition_sections(module_file).get(parts[2])
+    # a module that is a folder: its __init__ and its parts (d2ldw/torch/models.py, ...)
+    for part_file in sorted((Path(root) / "d2ldw" / parts[1]).glob("*.py")):
+        found = definition_sections(part_file).get(parts[2])
+        if found:
+            return found
+    return None
 
 
 def section_link(number, title, docname):

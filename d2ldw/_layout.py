@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Module", "MODULES", "PACKAGE", "module_path", "d2ldw_imports",
-           "import_order_problems"]
+__all__ = ["Module", "MODULES", "PACKAGE", "module_path", "part_path", "module_files",
+           "d2ldw_imports", "import_order_problems"]
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -29,6 +29,10 @@ class Module:
     requires: tuple = ()  # (import name, pip requirement, d2ldw extra)
     package: bool = False  # a folder, d2ldw/<name>/__init__.py, with hand-written files beside
     public: bool = True  # documented in the API reference and listed by help(d2ldw)
+    # A module split by concern: ((part, what it holds), ...) in dependency order. Each part is
+    # d2ldw/<name>/<part>.py, written from the cells marked `#@save <name>.<part>`; the
+    # package's __init__ re-exports every public name, so `from d2ldw.<name> import X` works.
+    parts: tuple = ()
 
 
 MODULES = {
@@ -44,8 +48,24 @@ MODULES = {
     "numerics": Module("Rounding-error bounds, ULP distances and error reports.", core=True),
     "plotting": Module("The book's figures.", requires=("matplotlib", "matplotlib", "book")),
     "tvm": Module("TVM tensor-expression definitions and build helpers.",
-                  requires=("tvm", "apache-tvm==0.27.0.post1", "tvm")),
-    "torch": Module("PyTorch implementations.", requires=("torch", "torch==2.13.0", "torch")),
+                  requires=("tvm", "apache-tvm==0.27.0.post1", "tvm"), parts=(
+                      ("operators", "Convolutions as tensor expressions: the definitions."),
+                      ("targets", "Targets, building and running, and what the CPU offers."),
+                      ("nchwc", "The NCHW[x]c layout and the schedules of the fast kernels."),
+                      ("network", "A whole MobileNet as one Relax module."),
+                  )),
+    "torch": Module("PyTorch implementations.", requires=("torch", "torch==2.13.0", "torch"),
+                    parts=(
+                        ("convolutions", "Convolutions by unfold and matrix product, "
+                                         "separable and causal ones."),
+                        ("surgery", "Layer surgery: swapping, folding and calibrating layers."),
+                        ("models", "The model families: MobileNet v1 to v3, EfficientNet-B0, "
+                                   "ConvNeXt-T, and their blocks."),
+                        ("counting", "Counting a model's mult-adds and parameters."),
+                        ("porting", "Weights between Keras (and TensorFlow) and PyTorch."),
+                        ("inference", "Seeded networks and their layers, run one by one."),
+                        ("te_layer", "A depthwise layer that runs the book's TVM kernel."),
+                    )),
     "hardware": Module("What CPU a measurement ran on, and what decides its outcome.",
                        generated=False),
     "mxnet": Module("MXNet implementations.", requires=("mxnet", "mxnet==1.9.1", "mxnet")),
@@ -60,22 +80,50 @@ MODULES = {
 }
 
 
+def is_package(name):
+    return MODULES[name].package or bool(MODULES[name].parts)
+
+
 def module_path(name, package=PACKAGE):
     """The file of module ``name``: ``d2ldw/<name>.py``, or its folder's ``__init__.py``."""
-    spec = MODULES[name]
-    return Path(package) / name / "__init__.py" if spec.package else Path(package) / f"{name}.py"
+    return Path(package) / name / "__init__.py" if is_package(name) else Path(package) / f"{name}.py"
+
+
+def part_path(name, part, package=PACKAGE):
+    """The file of part ``part`` of module ``name``: ``d2ldw/<name>/<part>.py``."""
+    return Path(package) / name / f"{part}.py"
+
+
+def module_files(name, package=PACKAGE):
+    """{dotted name: file} of module ``name`` and of its parts."""
+    files = {name: module_path(name, package)}
+    for part, _ in MODULES[name].parts:
+        files[f"{name}.{part}"] = part_path(name, part, package)
+    return files
+
+
+def _rank(dotted):
+    """Where a module or part stands in the dependency order: (module index, part index),
+    with a package's own __init__ after its parts (it imports them all)."""
+    name, _, part = dotted.partition(".")
+    parts = [p for p, _ in MODULES[name].parts]
+    return list(MODULES).index(name), parts.index(part) if part else len(parts)
 
 
 def d2ldw_imports(source):
     """{module: line} of the d2ldw modules ``source`` imports, anywhere in it (inside
     functions too, ``try`` blocks included), or names as ``"d2ldw.module:function"`` in a
-    string (a child process imports that); the line is the first such import."""
+    string (a child process imports that); the line is the first such import. A part of a
+    module is named ``module.part``."""
     found = {}
 
     def add(dotted, line):
         parts = dotted.split(".")
-        if parts[0] == "d2ldw" and len(parts) > 1 and parts[1] in MODULES:
-            found.setdefault(parts[1], line)
+        if parts[0] != "d2ldw" or len(parts) < 2 or parts[1] not in MODULES:
+            return
+        known = [p for p, _ in MODULES[parts[1]].parts]
+        name = f"{parts[1]}.{parts[2]}" if len(parts) > 2 and parts[2] in known else parts[1]
+        found.setdefault(name, line)
 
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -93,10 +141,11 @@ def d2ldw_imports(source):
 
 
 def import_order_problems(name, source):
-    """Lines that break the dependency order in module ``name``'s ``source``: imports of
-    itself or of a module listed after it."""
-    order = list(MODULES)
+    """Lines that break the dependency order in ``source``, the code of module or part
+    ``name`` (``"torch.models"``): imports of itself or of what is listed after it (a part
+    may import earlier parts of its module, but not the module itself)."""
+    here = _rank(name)
     return [f"d2ldw.{name} imports d2ldw.{imported} (line {line}), which is not listed "
             f"before it in d2ldw/_layout.py"
             for imported, line in sorted(d2ldw_imports(source).items(), key=lambda i: i[1])
-            if order.index(imported) >= order.index(name)]
+            if _rank(imported) >= here]

@@ -184,14 +184,15 @@ def measurement_modules(start=("bench", "bench_cli")):
     """Every d2ldw module a benchmark run can execute: the closure of ``start`` under
     imports (d2ldw._layout.d2ldw_imports: anywhere in a module, inside functions too).
     A change to any of them changes :func:`cached_run`'s key."""
-    from d2ldw._layout import d2ldw_imports, module_path
+    from d2ldw._layout import d2ldw_imports, module_files
 
     found, todo = set(), list(start)
     while todo:
-        name = todo.pop()
+        name = todo.pop().partition(".")[0]  # a part of a module: the whole module
         if name not in found:
             found.add(name)
-            todo.extend(set(d2ldw_imports(module_path(name).read_text())) - found)
+            for path in module_files(name).values():
+                todo.extend(set(d2ldw_imports(path.read_text())) - found)
     return sorted(found)
 
 
@@ -210,13 +211,14 @@ def cached_run(*arguments, folder=None):
 
     if not all(isinstance(a, str) for a in arguments):
         raise TypeError(f"cached_run: expected command-line strings, got {arguments!r}")
-    from d2ldw._layout import module_path
+    from d2ldw._layout import module_files
 
     folder = bench_cache_folder() if folder is None else Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     for name in measurement_modules():
-        digest.update(name.encode() + b"\0" + module_path(name).read_bytes())
+        for dotted, path in module_files(name).items():
+            digest.update(dotted.encode() + b"\0" + path.read_bytes())
     stem = "_".join(a.lstrip("-") for a in arguments)
     path = folder / f"{stem}-{digest.hexdigest()[:12]}.json"
     table = path.with_suffix(".txt")

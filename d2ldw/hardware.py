@@ -78,14 +78,14 @@ def describe_cpu():
     facts = dict(model=_cpu_model(), cpus=available_cpus(),
                  onednn_isa_limit=os.environ.get("ONEDNN_MAX_CPU_ISA"))
     try:
-        import tvm  # noqa: F401
+        import tvm
     except ImportError:
         pass
     else:
         from d2ldw import tvm as d2l_tvm
         target = d2l_tvm.host_target()
         features = d2l_tvm.target_features(target)
-        facts.update(llvm_cpu=d2l_tvm.tvm.target.codegen.llvm_get_system_cpu(),
+        facts.update(llvm_cpu=tvm.target.codegen.llvm_get_system_cpu(),
                      tvm_mcpu=str(target.attrs["mcpu"]), tvm_isa=isa_name(features),
                      tvm_fma="fma" in features)
     try:

@@ -6,7 +6,7 @@ chapters. Do not edit: change the chapter and regenerate.
 
 from d2ldw.shapes import check_array_kind, conv2d_geometry, depthwise_multiplier
 
-__all__ = ['ErrorReport', 'SUMMATION_ORDERS', 'UNIT_ROUNDOFF', 'conv_error_bound', 'error_report', 'fma32', 'gamma', 'matching_order', 'max_ulp_distance', 'probe_depthwise_order', 'round_to_bfloat16', 'separable_error_bound', 'sequential_depthwise', 'summation_tree_sizes', 'ulp_distance', 'unit_roundoff']
+__all__ = ['ErrorReport', 'SUMMATION_ORDERS', 'UNIT_ROUNDOFF', 'as_float_array', 'check_finite', 'conv_error_bound', 'error_report', 'float_dtype_name', 'fma32', 'gamma', 'matching_order', 'max_ulp_distance', 'probe_depthwise_order', 'round_to_bfloat16', 'separable_error_bound', 'sequential_depthwise', 'summation_tree_sizes', 'ulp_distance', 'unit_roundoff']
 
 
 # From Section 5.1, "Floating point in one page" (chapters/numerics/floating_point.ipynb)
@@ -24,7 +24,7 @@ UNIT_ROUNDOFF = {
 }
 
 
-def _dtype_name(dtype):
+def float_dtype_name(dtype):
     """'float16', 'bfloat16', 'float32' or 'float64' for a NumPy/torch dtype or
     its name."""
     name = str(dtype).replace("torch.", "")
@@ -44,14 +44,14 @@ def _dtype_name(dtype):
 def unit_roundoff(dtype):
     """Unit roundoff u of ``dtype`` (a NumPy or torch dtype, or a name such as
     'bfloat16')."""
-    return UNIT_ROUNDOFF[_dtype_name(dtype)]
+    return UNIT_ROUNDOFF[float_dtype_name(dtype)]
 
 
 # From Section 5.2, "Counting ULPs" (chapters/numerics/ulps.ipynb)
 _INT_OF = {"float16": np.int16, "float32": np.int32, "float64": np.int64}
 
 
-def _as_float_array(a, what):
+def as_float_array(a, what):
     """``a`` as a NumPy array of float16/32/64, or a TypeError saying what came.
     """
     if "bfloat16" in str(getattr(a, "dtype", "")):
@@ -74,15 +74,16 @@ def _as_float_array(a, what):
     return array
 
 
-def _check_finite(array, what):
+def check_finite(array, what):
+    """ValueError naming how many NaN and infinite values ``array`` holds, and
+    where the first is; nothing for a finite array."""
     bad = ~np.isfinite(array)
     if bad.any():
         nan, first = int(np.isnan(array).sum()), np.argwhere(bad)[0]
         raise ValueError(
             f"{what} has {nan} NaN and {int(bad.sum()) - nan} infinite values "
             f"(first at index {tuple(int(i) for i in first)}); ULPs and "
-            "relative "
-            f"errors are only defined between finite numbers"
+            "relative errors are only defined between finite numbers"
         )
 
 
@@ -95,8 +96,7 @@ def _ordered(array, dtype):
         if (bits & 0xFFFF).any():
             raise ValueError(
                 "values are not all bfloat16 numbers stored as float32 (their "
-                "low "
-                "16 bits are not zero)"
+                "low 16 bits are not zero)"
             )
         ints = (bits >> 16).astype(np.int64)
         low = -(2**15)
@@ -120,7 +120,7 @@ def ulp_distance(a, b, dtype=None):
     subnormal is 1 ULP from zero. NaN or inf -> ValueError; different dtypes ->
     TypeError; different shapes -> ValueError.
     """
-    a, b = _as_float_array(a, "a"), _as_float_array(b, "b")
+    a, b = as_float_array(a, "a"), as_float_array(b, "b")
     if a.dtype != b.dtype:
         raise TypeError(
             f"a and b must have the same dtype, got {a.dtype} and {b.dtype}; "
@@ -130,22 +130,16 @@ def ulp_distance(a, b, dtype=None):
         raise ValueError(
             f"a and b must have the same shape, got {a.shape} and {b.shape}"
         )
-    if dtype is None:
-        dtype = a.dtype.name
-    elif _dtype_name(dtype) == "bfloat16" and a.dtype != np.float32:
+    name = a.dtype.name if dtype is None else float_dtype_name(dtype)
+    if name == "bfloat16" and a.dtype != np.float32:
+        raise TypeError("dtype='bfloat16' needs float32 arrays holding "
+                        f"bfloat16 values, got {a.dtype}")
+    if name not in ("bfloat16", a.dtype.name):
         raise TypeError(
-            f"dtype='bfloat16' needs float32 arrays holding bfloat16 values, "
-            f"got {a.dtype}"
-        )
-    elif (
-        _dtype_name(dtype) != a.dtype.name and _dtype_name(dtype) != "bfloat16"
-    ):
-        raise TypeError(
-            f"dtype={dtype!r} does not match the arrays' dtype {a.dtype}"
-        )
-    _check_finite(a, "a")
-    _check_finite(b, "b")
-    oa, ob = _ordered(a, _dtype_name(dtype)), _ordered(b, _dtype_name(dtype))
+            f"dtype={dtype!r} does not match the arrays' dtype {a.dtype}")
+    check_finite(a, "a")
+    check_finite(b, "b")
+    oa, ob = _ordered(a, name), _ordered(b, name)
     return np.maximum(oa, ob) - np.minimum(oa, ob)
 
 
@@ -194,7 +188,7 @@ def conv_error_bound(
         conv2d,
     )  # the NumPy reference, on magnitudes, in float64
 
-    x, w = _as_float_array(x, "x"), _as_float_array(w, "w")
+    x, w = as_float_array(x, "x"), as_float_array(w, "w")
     terms = w.shape[1] * w.shape[2] * w.shape[3] if w.ndim == 4 else 0
     m = terms + (b is not None)
     magnitude = conv2d(
@@ -202,7 +196,7 @@ def conv_error_bound(
         np.abs(w.astype(np.float64)),
         None
         if b is None
-        else np.abs(_as_float_array(b, "b").astype(np.float64)),
+        else np.abs(as_float_array(b, "b").astype(np.float64)),
         stride,
         padding,
         dilation,
@@ -271,16 +265,16 @@ def error_report(result, reference, bound=None, dtype=None):
     result's); 'bfloat16' for bfloat16 results passed as float32, likewise
     'float16'.
     """
-    result = _as_float_array(result, "result")
-    reference = _as_float_array(reference, "reference")
+    result = as_float_array(result, "result")
+    reference = as_float_array(reference, "reference")
     if result.shape != reference.shape:
         raise ValueError(
             f"result and reference must have the same shape, got "
             f"{result.shape} and {reference.shape}"
         )
-    _check_finite(result, "result")
-    _check_finite(reference, "reference")
-    name = _dtype_name(dtype or result.dtype.name)
+    check_finite(result, "result")
+    check_finite(reference, "reference")
+    name = float_dtype_name(dtype or result.dtype.name)
     error = np.abs(result.astype(np.float64) - reference.astype(np.float64))
     magnitude = np.abs(reference.astype(np.float64))
     nonzero = magnitude > 0

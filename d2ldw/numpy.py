@@ -6,14 +6,14 @@ chapters. Do not edit: change the chapter and regenerate.
 
 from d2ldw.shapes import array_kind, check_array_kind, check_memory, checked_int, conv2d_geometry, conv_transpose_out_size, depthwise_multiplier
 
-__all__ = ['StreamingCausalConv1d', 'causal_depthwise_conv1d', 'conv2d', 'conv_transpose2d', 'conv_transpose_geometry', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'factorise_conv_weight', 'low_rank_kernels', 'rank1_factors']
+__all__ = ['StreamingCausalConv1d', 'as_real_array', 'causal_depthwise_conv1d', 'conv2d', 'conv_transpose2d', 'conv_transpose_geometry', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'factorise_conv_weight', 'low_rank_kernels', 'rank1_factors', 'tap_windows']
 
 
 # From Section 1.1, "Convolution from scratch" (chapters/conv2d/from_scratch.ipynb)
 import numpy as np
 
 
-def _tap_windows(x, g):
+def tap_windows(x, g):
     """For each kernel tap (a, b), the (N, C, out_h, out_w) input values it
     multiplies.
 
@@ -53,8 +53,8 @@ def conv2d(
     b)``. A padded copy and output larger than ``max_bytes`` (default
     ``d2ldw.MEMORY_LIMIT``) are refused before they are allocated.
     """
-    x, w = _as_real_array(x, "x"), _as_real_array(w, "w")
-    b = None if b is None else _as_real_array(b, "b")
+    x, w = as_real_array(x, "x"), as_real_array(w, "w")
+    b = None if b is None else as_real_array(b, "b")
     g = conv2d_geometry(
         x.shape,
         w.shape,
@@ -84,7 +84,7 @@ def conv2d(
         g.out_channels // g.groups,
     )
     y = np.zeros((batch, g.groups, out_per_group, oh, ow), dtype=dtype)
-    for a, c, window in _tap_windows(x, g):
+    for a, c, window in tap_windows(x, g):
         y += np.einsum(
             "ngchw,goc->ngohw",
             window.reshape(batch, g.groups, in_per_group, oh, ow),
@@ -96,7 +96,7 @@ def conv2d(
     return y if g.batch is not None else y[0]
 
 
-def _as_real_array(value, name):
+def as_real_array(value, name):
     """``value`` as a NumPy array of ints or floats (not another library's)."""
     if array_kind(value) in ("torch", "mxnet", "te", "tvm"):
         check_array_kind(value, name, "numpy")
@@ -208,8 +208,8 @@ def depthwise_conv2d_grad_input(grad_output, weight, input_shape, stride=1,
     with the flipped kernels, the M output channels of each input channel
     forming one group.
     """
-    grad = _as_real_array(grad_output, "grad_output")
-    w = _as_real_array(weight, "weight")
+    grad = as_real_array(grad_output, "grad_output")
+    w = as_real_array(weight, "weight")
     g, multiplier = _depthwise_backward_geometry(
         input_shape, w.shape, stride, padding, dilation)
     _check_grad_shape(grad, g)
@@ -235,8 +235,8 @@ def depthwise_conv2d_grad_weight(x, grad_output, weight_shape, stride=1,
     """dL/dw of a depthwise convolution: for each output channel and tap,
     the padded input correlated with the output gradient, summed over the
     batch and every output position. Returns ``weight_shape``."""
-    x = _as_real_array(x, "x")
-    grad = _as_real_array(grad_output, "grad_output")
+    x = as_real_array(x, "x")
+    grad = as_real_array(grad_output, "grad_output")
     g, multiplier = _depthwise_backward_geometry(
         x.shape, weight_shape, stride, padding, dilation)
     _check_grad_shape(grad, g)
@@ -291,7 +291,7 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0,
     ``b`` is ``(C_out,)`` or None. Each input element scatters
     ``x * w[tap]`` to output position ``h*stride + tap*dilation - padding``.
     """
-    x, w = _as_real_array(x, "x"), _as_real_array(w, "w")
+    x, w = as_real_array(x, "x"), as_real_array(w, "w")
     g, out_shape = conv_transpose_geometry(x.shape, w.shape, stride, padding,
                                        output_padding, groups, dilation)
     n, c_in, h, width = x.shape
@@ -310,15 +310,15 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0,
     y = full[:, :, :, top:top + out_shape[2], left:left + out_shape[3]]
     y = y.reshape(out_shape)
     if b is not None:
-        y = y + _as_real_array(b, "b").reshape(1, -1, 1, 1)
+        y = y + as_real_array(b, "b").reshape(1, -1, 1, 1)
     return y
 
 
 # From Section 7.4, "Causal 1-D depthwise convolution and streaming" (chapters/beyond/causal_1d.ipynb)
 def _causal_args(x, w, b):
     """Checked (x, w, b) of a causal depthwise conv1d; x is (N, D, L)."""
-    x, w = _as_real_array(x, "x"), _as_real_array(w, "w")
-    b = None if b is None else _as_real_array(b, "b")
+    x, w = as_real_array(x, "x"), as_real_array(w, "w")
+    b = None if b is None else as_real_array(b, "b")
     if x.ndim != 3:
         raise ValueError(f"x must be (N, D, L), got shape {x.shape}")
     if w.ndim != 3 or w.shape[:2] != (x.shape[1], 1):
@@ -360,7 +360,7 @@ class StreamingCausalConv1d:
         self.position = -1  # where the newest input was written
 
     def step(self, x_t):
-        x_t = _as_real_array(x_t, "x_t")
+        x_t = as_real_array(x_t, "x_t")
         if x_t.shape != self.state.shape[:2]:
             raise ValueError(f"x_t must have shape {self.state.shape[:2]} "
                              f"(N, D), got {x_t.shape}")
@@ -384,7 +384,7 @@ def factorise_conv_weight(w, rank=None):
     ``rank`` terms (default: all, which is exact; fewer give the best
     approximation of each slice in the Frobenius norm, Eckart-Young).
     """
-    w = _as_real_array(w, "w")
+    w = as_real_array(w, "w")
     if w.ndim != 4:
         raise ValueError(f"w must be (O, C, kH, kW), got shape {w.shape}")
     out_channels, channels, kh, kw = w.shape

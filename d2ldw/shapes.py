@@ -443,9 +443,7 @@ def depthwise_multiplier(in_channels, weight_shape):
             f"the input has C={in_channels} channels, so a depthwise weight "
             "must have shape "
             f"(C*M, 1, kH, kW) = ({in_channels}*M, 1, {kh}, {kw}) for a "
-            "channel "
-            "multiplier "
-            f"M >= 1; got {weight_shape}"
+            f"channel multiplier M >= 1; got {weight_shape}"
         )
     return out_channels // in_channels
 
@@ -488,8 +486,7 @@ def separable_geometry(
         ):
             hint = (
                 f"; {depthwise_shape} is the shape of a pointwise weight (O, "
-                "C, "
-                "1, 1): "
+                "C, 1, 1): "
                 f"did you pass the pointwise weight as the depthwise one?"
             )
         raise ValueError(f"depthwise weight: {error}{hint}") from None
@@ -506,10 +503,8 @@ def separable_geometry(
     if len(pointwise_shape) != 4 or pointwise_shape[1:] != (hidden, 1, 1):
         raise ValueError(
             f"pointwise weight must have shape (O, C*M, 1, 1) = (O, {hidden}, "
-            "1, 1) for "
-            f"C={channels} input channels and channel multiplier "
-            f"M={multiplier}; got "
-            f"{pointwise_shape}"
+            f"1, 1) for C={channels} input channels and channel multiplier "
+            f"M={multiplier}; got {pointwise_shape}"
         )
     second = conv2d_geometry(
         first.output_shape, pointwise_shape, bias_shape=pointwise_bias_shape

@@ -23,8 +23,10 @@ def public_definitions(module):
     imported = importlib.import_module(f"d2ldw.{module}")
     for name in imported.__all__:
         value = getattr(imported, name)
-        if (inspect.isfunction(value) or inspect.isclass(value)) \
-                and value.__module__ == imported.__name__:
+        # defined there, or in one of its parts (d2ldw.torch.models for d2ldw.torch)
+        if (inspect.isfunction(value) or inspect.isclass(value)) and (
+                value.__module__ == imported.__name__
+                or value.__module__.startswith(imported.__name__ + ".")):
             yield name, value
 
 

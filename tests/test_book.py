@@ -140,3 +140,32 @@ def test_code_cells_fit_the_text_column(page):
     long = [line for cell in notebook(page)["cells"] if cell["cell_type"] == "code"
             for line in "".join(cell["source"]).splitlines() if len(line) > 80]
     assert not long, f"{len(long)} lines over 80 characters, e.g. {long[0]!r}"
+
+
+def private_d2ldw_names(code):
+    """Names leading with an underscore that ``code`` takes from d2ldw: imported
+    (``from d2ldw.tvm import _pad``) or read as an attribute (``d2l_tvm._pad``)."""
+    import ast
+
+    lines = [line for line in code.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    found = set()
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("d2ldw"):
+            found |= {alias.name for alias in node.names if alias.name.startswith("_")}
+    found |= set(re.findall(r"\b(?:d2ldw|d2l_\w+)\.(_[a-z]\w*)", code))
+    return found
+
+
+def test_the_private_name_check_finds_imports_and_attributes():
+    assert private_d2ldw_names("from d2ldw.tvm import padding as _pad, _te") == {"_te"}
+    assert private_d2ldw_names("y = d2l_tvm._pad(x)\nz = d2ldw.gamma(3)") == {"_pad"}
+    assert private_d2ldw_names("from d2ldw.numpy import conv2d") == set()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_take_no_private_name_from_d2ldw(page):
+    """A page calls the package's public API; helpers a page needs are public, with
+    docstrings, and listed in the API reference."""
+    code = "\n".join("".join(c["source"]) for c in notebook(page)["cells"]
+                     if c["cell_type"] == "code")
+    assert private_d2ldw_names(code) == set(), page

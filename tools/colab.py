@@ -184,6 +184,8 @@ def _top_levels(dotted, root, seen):
     parts = dotted.split(".")
     if parts[0] != "d2ldw":
         return {parts[0]}
+    if len(parts) > 2 and (Path(root) / "d2ldw" / parts[1] / f"{parts[2]}.py").exists():
+        return _d2ldw_module_imports(f"{parts[1]}/{parts[2]}", root, seen)  # a part
     return _d2ldw_module_imports(parts[1], root, seen) if len(parts) > 1 else set()
 
 

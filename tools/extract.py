@@ -46,6 +46,9 @@ def _load_layout(path=PACKAGE_ROOT / "d2ldw" / "_layout.py"):
 LAYOUT = _load_layout()
 # the generated modules, in dependency order
 MODULES = {name: spec for name, spec in LAYOUT.MODULES.items() if spec.generated}
+# where a #@save cell can go: a module, or a part of a module split by concern
+TARGETS = [f"{name}.{part}" if part else name for name, spec in MODULES.items()
+           for part in ([p for p, _ in spec.parts] or [None])]
 SAVE_MARK = re.compile(r"#@save(?:\s+(\S*))?\s*$")
 COMMAND = "python tools/extract.py"
 
@@ -145,10 +148,10 @@ def saved_blocks(number, notebook, root):
         mark = SAVE_MARK.match(first.strip()) if is_code else None
         if not mark:
             continue
-        if mark.group(1) not in MODULES:
+        if mark.group(1) not in TARGETS:
             raise ExtractError(
                 f"{where}, cell {index + 1}: '#@save {mark.group(1) or ''}' "
-                f"names no d2ldw module; expected one of {', '.join(MODULES)}")
+                f"names no d2ldw module; expected one of {', '.join(TARGETS)}")
         try:
             ast.parse(body)
         except SyntaxError as error:
@@ -231,7 +234,7 @@ def _drop_header_imports(code, needed):
 def _core_exports(blocks_by_module):
     owner = {}
     for name, blocks in blocks_by_module.items():
-        if not MODULES[name].core:
+        if name not in MODULES or not MODULES[name].core:
             continue
         for block in blocks:
             for symbol in _top_level_names(ast.parse(block.code)):
@@ -243,8 +246,47 @@ def _core_exports(blocks_by_module):
     return owner
 
 
-def _render_module(name, blocks, core_owner):
+def _part_owners(module, blocks_by_target):
+    """{symbol: part} of every top-level name the parts of ``module`` define."""
+    owner = {}
+    for part, _ in MODULES[module].parts:
+        for block in blocks_by_target.get(f"{module}.{part}", []):
+            for symbol in _top_level_names(ast.parse(block.code)):
+                if owner.setdefault(symbol, part) != part:
+                    raise ExtractError(f"'{symbol}' is defined in both d2ldw.{module}."
+                                       f"{owner[symbol]} and d2ldw.{module}.{part}")
+    return owner
+
+
+def _module_imports(module, blocks_by_target):
+    """{name: import statement} of the top-level imports in every cell of ``module``'s parts:
+    a part that uses a name another cell of the module imported gets that import too (the
+    notebook cell leans on an import made earlier on the page or in the chapter)."""
+    found = {}
+    for target, blocks in blocks_by_target.items():
+        if target.partition(".")[0] != module:
+            continue
+        for block in blocks:
+            for node in ast.parse(block.code).body:
+                if isinstance(node, ast.Import):
+                    for alias in node.names:
+                        found.setdefault(alias.asname or alias.name.split(".")[0],
+                                         ast.unparse(ast.Import(names=[alias])))
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    for alias in node.names:
+                        found.setdefault(alias.asname or alias.name, ast.unparse(
+                            ast.ImportFrom(module=node.module, names=[alias], level=0)))
+    return found
+
+
+def _render_module(target, blocks, core_owner, part_owner=None, module_imports=None):
+    """The text of module or part ``target`` (``"torch.models"``). Names its code uses but
+    does not define are imported in its header from the core module (or the earlier part
+    of the same module, ``part_owner``) that defines them, or with the import another cell
+    of the module made (``module_imports``)."""
+    name, _, part = target.partition(".")
     spec = MODULES[name]
+    parts = [p for p, _ in spec.parts]
     seen_imports = set()
     codes, notes = _drop_redefined(blocks)
     codes = [_drop_repeated_imports(code, seen_imports) for code in codes]
@@ -253,8 +295,23 @@ def _render_module(name, blocks, core_owner):
     trees = [ast.parse(code) for code in codes]
     defined = set().union(*(_top_level_names(t) for t in trees))
     used = module_scope_reads("\n\n".join(codes))  # a function's own imports are local
-    needed = {}
+    imported_here = {alias.asname or alias.name.split(".")[0] for tree in trees
+                     for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+                     for alias in node.names}
+    needed, carried = {}, []
     for symbol in sorted(used - defined - set(dir(builtins))):
+        if part and symbol in (module_imports or {}) and symbol not in imported_here:
+            carried.append(module_imports[symbol])
+            continue
+        sibling = (part_owner or {}).get(symbol)
+        if part and sibling and sibling != part:
+            if parts.index(sibling) > parts.index(part):
+                raise ExtractError(
+                    f"d2ldw.{target} uses '{symbol}' from the later part d2ldw.{name}."
+                    f"{sibling}; move the cell to a later part, or reorder the parts in "
+                    f"d2ldw/_layout.py")
+            needed.setdefault(f"{name}.{sibling}", []).append(symbol)
+            continue
         source = core_owner.get(symbol)
         if source and source != name:
             if spec.core and list(LAYOUT.MODULES).index(source) > list(
@@ -264,13 +321,17 @@ def _render_module(name, blocks, core_owner):
             needed.setdefault(source, []).append(symbol)
     codes = [_drop_header_imports(code, needed) for code in codes]
     public = sorted(s for s in defined if not s.startswith("_"))
-    out = [f'"""{spec.doc}\n\nGenerated by ``{COMMAND}`` from the ``#@save {name}`` '
+    doc = dict(spec.parts)[part] if part else spec.doc
+    out = [f'"""{doc}\n\nGenerated by ``{COMMAND}`` from the ``#@save {target}`` '
            f"cells of the book's\nchapters. Do not edit: change the chapter and regenerate.\n"
            f'"""']
-    if spec.requires:
+    if spec.requires and not part:  # a part is imported through its package's __init__
         import_name, pip_spec, extra = spec.requires
         out.append(f"from d2ldw._requires import require\n\nrequire({import_name!r}, "
                    f"{pip_spec!r}, module='d2ldw.{name}', extra={extra!r})")
+    if carried:
+        out.append("\n".join(sorted(set(carried), key=lambda line: (
+            line.startswith("from"), line))))
     if needed:
         out.append("\n".join(f"from d2ldw.{source} import {', '.join(symbols)}"
                              for source, symbols in sorted(needed.items())))
@@ -278,6 +339,64 @@ def _render_module(name, blocks, core_owner):
     for block, code, replaced in zip(blocks, codes, notes):
         header = "".join(f"\n# ({note})" for note in replaced)
         out.append(f"\n# From {block.origin}{header}\n{code}")
+    text = "\n\n".join(out) + "\n"
+    return _prune_imports(text) if part else text
+
+
+def _prune_imports(text):
+    """``text`` without the imported names it never reads, and without a second import of
+    a name: a cell imports what its page needs, and one part of a module needs only some of
+    that. ``import a.b`` (imported for its effect on ``a``) is always kept."""
+    reads = module_scope_reads(text)
+    lines = text.splitlines()
+    bound, edits = set(), []
+    for node in ast.parse(text).body:
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        keep = []
+        for alias in node.names:
+            name = alias.asname or alias.name.split(".")[0]
+            dotted = isinstance(node, ast.Import) and "." in alias.name and not alias.asname
+            if dotted or (name in reads and name not in bound):
+                keep.append(alias)
+            bound.add(name)
+        if len(keep) != len(node.names):
+            edits.append((node, keep))
+    for node, keep in reversed(edits):
+        if keep and isinstance(node, ast.Import):
+            kept = [ast.unparse(ast.Import(names=keep))]
+        elif keep:
+            kept = [ast.unparse(ast.ImportFrom(module=node.module, names=keep,
+                                               level=node.level))]
+        else:
+            kept = []
+        lines[node.lineno - 1:node.end_lineno] = kept
+    return re.sub(r"\n{4,}", "\n\n\n", "\n".join(lines)).rstrip("\n") + "\n"
+
+
+def _render_package(name, part_texts):
+    """The ``__init__`` of a module split into parts: the framework check, then every
+    public name of every part, in the order of the parts."""
+    spec = MODULES[name]
+    lines = [f"- ``d2ldw.{name}.{part}``: {doc}" for part, doc in spec.parts]
+    out = [f'"""{spec.doc}\n\nIts parts, each a module of its own, in dependency order:\n\n'
+           + "\n".join(lines) + "\n\nEvery public name of every part is importable from "
+           f"``d2ldw.{name}``.\nGenerated by ``{COMMAND}``. Do not edit.\n" + '"""']
+    if spec.requires:
+        import_name, pip_spec, extra = spec.requires
+        out.append(f"from d2ldw._requires import require\n\nrequire({import_name!r}, "
+                   f"{pip_spec!r}, module='d2ldw.{name}', extra={extra!r})")
+    exported = []
+    imports = []
+    for part, _ in spec.parts:
+        public = ast.literal_eval(re.search(r"^__all__ = (\[.*\])$", part_texts[part],
+                                            flags=re.M).group(1))
+        exported += public
+        if public:
+            imports.append(f"from d2ldw.{name}.{part} import (  # noqa: E402\n    "
+                           + ",\n    ".join(public) + ",\n)")
+    out.append("\n".join(imports))
+    out.append("__all__ = [" + ", ".join(repr(s) for s in sorted(exported)) + "]")
     return "\n\n".join(out) + "\n"
 
 
@@ -314,28 +433,46 @@ def undefined_names(source, filename="<module>"):
 
 def render(root=PACKAGE_ROOT):
     """The generated modules' text, keyed by path relative to ``root``."""
-    blocks_by_module = {name: [] for name in MODULES}
+    blocks_by_target = {target: [] for target in TARGETS}
     for number, notebook in book_order(root):
         for block in saved_blocks(number, notebook, root):
-            blocks_by_module[block.module].append(block)
-    empty = [name for name, blocks in blocks_by_module.items() if not blocks]
+            blocks_by_target[block.module].append(block)
+    empty = [name for name, blocks in blocks_by_target.items() if not blocks]
     if empty:
         raise ExtractError(f"no '#@save' cells for d2ldw module(s): {', '.join(empty)}")
-    core_owner = _core_exports(blocks_by_module)
+    core_owner = _core_exports(blocks_by_target)
     texts = {}
-    for name, blocks in blocks_by_module.items():
+    for name, spec in MODULES.items():
+        if not spec.parts:
+            path = LAYOUT.module_path(name, Path("d2ldw"))
+            texts[path] = _render_module(name, blocks_by_target[name], core_owner)
+            _check_module(name, path, texts[path])
+            continue
+        owners = _part_owners(name, blocks_by_target)
+        imports = _module_imports(name, blocks_by_target)
+        part_texts = {}
+        for part, _ in spec.parts:
+            target = f"{name}.{part}"
+            path = LAYOUT.part_path(name, part, Path("d2ldw"))
+            texts[path] = part_texts[part] = _render_module(
+                target, blocks_by_target[target], core_owner, owners, imports)
+            _check_module(target, path, texts[path])
         path = LAYOUT.module_path(name, Path("d2ldw"))
-        texts[path] = text = _render_module(name, blocks, core_owner)
-        missing = undefined_names(text, str(path))
-        if missing:
-            raise ExtractError(
-                f"{path} would use undefined name(s) {', '.join(missing)}: import "
-                f"or define them in the '#@save {name}' cell that uses them")
-        problems = LAYOUT.import_order_problems(name, text)
-        if problems:
-            raise ExtractError(f"{path}: {problems[0]}: move the code, or reorder "
-                               f"d2ldw/_layout.py if the dependency is meant")
+        texts[path] = _render_package(name, part_texts)
+        _check_module(name, path, texts[path])
     return texts
+
+
+def _check_module(target, path, text):
+    missing = undefined_names(text, str(path))
+    if missing:
+        raise ExtractError(
+            f"{path} would use undefined name(s) {', '.join(missing)}: import "
+            f"or define them in the '#@save {target}' cell that uses them")
+    problems = LAYOUT.import_order_problems(target, text)
+    if problems:
+        raise ExtractError(f"{path}: {problems[0]}: move the code, or reorder "
+                           f"d2ldw/_layout.py if the dependency is meant")
 
 
 def out_of_date(root=PACKAGE_ROOT):

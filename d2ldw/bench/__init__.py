@@ -9,7 +9,7 @@ from d2ldw.data import get_conv_data
 from d2ldw.shapes import check_memory, checked_int
 from d2ldw.timing import time_interleaved
 
-__all__ = ['KERNEL_SWEEP_LIBRARIES', 'LAYER_GROUPS', 'MOBILENET_PEERS', 'PEERS', 'best_roofs', 'depthwise_layers', 'depthwise_onnx_session', 'format_kernel_sweep', 'format_mobilenet_table', 'format_table', 'geometric_mean', 'gluon_mobilenet_v1', 'layer_costs', 'measure_roofs', 'mobilenet_onnx_session', 'onnx_caller', 'onnx_session', 'run_depthwise', 'run_kernel_sweep', 'run_mobilenet', 'seconds_by_kind', 'thread_counts', 'time_convolutions', 'time_depthwise_peer', 'time_depthwise_te', 'time_kernel_sweep', 'time_mobilenet_peer', 'time_separable']
+__all__ = ['KERNEL_SWEEP_LIBRARIES', 'LAYER_GROUPS', 'MOBILENET_PEERS', 'PEERS', 'best_roofs', 'check_tvm_threads', 'depthwise_layers', 'depthwise_onnx_session', 'format_kernel_sweep', 'format_mobilenet_table', 'format_table', 'geometric_mean', 'gluon_mobilenet_v1', 'layer_costs', 'measure_roofs', 'mobilenet_onnx_session', 'onnx_caller', 'onnx_session', 'run_depthwise', 'run_kernel_sweep', 'run_mobilenet', 'seconds_by_kind', 'thread_counts', 'time_convolutions', 'time_depthwise_peer', 'time_depthwise_te', 'time_kernel_sweep', 'time_mobilenet_peer', 'time_separable']
 
 
 # From Section 4.7, "Does fewer FLOPs mean faster?" (chapters/separable/speed.ipynb)
@@ -478,7 +478,7 @@ def time_depthwise_peer(
 
 
 # From Section 6.4, "Results: the nine depthwise layers of MobileNet v1 against their peers" (chapters/performance/results.ipynb)
-def _check_tvm_threads(threads):
+def check_tvm_threads(threads):
     """Refuse to time TVM with a thread pool of another size than the peers'."""
     import tvm
 
@@ -567,7 +567,7 @@ def time_depthwise_te(batch=1, threads=1, repeat=7, first_layers=None, seed=0):
 
     from d2ldw import tvm as d2l_tvm
 
-    _check_tvm_threads(threads)
+    check_tvm_threads(threads)
     lanes = d2l_tvm.host_vector_lanes()
     calls, errors = {}, {}
     for name, x, w, stride in _layer_data(
@@ -748,8 +748,7 @@ def format_table(result):
         speedup = row["speedup_vs_best_peer"]
         lines.append(
             f"{row['channels']:>4}/{row['size']:>3}/{row['stride']} | {times} "
-            "| "
-            f"{short[row['best_peer']]:>9} {speedup['TE tuned']:>6.2f}x "
+            f"| {short[row['best_peer']]:>9} {speedup['TE tuned']:>6.2f}x "
             f"{speedup['TE tuned + conversions']:>6.2f}x"
         )
     lines += [
@@ -760,16 +759,13 @@ def format_table(result):
         f"vs PyTorch channels_last: "
         f"{result['geomean_tuned_vs_channels_last']:.2f}x; vs PyTorch NCHW: "
         f"{result['geomean_speedup_vs_torch']:.2f}x; ONNX Runtime's cost of "
-        "one "
-        f"call that does nothing: {result['onnx_call_overhead_us']:.1f} us",
+        f"one call that does nothing: {result['onnx_call_overhead_us']:.1f} us",
     ]
     return "\n".join(lines)
 
 
 # From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
-def mobilenet_onnx_session(
-    layers, input_shape, threads, profile_prefix=None
-):
+def mobilenet_onnx_session(layers, input_shape, threads, profile_prefix=None):
     """ONNX Runtime session of the graph of ``inference_layers``: Conv (with the
     folded bias), Add, Relu or Clip, GlobalAveragePool, Flatten and Gemm nodes,
     each named after its output, whose number is its layer's index.
@@ -894,7 +890,7 @@ def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
 
     torch.set_num_threads(threads)
     if peer == "TVM":
-        _check_tvm_threads(threads)
+        check_tvm_threads(threads)
     image = seeded_image(batch)
     start = time.perf_counter()
     try:
@@ -1126,8 +1122,7 @@ def format_mobilenet_table(result):
     lines += [
         f"TVM vs the best peer ({result['best_peer']}): "
         f"{result['speedup_vs_best_peer']:.2f}x",
-        "by kind of layer, each layer timed inside the network: "
-        "ms (GFLOP/s)",
+        "by kind of layer, each layer timed inside the network: ms (GFLOP/s)",
         f"  {'':11} {'TVM':>16} {'ONNX Runtime':>16} {'ratio':>6}",
     ]
     def cell(ms, gflop):
@@ -1162,7 +1157,7 @@ def time_kernel_sweep(library, kernels, batch, channels, size, repeat,
 
     torch.set_num_threads(threads)
     if library == "TE":
-        _check_tvm_threads(threads)
+        check_tvm_threads(threads)
     seconds, errors = {}, {}
     for k in kernels:
         x, w, _ = get_conv_data(channels, channels, size, k, batch=batch,
