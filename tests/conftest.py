@@ -148,6 +148,30 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if "colab_world" in fixtures:
             item.add_marker(pytest.mark.colab)
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: see colab_first
+        items[:] = colab_first(items)
+
+
+def colab_first(items):
+    """The Colab runs first, their largest groups (notebooks sharing one environment) first,
+    then the rest in collection order: pytest-xdist hands out groups in this order, so both
+    workers take minutes-long Colab groups while they last and the seconds-long tests fill
+    in around them (in collection order, one worker ended up with every Colab run)."""
+    def group(item):
+        marker = item.get_closest_marker("xdist_group")
+        if marker is None:
+            return None
+        return marker.args[0] if marker.args else marker.kwargs.get("name")
+
+    sizes = {}
+    for item in items:
+        if item.get_closest_marker("colab"):
+            sizes[group(item)] = sizes.get(group(item), 0) + 1
+    order = {item: index for index, item in enumerate(items)}
+    return sorted(items, key=lambda item: (
+        0 if item.get_closest_marker("colab") else 1,
+        -sizes.get(group(item), 0) if item.get_closest_marker("colab") else 0,
+        order[item]))
 
 
 # --- measured branches ---------------------------------------------------------------------

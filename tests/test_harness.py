@@ -87,3 +87,26 @@ def test_tests_that_need_the_book_the_browser_or_colab_are_slow():
     # the reader-facing unit tests stay in the fast tier
     assert not any(t.startswith(("tests/test_numerics.py", "tests/test_shapes_and_data.py"))
                    for t in slow)
+
+
+def test_colab_runs_come_first_largest_group_first(tmp_path):
+    """Under pytest-xdist the Colab runs are handed out first, their largest groups first."""
+    import pytest
+
+    from conftest import colab_first
+
+    class Item:
+        def __init__(self, name, colab=False, group=None):
+            self.name, self.marks = name, {}
+            if colab:
+                self.marks["colab"] = pytest.mark.colab.mark
+            if group:
+                self.marks["xdist_group"] = pytest.mark.xdist_group(group).mark
+
+        def get_closest_marker(self, name):
+            return self.marks.get(name)
+
+    items = [Item("fast1"), Item("small", True, "B"), Item("fast2"),
+             Item("big1", True, "A"), Item("big2", True, "A"), Item("last", True)]
+    assert [i.name for i in colab_first(items)] == [
+        "big1", "big2", "small", "last", "fast1", "fast2"]

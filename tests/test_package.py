@@ -380,3 +380,19 @@ def test_a_part_imports_what_it_uses_and_nothing_else():
     assert "\nimport tvm\n" in text and "\nfrom tvm import te\n" in text
     assert "\nfrom d2ldw.tvm.operators import " in text
     assert "d2ldw.tvm.network" not in text  # a later part
+
+
+def test_the_readme_layout_table_names_every_module_and_part():
+    """The README's table of modules follows d2ldw/_layout.py, parts included."""
+    import re
+
+    from d2ldw import _layout
+
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("The modules of `d2ldw`, in dependency order", 1)[1].split("\n## ", 1)[0]
+    rows = [re.match(r"\| `(\w+)/?`", line).group(1)
+            for line in table.splitlines() if line.startswith("| `")]
+    assert rows == list(_layout.MODULES)
+    for name, spec in _layout.MODULES.items():
+        for part, _ in spec.parts:
+            assert f"`{part}`" in table, f"{name}.{part}"
