@@ -50,6 +50,19 @@ def conv_tolerance(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     return 2 * gamma * magnitude.numpy()
 
 
+def copy_installable(destination):
+    """What pip needs to build d2ldw (pyproject.toml, README.md, the package) copied into
+    the new folder ``destination``: builds from it leave nothing in the checkout."""
+    import shutil
+
+    destination.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, destination / name)
+    shutil.copytree(REPO / "d2ldw", destination / "d2ldw",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return destination
+
+
 def random_conv_data(input_shape, weight_shape, bias, dtype, seed):
     """Seeded standard-normal input, weight and (when ``bias``) bias, as NumPy arrays."""
     rng = np.random.default_rng(seed)

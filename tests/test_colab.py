@@ -28,7 +28,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
-from conftest import REPO, descendant_processes
+from conftest import REPO, copy_installable, descendant_processes
 import colab
 
 NOTEBOOKS = [str(p.relative_to(REPO)) for p in colab.notebooks(REPO)]
@@ -175,12 +175,7 @@ def colab_world(tmp_path_factory):
     stub = site / "google" / "colab"
     stub.mkdir(parents=True)
     (stub / "__init__.py").write_text('"""Stands in for Colab\'s own module."""\n')
-    source = root / "checkout"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, source / name)
-    shutil.copytree(REPO / "d2ldw", source / "d2ldw",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    source = copy_installable(root / "checkout")
     book = root / "book"
     shutil.copytree(REPO / "chapters", book / "chapters",
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints"))

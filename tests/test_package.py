@@ -255,13 +255,10 @@ def test_the_wheel_holds_only_what_users_import(tmp_path):
     """No build tool (extractor, Colab cell writer, Sphinx extensions) and no test ships."""
     import zipfile
 
-    # built from a copy of what the sdist takes, so that no build/ folder lands in the checkout
-    source = tmp_path / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, source / name)
-    shutil.copytree(REPO / "d2ldw", source / "d2ldw",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    from conftest import copy_installable
+
+    # built from a copy, so that no build/ folder lands in the checkout
+    source = copy_installable(tmp_path / "source")
     for tool in ("tools", "_ext", "tests"):  # present beside the package, as in a checkout
         shutil.copytree(REPO / tool, source / tool, ignore=shutil.ignore_patterns("__pycache__"))
     result = subprocess.run(
