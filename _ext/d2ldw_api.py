@@ -31,12 +31,13 @@ def section_of(qualified_name, root=ROOT):
     parts = qualified_name.split(".")
     if len(parts) != 3 or parts[0] != "d2ldw":
         return None
-    module_file = Path(root) / "d2ldw" / f"{parts[1]}.py"
-    if module_file.exists():
-        return definition_sections(module_file).get(parts[2])
-    # a module that is a folder: its __init__ and its parts (d2ldw/torch/models.py, ...)
-    for part_file in sorted((Path(root) / "d2ldw" / parts[1]).glob("*.py")):
-        found = definition_sections(part_file).get(parts[2])
+    from d2ldw._layout import MODULES, module_files
+
+    if parts[1] not in MODULES:
+        return None
+    # the module's file, or its __init__ and parts (d2ldw/torch/models.py, ...)
+    for module_file in module_files(parts[1], Path(root) / "d2ldw").values():
+        found = definition_sections(module_file).get(parts[2])
         if found:
             return found
     return None

@@ -1,6 +1,7 @@
 """Shared helpers: the repository root, the tolerance every agreement test uses,
 the strict build of the book that test_book.py and test_browser.py share, the test
 tiers (markers) and the check that no test leaves a process behind."""
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,8 +54,6 @@ def conv_tolerance(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
 def copy_installable(destination):
     """What pip needs to build d2ldw (pyproject.toml, README.md, the package) copied into
     the new folder ``destination``: builds from it leave nothing in the checkout."""
-    import shutil
-
     destination.mkdir(parents=True)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, destination / name)
@@ -181,10 +180,13 @@ def colab_first(items):
         if item.get_closest_marker("colab"):
             sizes[group(item)] = sizes.get(group(item), 0) + 1
     order = {item: index for index, item in enumerate(items)}
-    return sorted(items, key=lambda item: (
-        0 if item.get_closest_marker("colab") else 1,
-        -sizes.get(group(item), 0) if item.get_closest_marker("colab") else 0,
-        order[item]))
+
+    def rank(item):
+        if item.get_closest_marker("colab"):
+            return 0, -sizes[group(item)], order[item]
+        return 1, 0, order[item]
+
+    return sorted(items, key=rank)
 
 
 # --- measured branches ---------------------------------------------------------------------

@@ -216,11 +216,16 @@ def environment_for(world, requirements):
     return (*world["environments"][key], fresh)
 
 
-def kernels_alive(env_dir):
-    """{pid: command} of this test process's kernels that run ``env_dir``'s Python."""
-    python = str(env_dir / "bin" / "python")
-    return {pid: command for pid, command in descendant_processes().items()
-            if "ipykernel_launcher" in command and python in command}
+def kernels_alive(folder, wait=0.0):
+    """{pid: command} of this test process's kernels whose Python lies in ``folder``, after
+    up to ``wait`` seconds for them to exit (a kernel told to stop takes a moment)."""
+    deadline = time.monotonic() + wait
+    while True:
+        alive = {pid: command for pid, command in descendant_processes().items()
+                 if "ipykernel_launcher" in command and f"{folder}{os.sep}" in command}
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.2)
 
 
 def run_all(path, kernels, env):
@@ -265,10 +270,7 @@ def test_chapter_runs_in_colab_from_its_setup_cell_alone(colab_world, page):
             assert not died_again, f"{page}: the runtime died again"
     finally:
         # the kernel is gone however the run ended (19.5 GB of kernels were left alive once)
-        deadline = time.monotonic() + 10
-        while kernels_alive(env_dir) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not kernels_alive(env_dir), f"{page}: its kernel is still alive"
+        assert not kernels_alive(env_dir, wait=10), f"{page}: its kernel is still alive"
     print(f"{page}: {time.perf_counter() - start:.0f} s, restarted: {restarted}, "
           f"fresh environment: {fresh}")
     # Only a page with MXNet replaces NumPy 2, which is loaded, so only it restarts, and
@@ -287,9 +289,7 @@ def test_chapter_runs_in_colab_from_its_setup_cell_alone(colab_world, page):
 def test_the_colab_runs_left_no_kernel_alive(colab_world):
     """After the chapters ran (this test comes after them in the file), none of their
     kernels, in any of the environments, is still running."""
-    envs = colab_world["root"] / "envs"
-    assert not {pid: command for pid, command in descendant_processes().items()
-                if "ipykernel_launcher" in command and str(envs) in command}
+    assert not kernels_alive(colab_world["root"] / "envs")
 
 
 def test_imports_a_module_can_do_without_are_not_installed():
