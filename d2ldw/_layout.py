@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["Module", "MODULES", "PACKAGE", "module_path", "part_path", "module_files",
-           "d2ldw_imports", "import_order_problems"]
+           "generated_files", "d2ldw_imports", "import_order_problems"]
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -33,6 +33,9 @@ class Module:
     # d2ldw/<name>/<part>.py, written from the cells marked `#@save <name>.<part>`; the
     # package's __init__ re-exports every public name, so `from d2ldw.<name> import X` works.
     parts: tuple = ()
+    # Parts written by hand (harness code: peer sessions, profilers, runners, tables), not
+    # from #@save cells; they take their place in the dependency order like the others.
+    written: tuple = ()
 
 
 MODULES = {
@@ -92,6 +95,15 @@ def module_path(name, package=PACKAGE):
 def part_path(name, part, package=PACKAGE):
     """The file of part ``part`` of module ``name``: ``d2ldw/<name>/<part>.py``."""
     return Path(package) / name / f"{part}.py"
+
+
+def generated_files(name, package=PACKAGE):
+    """{dotted name: file} of what the extractor writes for module ``name``: nothing for a
+    hand-written module, and not the parts written by hand."""
+    if not MODULES[name].generated:
+        return {}
+    return {dotted: path for dotted, path in module_files(name, package).items()
+            if dotted.partition(".")[2] not in MODULES[name].written}
 
 
 def module_files(name, package=PACKAGE):

@@ -327,8 +327,8 @@ def test_lint_exceptions_name_exactly_the_generated_modules():
             covered |= {str(p.relative_to(REPO)) for p in REPO.glob(pattern)}
         elif pattern.startswith("d2ldw/"):
             covered.add(pattern)
-    generated = {str(path.relative_to(REPO)) for name, spec in _layout.MODULES.items()
-                 if spec.generated for path in _layout.module_files(name).values()}
+    generated = {str(path.relative_to(REPO)) for name in _layout.MODULES
+                 for path in _layout.generated_files(name).values()}
     assert covered == generated
 
 

@@ -48,7 +48,7 @@ LAYOUT = _load_layout()
 MODULES = {name: spec for name, spec in LAYOUT.MODULES.items() if spec.generated}
 # where a #@save cell can go: a module, or a part of a module split by concern
 TARGETS = [f"{name}.{part}" if part else name for name, spec in MODULES.items()
-           for part in ([p for p, _ in spec.parts] or [None])]
+           for part in ([p for p, _ in spec.parts if p not in spec.written] or [None])]
 SAVE_MARK = re.compile(r"#@save(?:\s+(\S*))?\s*$")
 COMMAND = "python tools/extract.py"
 
@@ -246,12 +246,25 @@ def _core_exports(blocks_by_module):
     return owner
 
 
-def _part_owners(module, blocks_by_target):
+def _written_part(module, part, root):
+    """The text of a part written by hand, as committed."""
+    path = Path(root) / LAYOUT.part_path(module, part, Path("d2ldw"))
+    if not path.is_file():
+        raise ExtractError(f"{path} is missing: d2ldw/_layout.py lists d2ldw.{module}.{part} "
+                           "as a part written by hand")
+    return path.read_text()
+
+
+def _part_owners(module, blocks_by_target, root=PACKAGE_ROOT):
     """{symbol: part} of every top-level name the parts of ``module`` define."""
     owner = {}
     for part, _ in MODULES[module].parts:
-        for block in blocks_by_target.get(f"{module}.{part}", []):
-            for symbol in _top_level_names(ast.parse(block.code)):
+        if part in MODULES[module].written:
+            codes = [_written_part(module, part, root)]
+        else:
+            codes = [block.code for block in blocks_by_target.get(f"{module}.{part}", [])]
+        for code in codes:
+            for symbol in _top_level_names(ast.parse(code)) - {"__all__"}:
                 if owner.setdefault(symbol, part) != part:
                     raise ExtractError(f"'{symbol}' is defined in both d2ldw.{module}."
                                        f"{owner[symbol]} and d2ldw.{module}.{part}")
@@ -389,8 +402,7 @@ def _render_package(name, part_texts):
     exported = []
     imports = []
     for part, _ in spec.parts:
-        public = ast.literal_eval(re.search(r"^__all__ = (\[.*\])$", part_texts[part],
-                                            flags=re.M).group(1))
+        public = _declared_all(part_texts[part], f"d2ldw.{name}.{part}")
         exported += public
         if public:
             imports.append(f"from d2ldw.{name}.{part} import (  # noqa: E402\n    "
@@ -398,6 +410,15 @@ def _render_package(name, part_texts):
     out.append("\n".join(imports))
     out.append("__all__ = [" + ", ".join(repr(s) for s in sorted(exported)) + "]")
     return "\n\n".join(out) + "\n"
+
+
+def _declared_all(text, where):
+    """The names a module's ``__all__ = [...]`` lists."""
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] \
+                == ["__all__"]:
+            return list(ast.literal_eval(node.value))
+    raise ExtractError(f"{where} has no __all__ = [...]: list its public names")
 
 
 def module_scope_reads(source, filename="<module>"):
@@ -448,10 +469,13 @@ def render(root=PACKAGE_ROOT):
             texts[path] = _render_module(name, blocks_by_target[name], core_owner)
             _check_module(name, path, texts[path])
             continue
-        owners = _part_owners(name, blocks_by_target)
+        owners = _part_owners(name, blocks_by_target, root)
         imports = _module_imports(name, blocks_by_target)
         part_texts = {}
         for part, _ in spec.parts:
+            if part in spec.written:
+                part_texts[part] = _written_part(name, part, root)
+                continue
             target = f"{name}.{part}"
             path = LAYOUT.part_path(name, part, Path("d2ldw"))
             texts[path] = part_texts[part] = _render_module(
