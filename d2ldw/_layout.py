@@ -75,7 +75,20 @@ MODULES = {
     "isolated": Module("Run a function in a process of its own, with given threads.",
                        generated=False),
     "bench": Module("Benchmarks of the book's kernels: python -m d2ldw.bench "
-                    "depthwise|mobilenet|kernels.", package=True),
+                    "depthwise|mobilenet|kernels.", package=True, parts=(
+                        ("separable", "Timing a separable layer in each framework."),
+                        ("roofline", "This CPU's compute and memory roofs, and the "
+                                     "MobileNet layers on them."),
+                        ("peers", "The peers set up and called alike: ONNX Runtime sessions "
+                                  "and profiler, PyTorch and MXNet calls."),
+                        ("depthwise", "MobileNet v1's depthwise layers and the TE kernels "
+                                      "timed on them."),
+                        ("mobilenet", "A whole MobileNet: every peer in its fastest "
+                                      "configuration."),
+                        ("kernels", "Large depthwise kernels swept against the roofline."),
+                        ("runs", "The runners and tables: each library in its own process, "
+                                 "the fastest counting."),
+                    ), written=("peers", "runs")),
     "bench_cli": Module("The command line of python -m d2ldw.bench.", generated=False),
     "explorers": Module("The arithmetic of the live explorers, in Python.", generated=False),
     "widgets": Module("The live explorers: anywidget widgets for the book's pages.",

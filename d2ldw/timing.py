@@ -77,7 +77,7 @@ def time_interleaved(
     }
 
 
-# From Section 6.6, "On a GPU" (chapters/performance/gpu.ipynb)
+# From Section 6.9, "On a GPU" (chapters/performance/gpu.ipynb)
 def time_cuda(run, number=100, repeat=5):
     """Median seconds per call of ``run()``, measured on the GPU with CUDA
     events.

@@ -41,6 +41,11 @@ def test_every_public_function_and_class_has_a_docstring_and_a_defining_section(
     for module in DOCUMENTED:
         for name, value in public_definitions(module):
             count += 1
+            part = value.__module__.split(".")[2:3]
+            if part and part[0] in MODULES[module].written:  # harness, written by hand
+                assert d2ldw_api.section_of(f"d2ldw.{module}.{name}") is None
+                assert inspect.getdoc(value), f"{value.__module__}.{name} has no docstring"
+                continue
             origin = d2ldw_api.section_of(f"d2ldw.{module}.{name}")
             assert origin, f"d2ldw.{module}.{name} has no '# From Section' comment"
             number, title, docname = origin

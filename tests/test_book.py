@@ -169,3 +169,36 @@ def test_pages_take_no_private_name_from_d2ldw(page):
     code = "\n".join("".join(c["source"]) for c in notebook(page)["cells"]
                      if c["cell_type"] == "code")
     assert private_d2ldw_names(code) == set(), page
+
+
+# --- pages that teach: the code a reader sees stays short enough to read ------------------
+
+MOST_VISIBLE_CODE_LINES = 300
+# Tags that take a cell's code off the page: removed, or folded away behind a toggle.
+HIDING_TAGS = {"remove-cell", "remove-input", "hide-input", "hide-cell"}
+
+
+def visible_code_lines(nb):
+    """Non-blank lines of the code cells a reader sees on the page."""
+    return sum(1 for cell in nb["cells"]
+               if cell["cell_type"] == "code"
+               and not HIDING_TAGS & set(cell.get("metadata", {}).get("tags", []))
+               for line in "".join(cell["source"]).splitlines() if line.strip())
+
+
+def test_visible_code_lines_counts_what_the_reader_sees():
+    cell = {"cell_type": "code", "metadata": {}, "source": ["a = 1\n", "\n", "b = 2"]}
+    hidden = {**cell, "metadata": {"tags": ["hide-input"]}}
+    text = {"cell_type": "markdown", "metadata": {}, "source": ["x\n", "y"]}
+    assert visible_code_lines({"cells": [cell, hidden, text, cell]}) == 4
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_page_shows_more_than_300_lines_of_code(page):
+    """A page teaches one idea with the code that expresses it; harness code (peer set-up,
+    profilers, runners, tables, argument plumbing) lives in tested modules the page calls.
+    A cell folded behind a toggle (the argument checkers of the first chapter, a figure's
+    drawing code) is one click away and does not count."""
+    nb = notebook(page)
+    assert visible_code_lines(nb) <= MOST_VISIBLE_CODE_LINES, page
+

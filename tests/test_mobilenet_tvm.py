@@ -330,7 +330,7 @@ def test_onnx_runtime_profile_is_split_by_the_layers_it_computes():
     pytest.importorskip("onnxruntime")
     from d2ldw import bench
     layers = d2l_torch.inference_layers(d2l_torch.seeded_mobilenet("v1"))
-    seconds = bench._onnx_layer_seconds(layers, d2l_torch.seeded_image(), 1, 2)
+    seconds = bench.onnx_layer_seconds(layers, d2l_torch.seeded_image(), 1, 2)
     # every convolution, the pooling and the classifier are found by their node's name
     assert set(range(len(layers))) <= set(seconds)
     assert set(seconds) - set(range(len(layers))) <= {None}

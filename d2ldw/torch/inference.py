@@ -15,7 +15,7 @@ from d2ldw.torch.surgery import calibrate_batchnorm, fold_batchnorms, is_depthwi
 __all__ = ['inference_layers', 'layer_error_bounds', 'run_layers', 'seeded_image', 'seeded_mobilenet']
 
 
-# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.6, "From a PyTorch model to a list of layers" (chapters/performance/folding.ipynb)
 def _activation_name(module):
     return {nn.ReLU: "relu", nn.ReLU6: "relu6"}.get(type(module))
 
@@ -92,7 +92,7 @@ def inference_layers(model):
     return layers
 
 
-# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.6, "From a PyTorch model to a list of layers" (chapters/performance/folding.ipynb)
 def run_layers(layers, image, dtype=torch.float32):
     """Evaluate ``inference_layers`` with ``F.conv2d`` in ``dtype``; every
     layer's output, as NumPy arrays (NCHW; the pooling and the classifier give
@@ -184,7 +184,7 @@ def layer_error_bounds(layers, image, outputs):
     return checked
 
 
-# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.6, "From a PyTorch model to a list of layers" (chapters/performance/folding.ipynb)
 def seeded_mobilenet(version="v1", seed=0):
     """MobileNet ``v1`` or ``v2`` with seeded weights and BatchNorm statistics
     calibrated on a seeded batch, in eval mode: the same network in every

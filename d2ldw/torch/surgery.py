@@ -161,7 +161,7 @@ def calibrate_batchnorm(model, images):
     return model.eval()
 
 
-# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.6, "From a PyTorch model to a list of layers" (chapters/performance/folding.ipynb)
 def fold_batchnorm(conv, norm):
     """One ``nn.Conv2d`` (with bias) equal to ``norm(conv(x))`` for ``norm`` in
     eval mode.

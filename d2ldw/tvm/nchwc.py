@@ -138,7 +138,7 @@ def schedule_depthwise_nchwc(module, tile=1):
     return sch.mod
 
 
-# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.5, "The pointwise convolution, scheduled" (chapters/performance/pointwise_schedule.ipynb)
 def channel_block(channels, lanes):
     """The channel block of a tensor of ``channels`` channels: ``lanes``, or the
     largest power of two below it that divides ``channels`` (MobileNet v2's 24
@@ -184,7 +184,7 @@ def first_conv2d_nchwc(X, K, stride, padding):
     )
 
 
-# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.5, "The pointwise convolution, scheduled" (chapters/performance/pointwise_schedule.ipynb)
 def pointwise_conv2d_nchwc(X, K):
     """A 1x1 convolution from NCHW[x]c to NCHW[y]c: per pixel, a matrix-vector
     product.
@@ -239,7 +239,7 @@ def bias_activation_nchwc(Y, B, activation=None, residual=None):
     return te.compute(Y.shape, value, name="Z")
 
 
-# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.5, "The pointwise convolution, scheduled" (chapters/performance/pointwise_schedule.ipynb)
 def column_tile(width, most=8):
     """The largest tile of output columns, at most ``most``, that divides
     ``width``."""
@@ -312,7 +312,7 @@ def schedule_conv_nchwc(module, tile=None, blocks=1):
     return sch.mod
 
 
-# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.7, "A whole MobileNet, one module" (chapters/performance/mobilenet_fast.ipynb)
 def global_pool_nchwc(X):
     """Global average pooling from NCHW[x]c to a plain ``(N, C)`` matrix."""
     n, blocks, h, w, x = static_shape(X)
@@ -367,7 +367,7 @@ def schedule_head(module, lanes):
     return sch.mod
 
 
-# From Section 6.6, "On a GPU" (chapters/performance/gpu.ipynb)
+# From Section 6.9, "On a GPU" (chapters/performance/gpu.ipynb)
 def schedule_depthwise_cuda(module, threads_per_block=128):
     """Schedule the NCHW ``depthwise_conv2d`` definition for CUDA: one thread
     per output."""

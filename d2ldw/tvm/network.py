@@ -15,7 +15,7 @@ from d2ldw.tvm.targets import host_target, prim_module
 __all__ = ['CompiledNetwork', 'network_module']
 
 
-# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.7, "A whole MobileNet, one module" (chapters/performance/mobilenet_fast.ipynb)
 def _blocked_weight(layer, block):
     """A layer's weight and bias in the layouts of the kernels above."""
     w, b = layer["weight"], layer["bias"]
@@ -133,7 +133,7 @@ def _add_kernel(builder, tensors, schedule, name, target):
     return builder.add_func(function, name)
 
 
-# From Section 6.5, "A whole MobileNet, fast" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.7, "A whole MobileNet, one module" (chapters/performance/mobilenet_fast.ipynb)
 class CompiledNetwork:
     """A network from ``inference_layers`` compiled by TVM into one module:
     hand-scheduled kernels, NCHW[x]c from the first convolution to the

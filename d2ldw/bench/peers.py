@@ -1,0 +1,270 @@
+"""The peers, set up and called the same way: ONNX Runtime sessions and its profiler,
+PyTorch and MXNet calls on one depthwise layer, and TVM's thread-pool check.
+
+Written by hand (not from the chapters): this is the benchmarks' harness. The pages of the
+performance chapter show what is timed; this module holds how each library is made to run
+it. Every call returned here is a zero-argument function that writes into memory allocated
+once, as TVM's compiled kernels do, so that the timings compare kernels, not allocators.
+"""
+import json
+import os
+import re
+import tempfile
+
+import numpy as np
+
+from d2ldw.data import get_conv_data
+from d2ldw.shapes import checked_int
+
+__all__ = ["PEERS", "check_tvm_threads", "onnx_session", "onnx_caller",
+           "depthwise_onnx_session", "mobilenet_onnx_session", "onnx_layer_seconds",
+           "depthwise_layer_data", "depthwise_peer_call"]
+
+# Every library that computes the same depthwise layer, each timed in a process of its own.
+PEERS = ("PyTorch", "PyTorch channels_last", "MXNet", "ONNX Runtime")
+
+# The ONNX opset the graphs use, and the IR version ONNX Runtime 1.31 reads for it.
+OPSET, IR_VERSION = 17, 8
+
+
+def check_tvm_threads(threads):
+    """Refuse to time TVM with a thread pool of another size than the peers'.
+
+    TVM sizes its pool once, from ``TVM_NUM_THREADS``, when it first runs a parallel
+    kernel; ``d2ldw.isolated.run_isolated`` sets that variable for the child process.
+    """
+    threads = checked_int(threads, "threads", 1)
+    import tvm
+
+    running = tvm.get_global_func("runtime.NumThreads")()  # starts the pool
+    if running != threads:
+        raise RuntimeError(
+            f"TVM's thread pool runs {running} threads, not {threads}: set "
+            f"TVM_NUM_THREADS={threads} before using TVM (run_isolated does)")
+
+
+def onnx_session(nodes, inputs, outputs, initializers, threads, profile_prefix=None):
+    """An ONNX Runtime session of a graph built with ``onnx.helper``.
+
+    Parameters
+    ----------
+    nodes : list of onnx.NodeProto
+    inputs, outputs : list of (name, shape)
+        The graph's float32 tensors.
+    initializers : dict
+        Name: NumPy array, the weights.
+    threads : int
+        Threads inside operators; one thread between them (the graph is a chain).
+    profile_prefix : str, optional
+        Turns the session's profiler on; ``session.end_profiling()`` writes its JSON there.
+
+    Returns
+    -------
+    onnxruntime.InferenceSession
+        With every graph optimisation on, on the CPU.
+    """
+    threads = checked_int(threads, "threads", 1)
+    if not isinstance(initializers, dict):
+        raise TypeError(f"initializers must be a dict of name: array, got "
+                        f"{type(initializers).__name__}")
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    def value(name, shape):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+    graph = helper.make_graph(
+        nodes, "d2ldw", [value(n, s) for n, s in inputs],
+        [value(n, s) for n, s in outputs],
+        [numpy_helper.from_array(np.asarray(a), n) for n, a in initializers.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
+    return ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def onnx_caller(session, arrays):
+    """A zero-argument call of ``session`` on ``arrays`` (input name: NumPy array) that
+    writes into a preallocated output; returns (call, output)."""
+    if not isinstance(arrays, dict):
+        raise TypeError(f"arrays must be a dict of input name: array, got "
+                        f"{type(arrays).__name__}")
+    import onnxruntime as ort
+
+    expected = sorted(i.name for i in session.get_inputs())
+    if sorted(arrays) != expected:
+        raise ValueError(f"the session's inputs are {expected}, got arrays for "
+                         f"{sorted(arrays)}")
+    binding = session.io_binding()
+    for name, array in arrays.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))
+    (out,) = session.get_outputs()
+    result = np.zeros(out.shape, "float32")
+    binding.bind_ortvalue_output(out.name, ort.OrtValue.ortvalue_from_numpy(result))
+    return (lambda: session.run_with_iobinding(binding)), result
+
+
+def depthwise_onnx_session(x_shape, w, stride, threads):
+    """A graph of one ONNX ``Conv`` node: depthwise 3x3, padding 1, weight ``w`` of shape
+    (C, 1, 3, 3), on an input of shape ``x_shape`` (N, C, H, W)."""
+    if len(x_shape) != 4 or np.shape(w) != (x_shape[1], 1, 3, 3):
+        raise ValueError(f"expected an input shape (N, C, H, W) and a weight (C, 1, 3, 3), "
+                         f"got {tuple(x_shape)} and {np.shape(w)}")
+    stride = checked_int(stride, "stride", 1)
+    from onnx import helper
+
+    (n, c, _, _), out = x_shape, (x_shape[2] + 2 - 3) // stride + 1
+    node = helper.make_node("Conv", ["X", "W"], ["Y"], group=c, strides=[stride, stride],
+                            pads=[1, 1, 1, 1], kernel_shape=[3, 3])
+    return onnx_session([node], [("X", list(x_shape))], [("Y", [n, c, out, out])],
+                        {"W": w}, threads)
+
+
+def _activation_nodes(kind, value, output):
+    from onnx import helper
+
+    if kind == "relu":
+        return [helper.make_node("Relu", [value], [output])]
+    if kind == "relu6":
+        return [helper.make_node("Clip", [value, "zero", "six"], [output])]
+    return [helper.make_node("Identity", [value], [output])]
+
+
+def mobilenet_onnx_session(layers, input_shape, threads, profile_prefix=None):
+    """An ONNX Runtime session of the graph of ``d2ldw.torch.inference_layers``.
+
+    Conv (with the folded bias), Add, Relu or Clip, GlobalAveragePool, Flatten and Gemm
+    nodes, each named after its output, whose number is its layer's index (what
+    ``onnx_layer_seconds`` reads back from the profiler).
+    """
+    if not isinstance(layers, (list, tuple)) or not layers or not all(
+            isinstance(layer, dict) and "kind" in layer for layer in layers):
+        raise TypeError("layers must be the list of dicts inference_layers returns")
+    if layers[-1]["kind"] != "linear":
+        raise ValueError(f"the last layer must be the classifier ('linear'), got "
+                         f"{layers[-1]['kind']!r}")
+    from onnx import helper
+
+    nodes, weights, names = [], {}, ["X"]  # names[k]: the input of layer k
+    weights["zero"], weights["six"] = np.float32(0), np.float32(6)
+    for k, layer in enumerate(layers):
+        x, y = names[-1], f"y{k}"
+        if layer["kind"] == "pool":
+            nodes += [helper.make_node("GlobalAveragePool", [x], [f"p{k}"]),
+                      helper.make_node("Flatten", [f"p{k}"], [y])]
+        elif layer["kind"] == "linear":
+            weights[f"w{k}"], weights[f"b{k}"] = layer["weight"], layer["bias"]
+            nodes.append(helper.make_node("Gemm", [x, f"w{k}", f"b{k}"], [y], transB=1))
+        else:
+            w, pad, s = layer["weight"], layer["padding"], layer["stride"]
+            weights[f"w{k}"], weights[f"b{k}"] = w, layer["bias"]
+            value = f"c{k}"
+            nodes.append(helper.make_node(
+                "Conv", [x, f"w{k}", f"b{k}"], [value], strides=[s, s], pads=[pad] * 4,
+                kernel_shape=list(w.shape[2:]),
+                group=w.shape[0] if layer["kind"] == "depthwise" else 1))
+            if layer["residual"] is not None:
+                nodes.append(helper.make_node("Add", [value, names[layer["residual"]]],
+                                              [f"a{k}"]))
+                value = f"a{k}"
+            nodes += _activation_nodes(layer["activation"], value, y)
+        names.append(y)
+    for node in nodes:
+        node.name = node.output[0]
+    classes = layers[-1]["weight"].shape[0]
+    return onnx_session(nodes, [("X", list(input_shape))],
+                        [(names[-1], [input_shape[0], classes])], weights, threads,
+                        profile_prefix)
+
+
+def onnx_layer_seconds(layers, image, threads, passes):
+    """Median seconds of ONNX Runtime's nodes over ``passes`` forward passes of
+    ``mobilenet_onnx_session``, from its own profiler, by the layer they compute.
+
+    After its graph optimisations a node is a convolution with its activation and residual
+    fused, named after the layer's output, or a layout conversion ONNX Runtime inserted:
+    those count under the key ``None``.
+    """
+    passes = checked_int(passes, "passes", 1)
+    image = np.asarray(image, dtype="float32")
+    with tempfile.TemporaryDirectory() as folder:
+        session = mobilenet_onnx_session(layers, image.shape, threads,
+                                         profile_prefix=os.path.join(folder, "profile"))
+        call, _ = onnx_caller(session, {"X": image})
+        for _ in range(passes):
+            call()
+        with open(session.end_profiling()) as file:
+            events = json.load(file)
+    runs = {}  # (node, layer): its durations, one per pass
+    for event in events:
+        name = event.get("name", "")
+        if event.get("cat") == "Node" and name.endswith("_kernel_time"):
+            node = name[: -len("_kernel_time")]
+            match = re.match(r"[a-z](\d+)(_|$)", node)  # the value names given above
+            layer = int(match.group(1)) if match else None
+            runs.setdefault((node, layer), []).append(event["dur"] * 1e-6)
+    seconds = {}
+    for (_, layer), durations in runs.items():
+        seconds[layer] = seconds.get(layer, 0.0) + float(np.median(durations))
+    return seconds
+
+
+def depthwise_layer_data(layers, batch, seed):
+    """(name, x, w, stride) per layer of ``layers`` ((channels, size, stride) triples):
+    a seeded NCHW input of ``batch`` images and a depthwise 3x3 weight. The name,
+    ``"channels/size/stride"``, keys every table of the depthwise benchmark."""
+    batch = checked_int(batch, "batch", 1)
+    for channels, size, stride in layers:
+        x, w, _ = get_conv_data(channels, channels, size, 3, batch=batch,
+                                groups=channels, seed=seed)
+        yield f"{channels}/{size}/{stride}", x, w, stride
+
+
+def depthwise_peer_call(peer, x, w, stride, threads):
+    """A zero-argument call of one of ``PEERS`` on one depthwise 3x3 layer (padding 1), and
+    a function that gives its output as an NCHW NumPy array.
+
+    PyTorch channels_last keeps NCHW shapes with NHWC memory, its fast depthwise path on a
+    CPU; ONNX Runtime runs a one-node graph with its inputs and output bound once.
+    """
+    if peer not in PEERS:
+        raise ValueError(f"unknown peer {peer!r}; expected one of {PEERS}")
+    x, w = np.asarray(x), np.asarray(w)
+    channels = x.shape[1]
+    if peer in ("PyTorch", "PyTorch channels_last"):
+        import torch
+        from torch.nn import functional as F
+
+        xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+        if peer == "PyTorch channels_last":  # NHWC in memory, NCHW in shape
+            xt = xt.contiguous(memory_format=torch.channels_last)
+            wt = wt.contiguous(memory_format=torch.channels_last)
+        out = {}
+
+        def call():
+            out["y"] = F.conv2d(xt, wt, stride=stride, padding=1, groups=channels)
+
+        return call, lambda: out["y"].contiguous().numpy()
+    if peer == "MXNet":
+        from d2ldw import mxnet as d2l_mx
+
+        xm, wm = d2l_mx.nd.array(x), d2l_mx.nd.array(w)
+        out = {}
+
+        def call():
+            out["y"] = d2l_mx.conv2d(xm, wm, stride=stride, padding=1, groups=channels)
+            out["y"].wait_to_read()  # MXNet runs asynchronously
+
+        return call, lambda: out["y"].asnumpy()
+    session = depthwise_onnx_session(list(x.shape), w, stride, threads)
+    call, result = onnx_caller(session, {"X": x})
+    return call, lambda: result

@@ -1,0 +1,428 @@
+"""The benchmarks' runners and tables: every library in a process of its own, the fastest
+configuration counting, and the verdicts as JSON-able dicts and text.
+
+Written by hand (not from the chapters): this is harness. ``run_depthwise`` and
+``run_mobilenet`` are what ``python -m d2ldw.bench depthwise|mobilenet`` runs and what the
+performance chapter's pages show; each calls one timing function per library through
+``d2ldw.isolated.run_isolated`` (a fresh process with the given threads) and compares every
+peer at its fastest thread count.
+"""
+import math
+import time
+
+import numpy as np
+
+from d2ldw.bench.depthwise import depthwise_layers, depthwise_te_candidates
+from d2ldw.bench.mobilenet import MOBILENET_PEERS, mobilenet_peer_call
+from d2ldw.bench.peers import (
+    PEERS,
+    check_tvm_threads,
+    depthwise_layer_data,
+    depthwise_peer_call,
+    onnx_caller,
+    onnx_layer_seconds,
+    onnx_session,
+)
+from d2ldw.bench.roofline import best_roofs, thread_counts
+from d2ldw.cost import conv2d_cost
+from d2ldw.hardware import available_cpus, describe_cpu
+from d2ldw.isolated import run_isolated
+from d2ldw.shapes import checked_int
+from d2ldw.timing import time_interleaved
+
+__all__ = ["time_depthwise_peer", "time_depthwise_te", "geometric_mean", "run_depthwise",
+           "format_table", "LAYER_GROUPS", "layer_costs", "seconds_by_kind",
+           "time_mobilenet_peer", "run_mobilenet", "format_mobilenet_table"]
+
+
+def _checked_run_args(batch, threads, repeat, first_layers=None):
+    """The arguments every runner shares, checked once; ``threads=None``: every CPU this
+    process may use."""
+    batch = checked_int(batch, "batch", 1)
+    repeat = checked_int(repeat, "repeat", 1)
+    threads = available_cpus() if threads is None else checked_int(threads, "threads", 1)
+    if first_layers is not None:
+        first_layers = checked_int(first_layers, "first_layers", 1)
+    return batch, threads, repeat, first_layers
+
+
+def _torch_depthwise(x, w, stride):
+    """The reference every depthwise timing is checked against: ``F.conv2d``."""
+    import torch
+    from torch.nn import functional as F
+
+    return F.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=stride, padding=1,
+                    groups=x.shape[1]).numpy()
+
+
+# --- the nine depthwise layers of MobileNet v1 -------------------------------------------
+
+def time_depthwise_peer(peer, batch=1, threads=1, repeat=7, first_layers=None, seed=0):
+    """Median seconds per call of one of ``PEERS`` on each depthwise layer, in this process
+    alone, and its largest difference from ``F.conv2d``. For ONNX Runtime also
+    ``call_overhead``: the seconds of a one-node graph that copies one number."""
+    if peer not in PEERS:
+        raise ValueError(f"unknown peer {peer!r}; expected one of {PEERS}")
+    batch, threads, repeat, first_layers = _checked_run_args(batch, threads, repeat,
+                                                             first_layers)
+    import torch
+
+    torch.set_num_threads(threads)
+    calls, errors = {}, {}
+    for name, x, w, stride in depthwise_layer_data(depthwise_layers()[:first_layers],
+                                                   batch, seed):
+        call, output = depthwise_peer_call(peer, x, w, stride, threads)
+        call()
+        errors[name] = float(np.abs(output() - _torch_depthwise(x, w, stride)).max())
+        calls[name] = call
+    result = {"seconds": {k: t.median for k, t in
+                          time_interleaved(calls, repeat=repeat).items()},
+              "max_error": errors}
+    if peer == "ONNX Runtime":
+        from onnx import helper
+
+        session = onnx_session([helper.make_node("Identity", ["X"], ["Y"])],
+                               [("X", [1])], [("Y", [1])], {}, threads)
+        call, _ = onnx_caller(session, {"X": np.ones(1, "float32")})
+        result["call_overhead"] = time_interleaved({"o": call}, repeat)["o"].median
+    return result
+
+
+def time_depthwise_te(batch=1, threads=1, repeat=7, first_layers=None, seed=0):
+    """Median seconds per call of the TE kernels (unscheduled, tuned) and of the
+    conversions to and from NCHW[x]c on each depthwise layer, in this process alone, and
+    the tuned kernel's largest difference from ``F.conv2d``."""
+    batch, threads, repeat, first_layers = _checked_run_args(batch, threads, repeat,
+                                                             first_layers)
+    from d2ldw import tvm as d2l_tvm
+
+    check_tvm_threads(threads)
+    lanes = d2l_tvm.host_vector_lanes()
+    calls, errors = {}, {}
+    for name, x, w, stride in depthwise_layer_data(depthwise_layers()[:first_layers],
+                                                   batch, seed):
+        candidates, result = depthwise_te_candidates(x, w, stride, lanes)
+        calls.update({(name, part): f for part, f in candidates.items()})
+        errors[name] = float(np.abs(d2l_tvm.from_nchwc(result.numpy())
+                                    - _torch_depthwise(x, w, stride)).max())
+    seconds = {}
+    for (name, part), timing in time_interleaved(calls, repeat=repeat).items():
+        seconds.setdefault(name, {})[part] = timing.median
+    return {"seconds": seconds, "max_error": errors, "lanes": lanes}
+
+
+def geometric_mean(values):
+    """Geometric mean of positive numbers: the mean of ratios that treats a 2x gain and a
+    2x loss as cancelling."""
+    values = list(values)
+    if not values or min(values) <= 0:
+        raise ValueError(f"geometric_mean needs positive numbers, got {values}")
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def _faster(runs):
+    """Per layer (and part), the faster of the runs with each thread count:
+    {(name, part): (seconds, threads)}."""
+    best = {}
+    for count, run in runs.items():
+        for name, value in run["seconds"].items():
+            parts = value if isinstance(value, dict) else {None: value}
+            for part, seconds in parts.items():
+                if seconds < best.get((name, part), (math.inf,))[0]:
+                    best[name, part] = (seconds, count)
+    return best
+
+
+def _depthwise_row(name, batch, peers, te, faster, faster_te, threads):
+    te_seconds = {part: faster_te[name, part][0] for part in te["seconds"][name]}
+    channels, size, stride = map(int, name.split("/"))
+    seconds = {p: faster[p][name, None][0] for p in PEERS}
+    seconds.update(te_seconds)
+    seconds["TE tuned + conversions"] = sum(
+        te_seconds[k] for k in ("TE tuned", "to NCHWc", "from NCHWc"))
+    best = min(PEERS, key=seconds.get)
+    flops = conv2d_cost((batch, channels, size, size), (channels, 1, 3, 3), stride, 1,
+                        groups=channels).flops
+    tuned = ("TE tuned", "TE tuned + conversions")
+    return {
+        "channels": channels, "size": size, "stride": stride, "gflop": flops / 1e9,
+        "best_peer": best,
+        "max_error": {"TE tuned": te["max_error"][name],
+                      **{p: peers[p][threads]["max_error"][name] for p in PEERS}},
+        "threads": {**{p: faster[p][name, None][1] for p in PEERS},
+                    "TE tuned": faster_te[name, "TE tuned"][1]},
+        "median_us": {k: v * 1e6 for k, v in seconds.items()},
+        "gflops": {k: flops / v / 1e9 for k, v in seconds.items()},
+        "speedup_vs_best_peer": {k: seconds[best] / seconds[k] for k in tuned},
+        "speedup_vs_torch": {k: seconds["PyTorch"] / seconds[k]
+                             for k in (*PEERS, "TE default", *tuned)},
+        "tuned_vs_channels_last": seconds["PyTorch channels_last"] / seconds["TE tuned"],
+    }
+
+
+def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None):
+    """The per-layer benchmark: every peer and the TE kernels, each library in a process of
+    its own, each with ``thread_counts(threads)``, the faster counting. Speedups are
+    against the best peer of each layer. Returns a JSON-able dict."""
+    batch, threads, repeat, first_layers = _checked_run_args(batch, threads, repeat,
+                                                             first_layers)
+    common = dict(batch=batch, repeat=repeat, first_layers=first_layers)
+    counts = thread_counts(threads)
+    peers = {p: {t: run_isolated(time_depthwise_peer, t, peer=p, **common) for t in counts}
+             for p in PEERS}
+    te_runs = {t: run_isolated(time_depthwise_te, t, **common) for t in counts}
+    te = te_runs[threads]
+    faster = {p: _faster(runs) for p, runs in peers.items()}
+    faster_te = _faster(te_runs)
+    rows = [_depthwise_row(name, batch, peers, te, faster, faster_te, threads)
+            for name in te["seconds"]]
+
+    def mean(key, part):
+        return geometric_mean(r[key][part] for r in rows)
+
+    return {
+        "layers": rows, "batch": batch, "threads": threads, "repeat": repeat,
+        "vector_lanes": te["lanes"], "thread_counts": counts,
+        "onnx_call_overhead_us": min(
+            r["call_overhead"] for r in peers["ONNX Runtime"].values()) * 1e6,
+        "geomean_speedup_vs_best_peer": mean("speedup_vs_best_peer", "TE tuned"),
+        "geomean_speedup_vs_best_peer_with_conversions": mean(
+            "speedup_vs_best_peer", "TE tuned + conversions"),
+        "geomean_speedup_vs_torch": mean("speedup_vs_torch", "TE tuned"),
+        "geomean_tuned_vs_channels_last": geometric_mean(
+            r["tuned_vs_channels_last"] for r in rows),
+        "cpu_description": str(describe_cpu()),
+    }
+
+
+def format_table(result):
+    """``run_depthwise``'s result as text: microseconds per call of each configuration,
+    and the tuned kernel's speedup over the best peer of each layer."""
+    short = {"PyTorch": "torch", "PyTorch channels_last": "torch CL", "MXNet": "MXNet",
+             "ONNX Runtime": "ORT", "TE default": "TE dflt", "TE tuned": "TE tuned",
+             "TE tuned + conversions": "TE+conv"}
+    counts = " and ".join(map(str, result["thread_counts"]))
+    lines = [
+        *result["cpu_description"].splitlines(),
+        f"depthwise 3x3, MobileNet v1, batch {result['batch']}, each library in its own "
+        f"process with {counts} threads, the faster counting; microseconds per call, "
+        f"medians of {result['repeat']} rounds",
+        f"TE+conv: TE tuned with NCHW -> NCHW{result['vector_lanes']}c -> NCHW conversions",
+        f"{'layer':>11} | " + " ".join(f"{s:>8}" for s in short.values())
+        + " | best peer   tuned   +conv",
+    ]
+    for row in result["layers"]:
+        times = " ".join(f"{row['median_us'][k]:>8.1f}" for k in short)
+        speedup = row["speedup_vs_best_peer"]
+        lines.append(
+            f"{row['channels']:>4}/{row['size']:>3}/{row['stride']} | {times} "
+            f"| {short[row['best_peer']]:>9} {speedup['TE tuned']:>6.2f}x "
+            f"{speedup['TE tuned + conversions']:>6.2f}x")
+    lines += [
+        f"geometric mean of TE tuned vs the best peer: "
+        f"{result['geomean_speedup_vs_best_peer']:.2f}x "
+        f"({result['geomean_speedup_vs_best_peer_with_conversions']:.2f}x with both "
+        f"conversions)",
+        f"vs PyTorch channels_last: {result['geomean_tuned_vs_channels_last']:.2f}x; vs "
+        f"PyTorch NCHW: {result['geomean_speedup_vs_torch']:.2f}x; ONNX Runtime's cost of "
+        f"one call that does nothing: {result['onnx_call_overhead_us']:.1f} us",
+    ]
+    return "\n".join(lines)
+
+
+# --- a whole MobileNet -------------------------------------------------------------------
+
+# How the tables group the kinds of layer of inference_layers.
+LAYER_GROUPS = {"full": "first conv", "depthwise": "depthwise", "pointwise": "pointwise",
+                "pool": "the rest", "linear": "the rest", "other": "the rest"}
+
+
+def layer_costs(layers, input_shape):
+    """FLOPs and the least bytes moved (float32 input, weights and output once each) of
+    every layer of ``inference_layers``, with its kind; sizes follow the layers."""
+    if len(input_shape) != 4:
+        raise ValueError(f"input_shape must be (N, C, H, W), got {tuple(input_shape)}")
+    n, c, h, w = (checked_int(v, "input_shape", 1) for v in input_shape)
+    costs = []
+    for layer in layers:
+        if layer["kind"] == "pool":
+            flops, moved, (c, h, w) = n * c * h * w, n * c * (h * w + 1), (c, 1, 1)
+        elif layer["kind"] == "linear":
+            k = layer["weight"].shape[0]
+            flops, moved, c = 2 * n * c * k, n * c + c * k + k + n * k, k
+        else:
+            weight, s, p = layer["weight"], layer["stride"], layer["padding"]
+            size = (h + 2 * p - weight.shape[-1]) // s + 1
+            flops = 2 * n * weight.shape[0] * size * size * weight[0].size
+            moved = n * c * h * w + weight.size + n * weight.shape[0] * size * size
+            c, h, w = weight.shape[0], size, size
+        costs.append({"kind": layer["kind"], "flops": flops, "bytes": 4 * moved})
+    return costs
+
+
+def _tvm_layer_seconds(network, passes):
+    """Median seconds of every layer over ``passes`` forward passes, each kernel timed
+    inside the network by the virtual machine's hook."""
+    samples = [network.layer_seconds() for _ in range(passes)]
+    return dict(enumerate(np.median(samples, axis=0)))
+
+
+def seconds_by_kind(layers, per_layer):
+    """Sum per kind of layer of ``per_layer`` (layer index: seconds); the seconds of no
+    layer (index ``None``) count as "other"."""
+    by_kind = {}
+    for index, seconds in per_layer.items():
+        kind = layers[index]["kind"] if index is not None else "other"
+        by_kind[kind] = by_kind.get(kind, 0.0) + seconds
+    return by_kind
+
+
+def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
+    """Median seconds of one forward pass of one peer ("TVM" or one of
+    ``MOBILENET_PEERS``) in this process alone, its logits' largest difference from the
+    float64 PyTorch network's, and for TVM and ONNX Runtime the seconds per kind of layer,
+    each layer timed inside the network (medians of ten times ``repeat`` passes). A peer
+    that cannot run here returns ``{"error": message}``."""
+    if peer not in ("TVM", *MOBILENET_PEERS):
+        raise ValueError(f"unknown peer {peer!r}; expected 'TVM' or one of "
+                         f"{MOBILENET_PEERS}")
+    batch, threads, repeat, _ = _checked_run_args(batch, threads, repeat)
+    import torch
+
+    from d2ldw.torch import inference_layers, seeded_image, seeded_mobilenet
+
+    torch.set_num_threads(threads)
+    if peer == "TVM":
+        check_tvm_threads(threads)
+    image = seeded_image(batch)
+    start = time.perf_counter()
+    try:
+        call, logits = mobilenet_peer_call(peer, version, image, threads)
+    except Exception as error:  # e.g. torch.compile without a working compiler
+        return {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
+    setup = time.perf_counter() - start
+    with torch.no_grad():
+        exact = seeded_mobilenet(version).double()(image.double()).numpy()
+    result = {"seconds": time_interleaved({"network": call}, repeat=repeat)["network"].median,
+              "setup_seconds": setup,
+              "max_error": float(np.abs(np.asarray(logits) - exact).max()),
+              "largest_logit": float(np.abs(exact).max())}
+    if peer in ("TVM", "ONNX Runtime"):  # each layer, inside the network
+        layers = inference_layers(seeded_mobilenet(version))
+        per_layer = (_tvm_layer_seconds(call.__self__, 10 * repeat) if peer == "TVM"
+                     else onnx_layer_seconds(layers, image.numpy(), threads, 10 * repeat))
+        result["seconds_by_kind"] = seconds_by_kind(layers, per_layer)
+    return result
+
+
+def _fastest_runs(tries, threads):
+    """Per peer, its fastest run and the threads it had, and its best milliseconds per
+    thread count; a peer that never ran keeps its last error."""
+    runs, ms_by_threads = {}, {}
+    for peer, peer_tries in tries.items():
+        ran = [(t, r) for t, r in peer_tries if "seconds" in r]
+        ms_by_threads[peer] = {t: min(r["seconds"] for u, r in ran if u == t) * 1e3
+                               for t in sorted({t for t, _ in ran})}
+        t, fastest = (min(ran, key=lambda run: run[1]["seconds"]) if ran
+                      else (threads, peer_tries[-1][1]))
+        runs[peer] = {**fastest, "threads": t}
+    return runs, ms_by_threads
+
+
+def _groups(costs, by_kind):
+    """Milliseconds, GFLOP and MB per layer group, from seconds per kind of layer."""
+    groups = {}
+    for cost in costs:
+        group = groups.setdefault(LAYER_GROUPS[cost["kind"]],
+                                  {"ms": 0.0, "gflop": 0.0, "mbytes": 0.0})
+        group["gflop"] += cost["flops"] / 1e9
+        group["mbytes"] += cost["bytes"] / 1e6
+    for kind, seconds in by_kind.items():
+        groups[LAYER_GROUPS[kind]]["ms"] += seconds * 1e3
+    return groups
+
+
+def run_mobilenet(version="v1", batch=1, threads=None, repeat=7, rounds=2):
+    """The whole-network benchmark: the book's TVM network and every peer of
+    ``MOBILENET_PEERS``, each in a process of its own, each with every count of
+    ``thread_counts(threads)``, in ``rounds`` rounds (the peers in turn, the order reversed
+    every other round); per peer the fastest run counts, as a load that comes and goes on a
+    shared machine only ever slows a run down. Returns a JSON-able dict with milliseconds
+    per peer, the TVM network's milliseconds and FLOPs per layer group, and
+    ``speedup_vs_best_peer``."""
+    if version not in ("v1", "v2"):
+        raise ValueError(f"version must be 'v1' or 'v2', got {version!r}")
+    batch, threads, repeat, _ = _checked_run_args(batch, threads, repeat)
+    rounds = checked_int(rounds, "rounds", 1)
+    from d2ldw.torch import inference_layers, seeded_mobilenet
+
+    peers = ("TVM", *MOBILENET_PEERS)
+    tries = {peer: [] for peer in peers}  # (threads, result) of every run
+    for round_ in range(rounds):
+        for peer in peers if round_ % 2 == 0 else peers[::-1]:
+            for t in thread_counts(threads):
+                tries[peer].append((t, run_isolated(
+                    time_mobilenet_peer, t, peer=peer, version=version, batch=batch,
+                    repeat=repeat)))
+    runs, ms_by_threads = _fastest_runs(tries, threads)
+    if "seconds" not in runs["TVM"]:
+        raise RuntimeError(f"the TVM network did not run: {runs['TVM'].get('error')}")
+    costs = layer_costs(inference_layers(seeded_mobilenet(version)), (batch, 3, 224, 224))
+    groups = _groups(costs, runs["TVM"]["seconds_by_kind"])
+    onnx_groups = {g: row["ms"] for g, row in _groups(
+        costs, runs["ONNX Runtime"].get("seconds_by_kind", {})).items()}
+    ran = {p: r for p, r in runs.items() if "seconds" in r}
+    best = min((p for p in ran if p != "TVM"), key=lambda p: ran[p]["seconds"])
+    return {
+        "model": version, "batch": batch, "threads": threads, "repeat": repeat,
+        "rounds": rounds,
+        "ms": {p: r["seconds"] * 1e3 for p, r in ran.items()},
+        "threads_used": {p: r["threads"] for p, r in ran.items()},
+        "ms_by_threads": ms_by_threads, "thread_counts": thread_counts(threads),
+        "setup_s": {p: r["setup_seconds"] for p, r in ran.items()},
+        "max_error": {p: r["max_error"] for p, r in ran.items()},
+        "largest_logit": runs["TVM"]["largest_logit"],
+        "errors": {p: r["error"] for p, r in runs.items() if "error" in r},
+        "best_peer": best,
+        "speedup_vs_best_peer": ran[best]["seconds"] / ran["TVM"]["seconds"],
+        "speedup_vs_peer": {p: r["seconds"] / ran["TVM"]["seconds"]
+                            for p, r in ran.items() if p != "TVM"},
+        "tvm_by_group": groups, "onnx_ms_by_group": onnx_groups,
+        "roofs": best_roofs(threads), "cpu_description": str(describe_cpu()),
+    }
+
+
+def format_mobilenet_table(result):
+    """``run_mobilenet``'s result as text."""
+    counts = " and ".join(map(str, result["thread_counts"]))
+    lines = [
+        *result["cpu_description"].splitlines(),
+        f"MobileNet {result['model']}, batch {result['batch']}, each in its own process, "
+        f"the fastest of {counts} threads in {result['rounds']} rounds; median ms of "
+        f"{result['repeat']} samples",
+        f"{'':22} {'ms':>8} {'threads':>7} {'TVM speedup':>12} {'max |error|':>12}",
+    ]
+    for peer, ms in sorted(result["ms"].items(), key=lambda item: item[1]):
+        speedup = result["speedup_vs_peer"].get(peer)
+        lines.append(f"{peer:22} {ms:>8.2f} {result['threads_used'][peer]:>7} "
+                     f"{f'{speedup:.2f}x' if speedup else '':>12} "
+                     f"{result['max_error'][peer]:>12.1e}")
+    for peer, error in result["errors"].items():
+        lines.append(f"{peer:22} did not run: {error[:50]}")
+    lines += [
+        f"TVM vs the best peer ({result['best_peer']}): "
+        f"{result['speedup_vs_best_peer']:.2f}x",
+        "by kind of layer, each layer timed inside the network: ms (GFLOP/s)",
+        f"  {'':11} {'TVM':>16} {'ONNX Runtime':>16} {'ratio':>6}",
+    ]
+
+    def cell(ms, gflop):
+        rate = f"({gflop / ms * 1e3:.1f})" if ms else ""
+        return f"{ms:>7.2f} {rate:>8}"
+
+    for group, row in result["tvm_by_group"].items():
+        onnx = result["onnx_ms_by_group"].get(group, 0.0)
+        ratio = f"{onnx / row['ms']:.2f}x" if onnx and row["ms"] else ""
+        lines.append(f"  {group:11} {cell(row['ms'], row['gflop'])} "
+                     f"{cell(onnx, row['gflop'])} {ratio:>6}")
+    return "\n".join(lines)
