@@ -6,7 +6,7 @@ chapters. Do not edit: change the chapter and regenerate.
 
 from d2ldw.shapes import check_array_kind, checked_dtype, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['add_bias', 'causal_depthwise_conv1d', 'conv2d', 'conv_transpose2d', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'group_conv2d', 'padding', 'pointwise_conv2d', 'separable_conv2d', 'spread_gradient', 'static_shape', 'te_inputs']
+__all__ = ['add_bias', 'causal_depthwise_conv1d', 'conv2d', 'conv_transpose2d', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'group_conv2d', 'pad', 'padding', 'pointwise_conv2d', 'separable_conv2d', 'spread_gradient', 'static_shape', 'te_inputs']
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
@@ -14,7 +14,7 @@ import tvm
 from tvm import te
 
 
-def padding(X, pad_h, pad_w, value=0.0):
+def pad(X, pad_h, pad_w, value=0.0):
     """TE stage padding the last two axes of ``X``.
 
     ``pad_h`` is ``(top, bottom)`` and ``pad_w`` is ``(left, right)``; each side
@@ -41,7 +41,8 @@ def padding(X, pad_h, pad_w, value=0.0):
     )
 
 
-_pad = padding  # conv2d's `padding` argument hides this function inside conv2d
+# TEMPORARY: the old names, until the numerics pages import pad
+padding = _pad = pad
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
@@ -75,7 +76,7 @@ def conv2d(X, K, stride=1, padding=0, dilation=1):
             f"X must be batched (N, C, H, W), got shape {static_shape(X)}"
         )
     (sh, sw), (dh, dw) = g.stride, g.dilation
-    PaddedX = _pad(X, *g.padding)
+    PaddedX = pad(X, *g.padding)
     rc = te.reduce_axis((0, g.in_channels), name="rc")
     ri = te.reduce_axis((0, g.kernel_size[0]), name="ri")
     rj = te.reduce_axis((0, g.kernel_size[1]), name="rj")
@@ -126,7 +127,7 @@ def group_conv2d(X, K, stride=1, padding=0, dilation=1, groups=1):
         g.in_channels // g.groups,
         g.out_channels // g.groups,
     )
-    PaddedX = _pad(X, *g.padding)
+    PaddedX = pad(X, *g.padding)
     rc = te.reduce_axis((0, in_per_group), name="rc")
     ri = te.reduce_axis((0, g.kernel_size[0]), name="ri")
     rj = te.reduce_axis((0, g.kernel_size[1]), name="rj")
@@ -167,7 +168,7 @@ def depthwise_conv2d(X, K, stride=1, padding=0, dilation=1):
     # != 0` would
     # silently drop the padding of one axis when the other axis has none.
     needs_padding = any(side for pair in g.padding for side in pair)
-    PaddedX = _pad(X, *g.padding) if needs_padding else X
+    PaddedX = pad(X, *g.padding) if needs_padding else X
     ri = te.reduce_axis((0, g.kernel_size[0]), name="ri")
     rj = te.reduce_axis((0, g.kernel_size[1]), name="rj")
     return te.compute(
@@ -318,7 +319,7 @@ def depthwise_conv2d_grad_weight(X, G, weight_shape, stride=1, padding=0,
         raise ValueError(f"G must have the output's shape {g.output_shape}, "
                          f"got {static_shape(G)}")
     (sh, sw), (dh, dw), (oh, ow) = g.stride, g.dilation, g.out_size
-    PaddedX = _pad(X, *g.padding)
+    PaddedX = pad(X, *g.padding)
     rn = te.reduce_axis((0, x_shape[0]), name="rn")
     ry = te.reduce_axis((0, oh), name="ry")
     rx = te.reduce_axis((0, ow), name="rx")
