@@ -44,9 +44,6 @@ from d2ldw.bench.mobilenet import (  # noqa: E402
     mobilenet_peer_call,
 )
 from d2ldw.bench.kernels import (  # noqa: E402
-    KERNEL_SWEEP_LIBRARIES,
-    format_kernel_sweep,
-    run_kernel_sweep,
     time_kernel_sweep,
 )
 from d2ldw.bench.runs import (  # noqa: E402
@@ -61,6 +58,9 @@ from d2ldw.bench.runs import (  # noqa: E402
     time_mobilenet_peer,
     run_mobilenet,
     format_mobilenet_table,
+    KERNEL_SWEEP_LIBRARIES,
+    run_kernel_sweep,
+    format_kernel_sweep,
 )
 
 __all__ = ['KERNEL_SWEEP_LIBRARIES', 'LAYER_GROUPS', 'MOBILENET_PEERS', 'PEERS', 'best_roofs', 'check_tvm_threads', 'depthwise_layer_data', 'depthwise_layers', 'depthwise_onnx_session', 'depthwise_peer_call', 'depthwise_te_candidates', 'format_kernel_sweep', 'format_mobilenet_table', 'format_table', 'geometric_mean', 'gluon_mobilenet_v1', 'layer_costs', 'measure_roofs', 'mobilenet_onnx_session', 'mobilenet_peer_call', 'onnx_caller', 'onnx_layer_seconds', 'onnx_session', 'run_depthwise', 'run_kernel_sweep', 'run_mobilenet', 'seconds_by_kind', 'thread_counts', 'time_convolutions', 'time_depthwise_peer', 'time_depthwise_te', 'time_kernel_sweep', 'time_mobilenet_peer', 'time_separable']

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from d2ldw.bench.depthwise import depthwise_layers, depthwise_te_candidates
+from d2ldw.bench.kernels import time_kernel_sweep
 from d2ldw.bench.mobilenet import MOBILENET_PEERS, mobilenet_peer_call
 from d2ldw.bench.peers import (
     PEERS,
@@ -27,12 +28,13 @@ from d2ldw.bench.roofline import best_roofs, thread_counts
 from d2ldw.cost import conv2d_cost
 from d2ldw.hardware import available_cpus, describe_cpu
 from d2ldw.isolated import run_isolated
-from d2ldw.shapes import checked_int
+from d2ldw.shapes import check_memory, checked_int
 from d2ldw.timing import time_interleaved
 
 __all__ = ["time_depthwise_peer", "time_depthwise_te", "geometric_mean", "run_depthwise",
            "format_table", "LAYER_GROUPS", "layer_costs", "seconds_by_kind",
-           "time_mobilenet_peer", "run_mobilenet", "format_mobilenet_table"]
+           "time_mobilenet_peer", "run_mobilenet", "format_mobilenet_table",
+           "KERNEL_SWEEP_LIBRARIES", "run_kernel_sweep", "format_kernel_sweep"]
 
 
 def _checked_run_args(batch, threads, repeat, first_layers=None):
@@ -425,4 +427,91 @@ def format_mobilenet_table(result):
         ratio = f"{onnx / row['ms']:.2f}x" if onnx and row["ms"] else ""
         lines.append(f"  {group:11} {cell(row['ms'], row['gflop'])} "
                      f"{cell(onnx, row['gflop'])} {ratio:>6}")
+    return "\n".join(lines)
+
+
+# --- large depthwise kernels against the roofline -----------------------------------------
+
+def _kernel_sweep_shapes(kernel, batch, channels, size):
+    """(FLOPs, minimum bytes) of a float32 depthwise kxk layer, 'same'."""
+    pixels = batch * channels * size * size
+    return 2 * pixels * kernel * kernel, 4 * (2 * pixels
+                                              + channels * kernel * kernel)
+
+
+KERNEL_SWEEP_LIBRARIES = ("PyTorch", "TE")
+
+
+def _checked_sweep_args(kernels, batch, channels, size, threads, repeat):
+    if isinstance(kernels, (str, bytes)) or not hasattr(kernels, "__iter__"):
+        raise TypeError(f"kernels must be a list of odd ints, got "
+                        f"{type(kernels).__name__}")
+    kernels = [checked_int(k, "kernels", 1) for k in kernels]
+    if not kernels or any(k % 2 == 0 for k in kernels):
+        raise ValueError(f"kernels must be a non-empty list of odd sizes "
+                         f"('same' padding), got {kernels}")
+    batch, size, repeat = (checked_int(v, name, 1) for v, name in
+                           [(batch, "batch"), (size, "size"),
+                            (repeat, "repeat")])
+    channels = checked_int(channels, "channels", 1)
+    if channels % 16:
+        raise ValueError(f"channels must be a multiple of 16 (the TE kernel "
+                         f"blocks channels by vector lanes), got {channels}")
+    threads = available_cpus() if threads is None else checked_int(
+        threads, "threads", 1)
+    check_memory(8 * batch * channels * size * size, f"batch {batch} of "
+                 f"{channels}x{size}x{size}", None)
+    return kernels, batch, channels, size, threads, repeat
+
+
+def run_kernel_sweep(kernels, batch=1, channels=64, size=28, threads=None,
+                     repeat=5):
+    """Depthwise kxk ('same', stride 1, float32) for each of ``kernels``:
+    PyTorch and the tuned TE kernel, each timed in its own process
+    (``run_isolated``), against this CPU's roofs (``best_roofs``). Returns a
+    JSON-able dict."""
+    kernels, batch, channels, size, threads, repeat = _checked_sweep_args(
+        kernels, batch, channels, size, threads, repeat)
+    roofs = best_roofs(threads)
+    peak, bandwidth = roofs["flops"], roofs["bytes"]
+    timed = {library: run_isolated(
+        time_kernel_sweep, threads, library=library, kernels=kernels,
+        batch=batch, channels=channels, size=size, repeat=repeat)
+        for library in KERNEL_SWEEP_LIBRARIES}
+    rows = []
+    for k in kernels:
+        flops, nbytes = _kernel_sweep_shapes(k, batch, channels, size)
+        seconds = {lib: timed[lib]["seconds"][str(k)] for lib in timed}
+        rows.append({
+            "kernel": k, "gflop": flops / 1e9, "bytes": nbytes,
+            "intensity": flops / nbytes,
+            "roof_gflops": min(peak, flops / nbytes * bandwidth) / 1e9,
+            "median_us": {lib: s * 1e6 for lib, s in seconds.items()},
+            "gflops": {lib: flops / s / 1e9 for lib, s in seconds.items()},
+            "max_error_te": timed["TE"]["max_error"][str(k)]})
+    return {"kernels": rows, "batch": batch, "channels": channels,
+            "size": size, "threads": threads, "repeat": repeat,
+            "peak_gflops": peak / 1e9, "bandwidth_gbs": bandwidth / 1e9,
+            "ridge_flop_per_byte": peak / bandwidth,
+            "processes": "each library timed in its own child process",
+            "cpu_description": str(describe_cpu())}
+
+
+def format_kernel_sweep(result):
+    """run_kernel_sweep's result as a table: GFLOP/s against the roof."""
+    lines = [
+        *result["cpu_description"].splitlines(),
+        f"depthwise kxk, C={result['channels']}, {result['size']}x"
+        f"{result['size']}, batch {result['batch']}, {result['threads']} "
+        f"threads; medians of {result['repeat']}, {result['processes']}",
+        f"roofs: {result['peak_gflops']:.0f} GFLOP/s, "
+        f"{result['bandwidth_gbs']:.1f} GB/s, ridge "
+        f"{result['ridge_flop_per_byte']:.1f} FLOP/B",
+        f"{'k':>3} {'FLOP/B':>7} {'roof':>7} {'PyTorch':>8} {'TE':>8} "
+        f"{'TE err':>8}  (GFLOP/s)"]
+    for row in result["kernels"]:
+        lines.append(
+            f"{row['kernel']:>3} {row['intensity']:>7.1f} "
+            f"{row['roof_gflops']:>7.1f} {row['gflops']['PyTorch']:>8.1f} "
+            f"{row['gflops']['TE']:>8.1f} {row['max_error_te']:>8.1e}")
     return "\n".join(lines)
