@@ -16,8 +16,18 @@ import sys
 from d2ldw.hardware import available_cpus
 from d2ldw.shapes import check_memory
 
-__all__ = ["SUBCOMMANDS", "main", "positive_int", "check_json_path", "check_threads",
-           "cached_run", "bench_cache_folder", "measurement_modules", "CACHE_VARIABLE"]
+__all__ = ["SUBCOMMANDS", "REQUIREMENTS", "main", "positive_int", "check_json_path",
+           "check_threads", "missing_packages", "cached_run", "bench_cache_folder",
+           "measurement_modules", "CACHE_VARIABLE"]
+
+# import name: (pip package, the d2ldw extra that brings it)
+PACKAGES = {"torch": ("torch", "torch"), "tvm": ("apache-tvm", "tvm"),
+            "mxnet": ("mxnet", "mxnet"), "onnx": ("onnx", "bench"),
+            "onnxruntime": ("onnxruntime", "bench"), "tqdm": ("tqdm", "bench")}
+# what each subcommand imports, in its own process or in this one
+REQUIREMENTS = {"depthwise": ("torch", "tvm", "mxnet", "onnx", "onnxruntime"),
+                "mobilenet": ("torch", "tvm", "onnx", "onnxruntime"),
+                "kernels": ("torch", "tvm")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,6 +35,15 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default, unless the help already says it."""
+
+    def _get_help_string(self, action):
+        if "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def positive_int(text):
@@ -53,11 +72,34 @@ def check_threads(threads):
     return None
 
 
+def missing_packages(command, progress=False):
+    """Why ``command`` cannot run here (the packages it needs that are not installed, and
+    the pip line that installs them), or None. Looked up without importing them."""
+    import importlib.util
+
+    needed = [*REQUIREMENTS[command], *(["tqdm"] if progress else [])]
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    extras = sorted({PACKAGES[name][1] for name in missing})
+    return (f"needs {', '.join(PACKAGES[name][0] for name in missing)}, not installed: "
+            f"pip install 'd2ldw[{','.join(extras)}]'")
+
+
 def _common_arguments(parser):
-    parser.add_argument("--batch", type=positive_int, default=1)
-    parser.add_argument("--threads", type=positive_int, default=available_cpus())
-    parser.add_argument("--repeat", type=positive_int, default=7)
-    parser.add_argument("--json", type=str, default=None, help="also write the result here")
+    parser.add_argument("--batch", type=positive_int, default=1, help="images per call")
+    parser.add_argument("--threads", type=positive_int, default=available_cpus(),
+                        help="threads per library; each also runs with one thread, and the "
+                             f"faster counts (default: the {available_cpus()} CPUs available "
+                             "here)")
+    parser.add_argument("--repeat", type=positive_int, default=7,
+                        help="timed rounds per candidate; the median counts")
+    parser.add_argument("--json", type=str, default=None,
+                        help="also write the result to this file, as JSON (default: only print it)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                        default=sys.stderr.isatty(),
+                        help="show on stderr which process runs and how far it got "
+                             "(default: when stderr is a terminal)")
 
 
 # depthwise: MobileNet v1's depthwise layers against every peer
@@ -65,9 +107,10 @@ def _common_arguments(parser):
 def _depthwise_arguments(parser):
     _common_arguments(parser)
     parser.add_argument("--layers", type=positive_int, default=None,
-                        help="only the first N layers (for a quick check)")
+                        help="only the first N layers, for a quick check (default: all)")
     parser.add_argument("--max-bytes", type=positive_int, default=None,
-                        help="refuse a larger batch input (default 2 GiB)")
+                        help="refuse a batch whose input and output need more bytes "
+                             "(default: d2ldw.MEMORY_LIMIT, 2 GiB)")
 
 
 def _depthwise_check(args):
@@ -87,7 +130,8 @@ def _depthwise_check(args):
 def _depthwise_run(args):
     from d2ldw import bench
 
-    result = bench.run_depthwise(args.batch, args.threads, args.repeat, args.layers)
+    result = bench.run_depthwise(args.batch, args.threads, args.repeat, args.layers,
+                                 progress=args.progress)
     print(bench.format_table(result))
     return result
 
@@ -96,7 +140,8 @@ def _depthwise_run(args):
 
 def _mobilenet_arguments(parser):
     _common_arguments(parser)
-    parser.add_argument("--model", choices=("v1", "v2"), default="v1")
+    parser.add_argument("--model", choices=("v1", "v2"), default="v1",
+                        help="MobileNet v1 or v2")
 
 
 def _mobilenet_check(args):
@@ -110,7 +155,8 @@ def _mobilenet_check(args):
 def _mobilenet_run(args):
     from d2ldw import bench
 
-    result = bench.run_mobilenet(args.model, args.batch, args.threads, args.repeat)
+    result = bench.run_mobilenet(args.model, args.batch, args.threads, args.repeat,
+                                 progress=args.progress)
     print(bench.format_mobilenet_table(result))
     return result
 
@@ -122,8 +168,9 @@ def _kernels_arguments(parser):
     parser.add_argument("--kernel", type=positive_int, nargs="+", default=[3, 7, 15, 31],
                         help="odd kernel sizes k of the k x k depthwise layer")
     parser.add_argument("--channels", type=positive_int, default=64,
-                        help="channels (a multiple of 16)")
-    parser.add_argument("--size", type=positive_int, default=28, help="input height = width")
+                        help="channels, a multiple of 16")
+    parser.add_argument("--size", type=positive_int, default=28,
+                        help="input height = width, in pixels")
 
 
 def _kernels_check(args):
@@ -143,7 +190,7 @@ def _kernels_run(args):
     from d2ldw import bench
 
     result = bench.run_kernel_sweep(args.kernel, args.batch, args.channels, args.size,
-                                    args.threads, args.repeat)
+                                    args.threads, args.repeat, progress=args.progress)
     print(bench.format_kernel_sweep(result))
     return result
 
@@ -239,14 +286,21 @@ def cached_run(*arguments, folder=None):
 
 def main(argv=None):
     parser = _Parser(prog="python -m d2ldw.bench",
-                     description="Benchmarks of the book's kernels.")
+                     description="Benchmarks of the book's kernels. Each library runs in a "
+                                 "process of its own with the same threads; times are "
+                                 "medians. The table goes to stdout, progress to stderr.")
     commands = parser.add_subparsers(dest="command", required=True)
     parsers = {}
     for name, (help_text, add_arguments, _, _) in SUBCOMMANDS.items():
-        parsers[name] = commands.add_parser(name, help=help_text)
+        parsers[name] = commands.add_parser(
+            name, help=help_text, description=help_text,
+            formatter_class=_DefaultsFormatter)
         add_arguments(parsers[name])
     args = parser.parse_args(argv)
     _, _, check, run = SUBCOMMANDS[args.command]
+    missing = missing_packages(args.command, args.progress)
+    if missing:  # before the checks below, which import the frameworks
+        parsers[args.command].error(missing)
     for problem in (check_threads(getattr(args, "threads", 1)),
                     args.json and check_json_path(args.json), check(args)):
         if problem:

@@ -12,9 +12,10 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 
 __all__ = ["ENVIRONMENT", "thread_environment", "isolated_environment", "run_isolated",
-           "describe_process"]
+           "report_progress", "describe_process"]
 
 # Freed memory is reused instead of returned to the system: without this, the page faults of
 # fresh mappings can dominate a framework's timings on a virtual machine.
@@ -25,6 +26,10 @@ ENVIRONMENT = {
 
 # seconds one child may take before it counts as hung
 TIMEOUT = 1200
+
+# A line a child writes to stderr to say how far it got (report_progress); run_isolated hands
+# its text to on_progress and keeps every other line for the error message.
+PROGRESS_MARK = "\x1ed2ldw-progress\x1f"
 
 _CHILD = """
 import importlib, json, sys
@@ -74,16 +79,40 @@ def _function_path(function):
     return f"{module}:{name}"
 
 
-def run_isolated(function, threads, environment=None, /, **kwargs):
+def report_progress(message):
+    """Tell the parent :func:`run_isolated` how far this child got (``"layer 3/9"``); a
+    no-op outside a child of :func:`run_isolated`."""
+    if os.environ.get("D2LDW_ISOLATED") == "1":
+        print(f"{PROGRESS_MARK}{message}", file=sys.stderr, flush=True)
+
+
+def _read_stderr(stream, kept, on_progress):
+    """Hand progress lines to ``on_progress``, keep the others (the end of them is what a
+    failure reports)."""
+    for line in stream:
+        if line.startswith(PROGRESS_MARK):
+            if on_progress is not None:
+                on_progress(line[len(PROGRESS_MARK):].rstrip("\n"))
+        else:
+            kept.append(line)
+            del kept[:-200]
+
+
+def run_isolated(function, threads, environment=None, /, on_progress=None, **kwargs):
     """``function(threads=threads, **kwargs)`` in a fresh Python process; its result.
 
     ``function`` is a module-level function (or ``"module:name"``) whose arguments and result
     are JSON-able; it is told ``threads`` and should use that many. ``environment``
-    changes the child's variables (None removes one), for experiments on them. The child gets :data:`ENVIRONMENT` and :func:`thread_environment`, so no
-    other library shares its cores or its process. A failure raises RuntimeError with the
-    end of the child's error output.
+    changes the child's variables (None removes one), for experiments on them. The child gets
+    :data:`ENVIRONMENT` and :func:`thread_environment`, so no other library shares its cores
+    or its process. ``on_progress``, if given, is called with each message the child passes
+    to :func:`report_progress`, while it runs. A failure raises RuntimeError with the end of
+    the child's error output.
     """
     thread_environment(threads)  # checks threads
+    if on_progress is not None and not callable(on_progress):
+        raise TypeError(f"on_progress must be callable or None, got "
+                        f"{type(on_progress).__name__}")
     path = _function_path(function)
     module, name = path.split(":")
     if not callable(getattr(importlib.import_module(module), name, None)):
@@ -92,12 +121,29 @@ def run_isolated(function, threads, environment=None, /, **kwargs):
         out = os.path.join(folder, "result.json")
         spec = json.dumps({"function": path, "kwargs": {"threads": threads, **kwargs},
                            "out": out})
-        run = subprocess.run([sys.executable, "-c", _CHILD], input=spec, text=True,
-                             capture_output=True, timeout=TIMEOUT,
-                             env=isolated_environment(threads, environment))
-        if run.returncode != 0:
-            raise RuntimeError(f"{path} failed in its own process (exit {run.returncode}):\n"
-                               f"{run.stderr[-3000:]}")
+        child_environment = isolated_environment(threads, environment)
+        child_environment["D2LDW_ISOLATED"] = "1"
+        child = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 text=True, env=child_environment)
+        kept = []
+        reader = threading.Thread(target=_read_stderr, args=(child.stderr, kept, on_progress),
+                                  daemon=True)
+        reader.start()
+        try:
+            child.stdin.write(spec)
+            child.stdin.close()
+            returncode = child.wait(timeout=TIMEOUT)
+        except BaseException:  # a timeout, or Ctrl-C: the child goes with it
+            child.kill()
+            child.wait()
+            raise
+        finally:
+            reader.join(timeout=10)
+            child.stderr.close()
+        if returncode != 0:
+            raise RuntimeError(f"{path} failed in its own process (exit {returncode}):\n"
+                               f"{''.join(kept)[-3000:]}")
         with open(out) as result:
             return json.load(result)
 

@@ -222,3 +222,75 @@ def test_the_mobilenet_table_reads_its_result():
 
 def test_geometric_mean_of_ratios_treats_gain_and_loss_alike():
     assert math.isclose(bench.geometric_mean([2.0, 0.5]), 1.0)
+
+
+# --- the command line: what is missing is said first, progress while it runs -------------
+
+def test_a_child_reports_how_far_it_got_while_it_runs():
+    from d2ldw.isolated import run_isolated
+
+    messages = []
+    result = run_isolated(bench.time_depthwise_peer, 1, on_progress=messages.append,
+                          peer="PyTorch", first_layers=2, repeat=1)
+    assert set(result["seconds"]) == {"32/112/1", "64/112/2"}
+    assert messages == ["setting up layer 1/2 (32/112/1)", "setting up layer 2/2 (64/112/2)",
+                        "timing 2 layers, 1 rounds"]
+    with pytest.raises(TypeError, match="on_progress must be callable or None, got int"):
+        run_isolated(bench.time_depthwise_peer, 1, on_progress=3)
+
+
+def test_progress_outside_a_child_is_silent(capsys):
+    from d2ldw.isolated import report_progress
+
+    report_progress("layer 1/9")
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_missing_package_is_named_with_its_pip_line_before_anything_runs(monkeypatch,
+                                                                            capsys):
+    import importlib.util
+
+    from d2ldw import bench_cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("onnx", "mxnet") else real(name, *a))
+    with pytest.raises(SystemExit) as exit_:
+        bench_cli.main(["depthwise", "--layers", "1"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "python -m d2ldw.bench depthwise: error: needs mxnet, onnx, not installed: "
+        "pip install 'd2ldw[bench,mxnet]'\n")
+    assert bench_cli.missing_packages("kernels") is None
+
+
+def test_help_gives_every_flag_its_default_and_unit(capsys):
+    from d2ldw import bench_cli
+    from d2ldw.hardware import available_cpus
+
+    with pytest.raises(SystemExit):
+        bench_cli.main(["kernels", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--batch", "--threads", "--repeat", "--json", "--progress", "--kernel",
+                 "--channels", "--size"):
+        assert flag in text
+    assert text.count("(default:") == 8
+    assert f"(default: the {available_cpus()} CPUs available here)" in text
+    assert "in pixels (default: 28)" in text and "(default: [3, 7, 15, 31])" in text
+
+
+def test_the_command_shows_its_progress_on_stderr(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "sweep.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "d2ldw.bench", "kernels", "--kernel", "3", "--channels", "16",
+         "--size", "8", "--threads", "1", "--repeat", "1", "--progress", "--json", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "kernel sweep" in run.stderr and "2/2" in run.stderr
+    assert "TE, 1 thread" in run.stderr
+    assert "kernel sweep" not in run.stdout  # the table alone on stdout
+    assert json.loads(out.read_text())["kernels"][0]["kernel"] == 3

@@ -8,6 +8,7 @@ performance chapter's pages show; each calls one timing function per library thr
 peer at its fastest thread count.
 """
 import math
+import sys
 import time
 
 import numpy as np
@@ -27,7 +28,7 @@ from d2ldw.bench.peers import (
 from d2ldw.bench.roofline import best_roofs, thread_counts
 from d2ldw.cost import conv2d_cost
 from d2ldw.hardware import available_cpus, describe_cpu
-from d2ldw.isolated import run_isolated
+from d2ldw.isolated import report_progress, run_isolated
 from d2ldw.shapes import check_memory, checked_int
 from d2ldw.timing import time_interleaved
 
@@ -35,6 +36,38 @@ __all__ = ["time_depthwise_peer", "time_depthwise_te", "geometric_mean", "run_de
            "format_table", "LAYER_GROUPS", "layer_costs", "seconds_by_kind",
            "time_mobilenet_peer", "run_mobilenet", "format_mobilenet_table",
            "KERNEL_SWEEP_LIBRARIES", "run_kernel_sweep", "format_kernel_sweep"]
+
+
+class _Progress:
+    """One line on stderr while a benchmark runs (``tqdm``): how many of its processes are
+    done, which library runs now with how many threads, and what that process last
+    reported (``d2ldw.isolated.report_progress``). Silent unless ``enabled``."""
+
+    def __init__(self, total, title, enabled):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=title, unit="process", file=sys.stderr,
+                            dynamic_ncols=True)
+
+    def run(self, function, threads, label, **kwargs):
+        """``run_isolated(function, threads, **kwargs)``, shown as ``label``."""
+        if self.bar is None:
+            return run_isolated(function, threads, **kwargs)
+        where = f"{label}, {threads} thread{'s' if threads > 1 else ''}"
+        self.bar.set_postfix_str(where)
+        result = run_isolated(function, threads, on_progress=lambda message:
+                              self.bar.set_postfix_str(f"{where}: {message}"), **kwargs)
+        self.bar.update()
+        return result
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _checked_run_args(batch, threads, repeat, first_layers=None):
@@ -71,12 +104,14 @@ def time_depthwise_peer(peer, batch=1, threads=1, repeat=7, first_layers=None, s
 
     torch.set_num_threads(threads)
     calls, errors = {}, {}
-    for name, x, w, stride in depthwise_layer_data(depthwise_layers()[:first_layers],
-                                                   batch, seed):
+    layers = depthwise_layers()[:first_layers]
+    for k, (name, x, w, stride) in enumerate(depthwise_layer_data(layers, batch, seed)):
+        report_progress(f"setting up layer {k + 1}/{len(layers)} ({name})")
         call, output = depthwise_peer_call(peer, x, w, stride, threads)
         call()
         errors[name] = float(np.abs(output() - _torch_depthwise(x, w, stride)).max())
         calls[name] = call
+    report_progress(f"timing {len(calls)} layers, {repeat} rounds")
     result = {"seconds": {k: t.median for k, t in
                           time_interleaved(calls, repeat=repeat).items()},
               "max_error": errors}
@@ -101,13 +136,15 @@ def time_depthwise_te(batch=1, threads=1, repeat=7, first_layers=None, seed=0):
     check_tvm_threads(threads)
     lanes = d2l_tvm.host_vector_lanes()
     calls, errors = {}, {}
-    for name, x, w, stride in depthwise_layer_data(depthwise_layers()[:first_layers],
-                                                   batch, seed):
+    layers = depthwise_layers()[:first_layers]
+    for k, (name, x, w, stride) in enumerate(depthwise_layer_data(layers, batch, seed)):
+        report_progress(f"compiling layer {k + 1}/{len(layers)} ({name})")
         candidates, result = depthwise_te_candidates(x, w, stride, lanes)
         calls.update({(name, part): f for part, f in candidates.items()})
         errors[name] = float(np.abs(d2l_tvm.from_nchwc(result.numpy())
                                     - _torch_depthwise(x, w, stride)).max())
     seconds = {}
+    report_progress(f"timing {len(layers)} layers, {repeat} rounds")
     for (name, part), timing in time_interleaved(calls, repeat=repeat).items():
         seconds.setdefault(name, {})[part] = timing.median
     return {"seconds": seconds, "max_error": errors, "lanes": lanes}
@@ -162,17 +199,20 @@ def _depthwise_row(name, batch, peers, te, faster, faster_te, threads):
     }
 
 
-def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None):
+def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None, progress=False):
     """The per-layer benchmark: every peer and the TE kernels, each library in a process of
     its own, each with ``thread_counts(threads)``, the faster counting. Speedups are
-    against the best peer of each layer. Returns a JSON-able dict."""
+    against the best peer of each layer. Returns a JSON-able dict. ``progress``: a line on
+    stderr that says which process runs and how far it got."""
     batch, threads, repeat, first_layers = _checked_run_args(batch, threads, repeat,
                                                              first_layers)
     common = dict(batch=batch, repeat=repeat, first_layers=first_layers)
     counts = thread_counts(threads)
-    peers = {p: {t: run_isolated(time_depthwise_peer, t, peer=p, **common) for t in counts}
-             for p in PEERS}
-    te_runs = {t: run_isolated(time_depthwise_te, t, **common) for t in counts}
+    with _Progress((len(PEERS) + 1) * len(counts), f"depthwise, batch {batch}",
+                   progress) as runner:
+        peers = {p: {t: runner.run(time_depthwise_peer, t, p, peer=p, **common)
+                     for t in counts} for p in PEERS}
+        te_runs = {t: runner.run(time_depthwise_te, t, "TE", **common) for t in counts}
     te = te_runs[threads]
     faster = {p: _faster(runs) for p, runs in peers.items()}
     faster_te = _faster(te_runs)
@@ -303,6 +343,7 @@ def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
     except Exception as error:  # e.g. torch.compile without a working compiler
         return {"error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
     setup = time.perf_counter() - start
+    report_progress(f"set up in {setup:.1f} s; timing {repeat} passes")
     with torch.no_grad():
         exact = seeded_mobilenet(version).double()(image.double()).numpy()
     result = {"seconds": time_interleaved({"network": call}, repeat=repeat)["network"].median,
@@ -310,6 +351,7 @@ def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
               "max_error": float(np.abs(np.asarray(logits) - exact).max()),
               "largest_logit": float(np.abs(exact).max())}
     if peer in ("TVM", "ONNX Runtime"):  # each layer, inside the network
+        report_progress(f"timing each layer inside the network, {10 * repeat} passes")
         layers = inference_layers(seeded_mobilenet(version))
         per_layer = (_tvm_layer_seconds(call.__self__, 10 * repeat) if peer == "TVM"
                      else onnx_layer_seconds(layers, image.numpy(), threads, 10 * repeat))
@@ -344,14 +386,14 @@ def _groups(costs, by_kind):
     return groups
 
 
-def run_mobilenet(version="v1", batch=1, threads=None, repeat=7, rounds=2):
+def run_mobilenet(version="v1", batch=1, threads=None, repeat=7, rounds=2, progress=False):
     """The whole-network benchmark: the book's TVM network and every peer of
     ``MOBILENET_PEERS``, each in a process of its own, each with every count of
     ``thread_counts(threads)``, in ``rounds`` rounds (the peers in turn, the order reversed
     every other round); per peer the fastest run counts, as a load that comes and goes on a
     shared machine only ever slows a run down. Returns a JSON-able dict with milliseconds
     per peer, the TVM network's milliseconds and FLOPs per layer group, and
-    ``speedup_vs_best_peer``."""
+    ``speedup_vs_best_peer``. ``progress``: a line on stderr while it runs."""
     if version not in ("v1", "v2"):
         raise ValueError(f"version must be 'v1' or 'v2', got {version!r}")
     batch, threads, repeat, _ = _checked_run_args(batch, threads, repeat)
@@ -360,12 +402,15 @@ def run_mobilenet(version="v1", batch=1, threads=None, repeat=7, rounds=2):
 
     peers = ("TVM", *MOBILENET_PEERS)
     tries = {peer: [] for peer in peers}  # (threads, result) of every run
-    for round_ in range(rounds):
-        for peer in peers if round_ % 2 == 0 else peers[::-1]:
-            for t in thread_counts(threads):
-                tries[peer].append((t, run_isolated(
-                    time_mobilenet_peer, t, peer=peer, version=version, batch=batch,
-                    repeat=repeat)))
+    counts = thread_counts(threads)
+    with _Progress(rounds * len(peers) * len(counts), f"MobileNet {version}, batch {batch}",
+                   progress) as runner:
+        for round_ in range(rounds):
+            for peer in peers if round_ % 2 == 0 else peers[::-1]:
+                for t in counts:
+                    tries[peer].append((t, runner.run(
+                        time_mobilenet_peer, t, f"round {round_ + 1}, {peer}", peer=peer,
+                        version=version, batch=batch, repeat=repeat)))
     runs, ms_by_threads = _fastest_runs(tries, threads)
     if "seconds" not in runs["TVM"]:
         raise RuntimeError(f"the TVM network did not run: {runs['TVM'].get('error')}")
@@ -465,19 +510,20 @@ def _checked_sweep_args(kernels, batch, channels, size, threads, repeat):
 
 
 def run_kernel_sweep(kernels, batch=1, channels=64, size=28, threads=None,
-                     repeat=5):
+                     repeat=5, progress=False):
     """Depthwise kxk ('same', stride 1, float32) for each of ``kernels``:
     PyTorch and the tuned TE kernel, each timed in its own process
     (``run_isolated``), against this CPU's roofs (``best_roofs``). Returns a
-    JSON-able dict."""
+    JSON-able dict. ``progress``: a line on stderr while it runs."""
     kernels, batch, channels, size, threads, repeat = _checked_sweep_args(
         kernels, batch, channels, size, threads, repeat)
     roofs = best_roofs(threads)
     peak, bandwidth = roofs["flops"], roofs["bytes"]
-    timed = {library: run_isolated(
-        time_kernel_sweep, threads, library=library, kernels=kernels,
-        batch=batch, channels=channels, size=size, repeat=repeat)
-        for library in KERNEL_SWEEP_LIBRARIES}
+    with _Progress(len(KERNEL_SWEEP_LIBRARIES), "kernel sweep", progress) as runner:
+        timed = {library: runner.run(
+            time_kernel_sweep, threads, library, library=library, kernels=kernels,
+            batch=batch, channels=channels, size=size, repeat=repeat)
+            for library in KERNEL_SWEEP_LIBRARIES}
     rows = []
     for k in kernels:
         flops, nbytes = _kernel_sweep_shapes(k, batch, channels, size)
