@@ -321,8 +321,8 @@ def test_lint_exceptions_name_exactly_the_generated_modules():
         "per-file-ignores"]
     covered = set()
     for pattern in ignores:
-        if match := re.fullmatch(r"d2ldw/\{(.+)\}\.py", pattern):
-            covered |= {f"d2ldw/{name}.py" for name in match.group(1).split(",")}
+        if match := re.fullmatch(r"(d2ldw/(?:\w+/)?)\{(.+)\}\.py", pattern):
+            covered |= {f"{match.group(1)}{name}.py" for name in match.group(2).split(",")}
         elif pattern.endswith("/*.py"):
             covered |= {str(p.relative_to(REPO)) for p in REPO.glob(pattern)}
         elif pattern.startswith("d2ldw/"):
