@@ -59,6 +59,8 @@ MODULES = {
                   )),
     "torch": Module("PyTorch implementations.", requires=("torch", "torch==2.13.0", "torch"),
                     parts=(
+                        ("checks", "Argument checkers of the networks, layers and "
+                                   "counters (written by hand)."),
                         ("convolutions", "Convolutions by unfold and matrix product, "
                                          "separable and causal ones."),
                         ("surgery", "Layer surgery: swapping, folding and calibrating layers."),
@@ -68,7 +70,9 @@ MODULES = {
                         ("porting", "Weights between Keras (and TensorFlow) and PyTorch."),
                         ("inference", "Seeded networks and their layers, run one by one."),
                         ("te_layer", "A depthwise layer that runs the book's TVM kernel."),
-                    )),
+                        ("orders", "Which summation order PyTorch's depthwise kernels "
+                                   "follow, surveyed in a child process (written by hand)."),
+                    ), written=("checks", "orders")),
     "hardware": Module("What CPU a measurement ran on, and what decides its outcome.",
                        generated=False),
     "mxnet": Module("MXNet implementations.", requires=("mxnet", "mxnet==1.9.1", "mxnet")),

@@ -353,28 +353,24 @@ def fma32(a, b, c):
     """
     a, b, c = (np.asarray(v) for v in (a, b, c))
     if not all(v.dtype == np.float32 for v in (a, b, c)):
-        raise TypeError(
-            f"fma32 takes float32 arrays, got {a.dtype}, {b.dtype}, {c.dtype}"
-        )
+        raise TypeError(f"fma32 takes float32 arrays, got {a.dtype}, "
+                        f"{b.dtype}, {c.dtype}")
     p, c64 = a.astype(np.float64) * b.astype(np.float64), c.astype(np.float64)
     s = p + c64
     v = s - p
     err = (p - (s - v)) + (c64 - v)  # s + err == p + c exactly (Knuth's TwoSum)
     r = s.astype(np.float32)
     r64 = r.astype(np.float64)
-    other = np.nextafter(
-        r, np.where(s > r64, np.float32(np.inf), np.float32(-np.inf))
-    )
+    other = np.nextafter(r, np.where(s > r64, np.float32(np.inf),
+                                     np.float32(-np.inf)))
     tie = (s != r64) & (2 * s == r64 + other.astype(np.float64))
-    use_other = (
-        tie & (err != 0) & ((err > 0) == (other.astype(np.float64) > r64))
-    )
+    toward = (err > 0) == (other.astype(np.float64) > r64)
+    use_other = tie & (err != 0) & toward
     return np.where(use_other, other, r).astype(np.float32)
 
 
-def sequential_depthwise(
-    x, w, stride=1, padding=0, dilation=1, fma=True, accumulators=1
-):
+def sequential_depthwise(x, w, stride=1, padding=0, dilation=1, fma=True,
+                         accumulators=1):
     """Depthwise convolution in float32 with each output's taps added one by
     one.
 
@@ -384,48 +380,35 @@ def sequential_depthwise(
     round-robin to ``a`` accumulators (tap ``t`` to accumulator ``t % a``, each
     in order), these are added left to right, and the remaining ``n % a`` taps
     are added one by one. ``fma=True``: each multiply-add rounds once (a fused
-    multiply-add); ``fma=False``:
-    twice (the product, then the sum). ``x`` ``(N, C, H, W)`` and ``w`` ``(C*M,
-    1, kH, kW)`` are float32 NumPy arrays; no bias. Emulates, bit for bit, the
-    summation orders that kernels use, to explain when two of them agree
-    bitwise.
+    multiply-add); ``fma=False``: twice (the product, then the sum). ``x``
+    ``(N, C, H, W)`` and ``w`` ``(C*M, 1, kH, kW)`` are float32 NumPy arrays;
+    no bias. Emulates, bit for bit, the summation orders that kernels use, to
+    explain when two of them agree bitwise.
     """
     x, w = np.asarray(x), np.asarray(w)
     if x.dtype != np.float32 or w.dtype != np.float32:
         raise TypeError(f"x and w must be float32, got {x.dtype} and {w.dtype}")
     if x.ndim != 4:
         raise ValueError(f"x must be batched (N, C, H, W), got shape {x.shape}")
-    if (
-        isinstance(accumulators, bool)
-        or not isinstance(accumulators, (int, np.integer))
-        or accumulators < 1
-    ):
+    if isinstance(accumulators, bool) or not isinstance(
+            accumulators, (int, np.integer)) or accumulators < 1:
         raise ValueError(
-            f"accumulators must be a positive int, got {accumulators!r}"
-        )
+            f"accumulators must be a positive int, got {accumulators!r}")
     m = depthwise_multiplier(x.shape[1], w.shape)
-    g = conv2d_geometry(
-        x.shape, w.shape, stride, padding, dilation, groups=x.shape[1]
-    )
+    g = conv2d_geometry(x.shape, w.shape, stride, padding, dilation,
+                        groups=x.shape[1])
     (top, bottom), (left, right) = g.padding
     padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    padded = np.repeat(
-        padded, m, axis=1
-    )  # output channel o reads input channel o // M
+    padded = np.repeat(padded, m, axis=1)  # output channel o reads o // M
     (sh, sw), (dh, dw), (oh, ow) = g.stride, g.dilation, g.out_size
     kh, kw = g.kernel_size
 
     def add_tap(acc, t):
         ri, rj = divmod(t, kw)
-        window = padded[
-            :,
-            :,
-            ri * dh : ri * dh + sh * (oh - 1) + 1 : sh,
-            rj * dw : rj * dw + sw * (ow - 1) + 1 : sw,
-        ]
-        tap = np.broadcast_to(
-            w[:, 0, ri, rj].reshape(1, -1, 1, 1), window.shape
-        )
+        window = padded[:, :, ri * dh:ri * dh + sh * (oh - 1) + 1:sh,
+                        rj * dw:rj * dw + sw * (ow - 1) + 1:sw]
+        tap = np.broadcast_to(w[:, 0, ri, rj].reshape(1, -1, 1, 1),
+                              window.shape)
         # NumPy rounds the product, then the sum; fma32 rounds once
         return fma32(window, tap, acc) if fma else acc + window * tap
 
@@ -442,6 +425,7 @@ def sequential_depthwise(
     return acc
 
 
+# From Section 5.6, "Bitwise equality" (chapters/numerics/bitwise.ipynb)
 def summation_tree_sizes(add_up, n):
     """Reveal the order in which a black-box sum of ``n`` float32 terms adds
     them.
@@ -456,11 +440,8 @@ def summation_tree_sizes(add_up, n):
     contains both a and b. A one-by-one chain gives ``max(a, b) + 1``. (The idea
     of Xie et al., "FPRev", 2024.)
     """
-    if (
-        isinstance(n, bool)
-        or not isinstance(n, (int, np.integer))
-        or not 2 <= n <= 64
-    ):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) \
+            or not 2 <= n <= 64:
         raise ValueError(f"n must be an int from 2 to 64, got {n!r}")
     sizes = np.zeros((n, n), dtype=np.int64)
     for a in range(n):
@@ -472,9 +453,8 @@ def summation_tree_sizes(add_up, n):
     return sizes
 
 
-def probe_depthwise_order(
-    conv, x_shape, w_shape, stride=1, padding=0, dilation=1
-):
+def probe_depthwise_order(conv, x_shape, w_shape, stride=1, padding=0,
+                          dilation=1):
     """``summation_tree_sizes`` of one output of a depthwise convolution
     ``conv(x, w)``.
 
@@ -484,31 +464,25 @@ def probe_depthwise_order(
     batch element and channel, at the centre of the output. Returns the
     ``(kH*kW, kH*kW)`` array.
     """
-    g = conv2d_geometry(
-        x_shape, w_shape, stride, padding, dilation, groups=x_shape[-3]
-    )
+    g = conv2d_geometry(x_shape, w_shape, stride, padding, dilation,
+                        groups=x_shape[-3])
     (top, _), (left, _) = g.padding
     (sh, sw), (dh, dw) = g.stride, g.dilation
     (kh, kw), (oi, oj) = g.kernel_size, (g.out_size[0] // 2, g.out_size[1] // 2)
     rows = [oi * sh - top + ri * dh for ri in range(kh)]
     cols = [oj * sw - left + rj * dw for rj in range(kw)]
-    if (
-        min(rows + cols) < 0
-        or max(rows) >= x_shape[-2]
-        or max(cols) >= x_shape[-1]
-    ):
-        raise ValueError(
-            f"the centre output's window leaves the input {x_shape}: choose a "
-            f"larger input or less padding"
-        )
+    if min(rows + cols) < 0 or max(rows) >= x_shape[-2] \
+            or max(cols) >= x_shape[-1]:
+        raise ValueError(f"the centre output's window leaves the input "
+                         f"{x_shape}: choose a larger input or less padding")
     w = np.ones(w_shape, dtype=np.float32)
+    first = (0,) * (len(x_shape) - 3)  # the first batch element, if batched
 
     def add_up(values):
         x = np.zeros(x_shape, dtype=np.float32)
-        x[(0,) * (len(x_shape) - 3) + (0, slice(None), slice(None))][
-            np.ix_(rows, cols)
-        ] = values.reshape(kh, kw)
-        return conv(x, w)[(0,) * (len(x_shape) - 3) + (0, oi, oj)]
+        x[first + (0, slice(None), slice(None))][np.ix_(rows, cols)] = \
+            values.reshape(kh, kw)
+        return conv(x, w)[first + (0, oi, oj)]
 
     return summation_tree_sizes(add_up, kh * kw)
 
@@ -530,16 +504,9 @@ def matching_order(y, x, w, stride=1, padding=0, dilation=1):
     fraction; ``y`` follows that order bit for bit when the fraction is 1.
     """
     agreement = {
-        name: float(
-            np.mean(
-                np.asarray(y)
-                == sequential_depthwise(
-                    x, w, stride, padding, dilation, **order
-                )
-            )
-        )
-        for name, order in SUMMATION_ORDERS.items()
-    }
+        name: float(np.mean(np.asarray(y) == sequential_depthwise(
+            x, w, stride, padding, dilation, **order)))
+        for name, order in SUMMATION_ORDERS.items()}
     best = max(agreement, key=agreement.get)
     return best, agreement[best]
 

@@ -449,16 +449,9 @@ def depthwise_multiplier(in_channels, weight_shape):
 
 
 # From Section 4.2, "Depthwise + pointwise as a layer" (chapters/separable/depthwise_pointwise.ipynb)
-def separable_geometry(
-    input_shape,
-    depthwise_shape,
-    pointwise_shape,
-    stride=1,
-    padding=0,
-    dilation=1,
-    depthwise_bias_shape=None,
-    pointwise_bias_shape=None,
-):
+def separable_geometry(input_shape, depthwise_shape, pointwise_shape, stride=1,
+                       padding=0, dilation=1, depthwise_bias_shape=None,
+                       pointwise_bias_shape=None):
     """Check a depthwise-separable convolution's shapes; returns the two stages'
     ConvGeometry.
 
@@ -470,45 +463,30 @@ def separable_geometry(
     input_shape, depthwise_shape = tuple(input_shape), tuple(depthwise_shape)
     pointwise_shape = tuple(pointwise_shape)
     if len(input_shape) not in (3, 4):
-        raise ValueError(
-            f"input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape "
-            f"{input_shape}"
-        )
+        raise ValueError(f"input must be 4-D (N, C, H, W) or 3-D (C, H, W), "
+                         f"got shape {input_shape}")
     channels = input_shape[-3]
     try:
         multiplier = depthwise_multiplier(channels, depthwise_shape)
     except ValueError as error:
         hint = ""
-        if len(depthwise_shape) == 4 and depthwise_shape[1:] == (
-            channels,
-            1,
-            1,
-        ):
-            hint = (
-                f"; {depthwise_shape} is the shape of a pointwise weight (O, "
-                "C, 1, 1): "
-                f"did you pass the pointwise weight as the depthwise one?"
-            )
+        if len(depthwise_shape) == 4 and \
+                depthwise_shape[1:] == (channels, 1, 1):
+            hint = (f"; {depthwise_shape} is the shape of a pointwise weight "
+                    "(O, C, 1, 1): did you pass the pointwise weight as the "
+                    "depthwise one?")
         raise ValueError(f"depthwise weight: {error}{hint}") from None
-    first = conv2d_geometry(
-        input_shape,
-        depthwise_shape,
-        stride,
-        padding,
-        dilation,
-        groups=channels,
-        bias_shape=depthwise_bias_shape,
-    )
+    first = conv2d_geometry(input_shape, depthwise_shape, stride, padding,
+                            dilation, groups=channels,
+                            bias_shape=depthwise_bias_shape)
     hidden = channels * multiplier
     if len(pointwise_shape) != 4 or pointwise_shape[1:] != (hidden, 1, 1):
         raise ValueError(
             f"pointwise weight must have shape (O, C*M, 1, 1) = (O, {hidden}, "
             f"1, 1) for C={channels} input channels and channel multiplier "
-            f"M={multiplier}; got {pointwise_shape}"
-        )
-    second = conv2d_geometry(
-        first.output_shape, pointwise_shape, bias_shape=pointwise_bias_shape
-    )
+            f"M={multiplier}; got {pointwise_shape}")
+    second = conv2d_geometry(first.output_shape, pointwise_shape,
+                             bias_shape=pointwise_bias_shape)
     return first, second
 
 

@@ -130,7 +130,9 @@ def check_api_reference(text):
                 entry = text.split(f'id="d2ldw.{module}.{name}"', 1)
                 assert len(entry) == 2, f"d2ldw.{module}.{name} is not in the API reference"
                 body = entry[1].split('<dt class="sig', 1)[0]
-                assert "Defined in" in body and 'href="../' in body, f"d2ldw.{module}.{name}"
+                # harness written by hand links to the section it serves
+                assert ("Defined in" in body or "Written by hand for" in body) \
+                    and 'href="../' in body, f"d2ldw.{module}.{name}"
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -201,6 +201,10 @@ def used_packages(notebook, root=PACKAGE_ROOT):
             if name not in sys.stdlib_module_names and name not in PROVIDED}
 
 
+# extras that bundle tools for a purpose rather than provide one framework
+BUNDLES = {"book", "test", "all", "dev"}
+
+
 def _project_pins(root):
     """(extras, pins): d2ldw extras by distribution name, requirements.txt lines by name."""
     import tomllib
@@ -208,7 +212,7 @@ def _project_pins(root):
     project = tomllib.loads((Path(root) / "pyproject.toml").read_text())["project"]
     extras = {}
     for extra, requirements in project.get("optional-dependencies", {}).items():
-        if len(requirements) <= 2:  # a framework extra, not a bundle such as "book"
+        if extra not in BUNDLES:  # an extra named after what its first package provides
             extras.setdefault(_requirement_name(requirements[0]), extra)
     pins = {}
     for line in (Path(root) / "requirements.txt").read_text().splitlines():

@@ -20,6 +20,7 @@ __all__ = ["PEERS", "check_tvm_threads", "onnx_session", "onnx_caller",
            "depthwise_onnx_session", "mobilenet_onnx_session", "onnx_layer_seconds",
            "depthwise_layer_data", "depthwise_peer_call"]
 
+# Harness for chapters/performance/results.ipynb
 # Every library that computes the same depthwise layer, each timed in a process of its own.
 PEERS = ("PyTorch", "PyTorch channels_last", "MXNet", "ONNX Runtime")
 
@@ -27,6 +28,7 @@ PEERS = ("PyTorch", "PyTorch channels_last", "MXNet", "ONNX Runtime")
 OPSET, IR_VERSION = 17, 8
 
 
+# Harness for chapters/performance/results.ipynb
 def check_tvm_threads(threads):
     """Refuse to time TVM with a thread pool of another size than the peers'.
 
@@ -43,6 +45,7 @@ def check_tvm_threads(threads):
             f"TVM_NUM_THREADS={threads} before using TVM (run_isolated does)")
 
 
+# Harness for chapters/performance/results.ipynb
 def onnx_session(nodes, inputs, outputs, initializers, threads, profile_prefix=None):
     """An ONNX Runtime session of a graph built with ``onnx.helper``.
 
@@ -92,6 +95,7 @@ def onnx_session(nodes, inputs, outputs, initializers, threads, profile_prefix=N
                                 providers=["CPUExecutionProvider"])
 
 
+# Harness for chapters/performance/results.ipynb
 def onnx_caller(session, arrays):
     """A zero-argument call of ``session`` on ``arrays`` (input name: NumPy array) that
     writes into a preallocated output; returns (call, output)."""
@@ -113,6 +117,7 @@ def onnx_caller(session, arrays):
     return (lambda: session.run_with_iobinding(binding)), result
 
 
+# Harness for chapters/performance/results.ipynb
 def depthwise_onnx_session(x_shape, w, stride, threads):
     """A graph of one ONNX ``Conv`` node: depthwise 3x3, padding 1, weight ``w`` of shape
     (C, 1, 3, 3), on an input of shape ``x_shape`` (N, C, H, W)."""
@@ -139,6 +144,7 @@ def _activation_nodes(kind, value, output):
     return [helper.make_node("Identity", [value], [output])]
 
 
+# Harness for chapters/performance/mobilenet_peers.ipynb
 def mobilenet_onnx_session(layers, input_shape, threads, profile_prefix=None):
     """An ONNX Runtime session of the graph of ``d2ldw.torch.inference_layers``.
 
@@ -186,6 +192,7 @@ def mobilenet_onnx_session(layers, input_shape, threads, profile_prefix=None):
                         profile_prefix)
 
 
+# Harness for chapters/performance/mobilenet_peers.ipynb
 def onnx_layer_seconds(layers, image, threads, passes):
     """Median seconds of ONNX Runtime's nodes over ``passes`` forward passes of
     ``mobilenet_onnx_session``, from its own profiler, by the layer they compute.
@@ -218,6 +225,7 @@ def onnx_layer_seconds(layers, image, threads, passes):
     return seconds
 
 
+# Harness for chapters/performance/results.ipynb
 def depthwise_layer_data(layers, batch, seed):
     """(name, x, w, stride) per layer of ``layers`` ((channels, size, stride) triples):
     a seeded NCHW input of ``batch`` images and a depthwise 3x3 weight. The name,
@@ -229,6 +237,7 @@ def depthwise_layer_data(layers, batch, seed):
         yield f"{channels}/{size}/{stride}", x, w, stride
 
 
+# Harness for chapters/performance/results.ipynb
 def depthwise_peer_call(peer, x, w, stride, threads):
     """A zero-argument call of one of ``PEERS`` on one depthwise 3x3 layer (padding 1), and
     a function that gives its output as an NCHW NumPy array.

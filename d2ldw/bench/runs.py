@@ -92,6 +92,7 @@ def _torch_depthwise(x, w, stride):
 
 # --- the nine depthwise layers of MobileNet v1 -------------------------------------------
 
+# Harness for chapters/performance/results.ipynb
 def time_depthwise_peer(peer, batch=1, threads=1, repeat=7, first_layers=None, seed=0):
     """Median seconds per call of one of ``PEERS`` on each depthwise layer, in this process
     alone, and its largest difference from ``F.conv2d``. For ONNX Runtime also
@@ -125,6 +126,7 @@ def time_depthwise_peer(peer, batch=1, threads=1, repeat=7, first_layers=None, s
     return result
 
 
+# Harness for chapters/performance/results.ipynb
 def time_depthwise_te(batch=1, threads=1, repeat=7, first_layers=None, seed=0):
     """Median seconds per call of the TE kernels (unscheduled, tuned) and of the
     conversions to and from NCHW[x]c on each depthwise layer, in this process alone, and
@@ -150,6 +152,7 @@ def time_depthwise_te(batch=1, threads=1, repeat=7, first_layers=None, seed=0):
     return {"seconds": seconds, "max_error": errors, "lanes": lanes}
 
 
+# Harness for chapters/performance/results.ipynb
 def geometric_mean(values):
     """Geometric mean of positive numbers: the mean of ratios that treats a 2x gain and a
     2x loss as cancelling."""
@@ -199,6 +202,7 @@ def _depthwise_row(name, batch, peers, te, faster, faster_te, threads):
     }
 
 
+# Harness for chapters/performance/results.ipynb
 def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None, progress=False):
     """The per-layer benchmark: every peer and the TE kernels, each library in a process of
     its own, each with ``thread_counts(threads)``, the faster counting. Speedups are
@@ -237,6 +241,7 @@ def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None, progress=F
     }
 
 
+# Harness for chapters/performance/results.ipynb
 def format_table(result):
     """``run_depthwise``'s result as text: microseconds per call of each configuration,
     and the tuned kernel's speedup over the best peer of each layer."""
@@ -274,11 +279,13 @@ def format_table(result):
 
 # --- a whole MobileNet -------------------------------------------------------------------
 
+# Harness for chapters/performance/mobilenet_peers.ipynb
 # How the tables group the kinds of layer of inference_layers.
 LAYER_GROUPS = {"full": "first conv", "depthwise": "depthwise", "pointwise": "pointwise",
                 "pool": "the rest", "linear": "the rest", "other": "the rest"}
 
 
+# Harness for chapters/performance/mobilenet_peers.ipynb
 def layer_costs(layers, input_shape):
     """FLOPs and the least bytes moved (float32 input, weights and output once each) of
     every layer of ``inference_layers``, with its kind; sizes follow the layers."""
@@ -309,6 +316,7 @@ def _tvm_layer_seconds(network, passes):
     return dict(enumerate(np.median(samples, axis=0)))
 
 
+# Harness for chapters/performance/mobilenet_peers.ipynb
 def seconds_by_kind(layers, per_layer):
     """Sum per kind of layer of ``per_layer`` (layer index: seconds); the seconds of no
     layer (index ``None``) count as "other"."""
@@ -319,6 +327,7 @@ def seconds_by_kind(layers, per_layer):
     return by_kind
 
 
+# Harness for chapters/performance/mobilenet_peers.ipynb
 def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
     """Median seconds of one forward pass of one peer ("TVM" or one of
     ``MOBILENET_PEERS``) in this process alone, its logits' largest difference from the
@@ -386,6 +395,7 @@ def _groups(costs, by_kind):
     return groups
 
 
+# Harness for chapters/performance/mobilenet_peers.ipynb
 def run_mobilenet(version="v1", batch=1, threads=None, repeat=7, rounds=2, progress=False):
     """The whole-network benchmark: the book's TVM network and every peer of
     ``MOBILENET_PEERS``, each in a process of its own, each with every count of
@@ -439,6 +449,7 @@ def run_mobilenet(version="v1", batch=1, threads=None, repeat=7, rounds=2, progr
     }
 
 
+# Harness for chapters/performance/mobilenet_peers.ipynb
 def format_mobilenet_table(result):
     """``run_mobilenet``'s result as text."""
     counts = " and ".join(map(str, result["thread_counts"]))
@@ -484,6 +495,7 @@ def _kernel_sweep_shapes(kernel, batch, channels, size):
                                               + channels * kernel * kernel)
 
 
+# Harness for chapters/beyond/large_kernels.ipynb
 KERNEL_SWEEP_LIBRARIES = ("PyTorch", "TE")
 
 
@@ -509,6 +521,7 @@ def _checked_sweep_args(kernels, batch, channels, size, threads, repeat):
     return kernels, batch, channels, size, threads, repeat
 
 
+# Harness for chapters/beyond/large_kernels.ipynb
 def run_kernel_sweep(kernels, batch=1, channels=64, size=28, threads=None,
                      repeat=5, progress=False):
     """Depthwise kxk ('same', stride 1, float32) for each of ``kernels``:
@@ -543,6 +556,7 @@ def run_kernel_sweep(kernels, batch=1, channels=64, size=28, threads=None,
             "cpu_description": str(describe_cpu())}
 
 
+# Harness for chapters/beyond/large_kernels.ipynb
 def format_kernel_sweep(result):
     """run_kernel_sweep's result as a table: GFLOP/s against the roof."""
     lines = [

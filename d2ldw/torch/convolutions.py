@@ -7,7 +7,8 @@ chapters. Do not edit: change the chapter and regenerate.
 from d2ldw.shapes import depthwise_multiplier
 from torch import nn
 
-from d2ldw.shapes import check_array_kind, check_memory, checked_dtype, conv2d_geometry, separable_geometry
+from d2ldw.shapes import check_array_kind, check_memory, conv2d_geometry, separable_geometry
+from d2ldw.torch.checks import check_separable_call, check_separable_weights
 
 __all__ = ['SeparableConv2d', 'causal_depthwise_conv1d', 'check_unfold_inputs', 'conv2d_unfold', 'depthwise_conv2d_unfold', 'separable_conv2d', 'unfold_columns']
 
@@ -171,16 +172,9 @@ def depthwise_conv2d_unfold(
 
 
 # From Section 4.2, "Depthwise + pointwise as a layer" (chapters/separable/depthwise_pointwise.ipynb)
-def separable_conv2d(
-    input,
-    depthwise_weight,
-    pointwise_weight,
-    depthwise_bias=None,
-    pointwise_bias=None,
-    stride=1,
-    padding=0,
-    dilation=1,
-):
+def separable_conv2d(input, depthwise_weight, pointwise_weight,
+                     depthwise_bias=None, pointwise_bias=None, stride=1,
+                     padding=0, dilation=1):
     """Depthwise-separable convolution with weights given as arguments
     (differentiable).
 
@@ -190,40 +184,22 @@ def separable_conv2d(
     ``(C*M, 1, kH, kW)``; pointwise weight ``(O, C*M, 1, 1)``; biases ``(C*M,)``
     and ``(O,)`` or None.
     """
-    tensors = {
-        "input": input,
-        "depthwise_weight": depthwise_weight,
-        "pointwise_weight": pointwise_weight,
-    }
+    tensors = {"input": input, "depthwise_weight": depthwise_weight,
+               "pointwise_weight": pointwise_weight}
     for name, value in tensors.items():
         if not torch.is_tensor(value):
             raise TypeError(
-                f"{name} must be a tensor, got {type(value).__name__}"
-            )
+                f"{name} must be a tensor, got {type(value).__name__}")
     first, _ = separable_geometry(
-        input.shape,
-        depthwise_weight.shape,
-        pointwise_weight.shape,
-        stride,
-        padding,
-        dilation,
+        input.shape, depthwise_weight.shape, pointwise_weight.shape, stride,
+        padding, dilation,
         None if depthwise_bias is None else depthwise_bias.shape,
-        None if pointwise_bias is None else pointwise_bias.shape,
-    )
+        None if pointwise_bias is None else pointwise_bias.shape)
     (top, bottom), (left, right) = first.padding
-    if (
-        top != bottom or left != right
-    ):  # 'same' with an even kernel: pad as F.conv2d does
+    if top != bottom or left != right:  # 'same', even kernel: as F.conv2d does
         input, top, left = F.pad(input, (left, right, top, bottom)), 0, 0
-    hidden = F.conv2d(
-        input,
-        depthwise_weight,
-        depthwise_bias,
-        first.stride,
-        (top, left),
-        first.dilation,
-        groups=first.in_channels,
-    )
+    hidden = F.conv2d(input, depthwise_weight, depthwise_bias, first.stride,
+                      (top, left), first.dilation, groups=first.in_channels)
     return F.conv2d(hidden, pointwise_weight, pointwise_bias)
 
 
@@ -239,113 +215,33 @@ class SeparableConv2d(nn.Module):
     pointwise bias already provides.
     """
 
-    def __init__(
-        self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        multiplier=1,
-        bias=True,
-    ):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1,
+                 padding=0, dilation=1, multiplier=1, bias=True):
         super().__init__()
-        self.depthwise = nn.Conv2d(
-            in_channels,
-            in_channels * multiplier,
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            groups=in_channels,
-            bias=False,
-        )
-        self.pointwise = nn.Conv2d(
-            in_channels * multiplier, out_channels, 1, bias=bias
-        )
+        self.depthwise = nn.Conv2d(in_channels, in_channels * multiplier,
+                                   kernel_size, stride, padding, dilation,
+                                   groups=in_channels, bias=False)
+        self.pointwise = nn.Conv2d(in_channels * multiplier, out_channels, 1,
+                                   bias=bias)
 
-    def _expected(self):
-        """Shapes fixed at construction: {name: (shape, what it is)}."""
-        c, hidden = self.depthwise.in_channels, self.depthwise.out_channels
-        shapes = {
-            "depthwise.weight": (
-                (hidden, 1, *self.depthwise.kernel_size),
-                "(C*M, 1, kH, kW)",
-            ),
-            "pointwise.weight": (
-                (self.pointwise.out_channels, hidden, 1, 1),
-                "(O, C*M, 1, 1)",
-            ),
-        }
-        if self.pointwise.bias is not None:
-            shapes["pointwise.bias"] = ((self.pointwise.out_channels,), "(O,)")
-        return shapes, c, hidden // c
-
-    def _check(self, tensors):
-        expected, c, m = self._expected()
-        for name, tensor in tensors.items():
-            shape, form = expected[name]
-            if tuple(tensor.shape) != shape:
-                others = [
-                    n
-                    for n, (s, _) in expected.items()
-                    if s == tuple(tensor.shape)
-                ]
-                hint = f"; that is the shape of {others[0]}" if others else ""
-                raise ValueError(
-                    f"{name} must have shape {form} = {shape} for C={c} input "
-                    f"channels and multiplier M={m}, got {tuple(tensor.shape)}"
-                    f"{hint}"
-                )
-
-    def load_weights(
-        self, depthwise_weight, pointwise_weight, pointwise_bias=None
-    ):
+    def load_weights(self, depthwise_weight, pointwise_weight,
+                     pointwise_bias=None):
         """Copy weights in after checking their shapes (ValueError names the
         expected ones)."""
-        tensors = {
-            "depthwise.weight": depthwise_weight,
-            "pointwise.weight": pointwise_weight,
-        }
+        tensors = {"depthwise.weight": depthwise_weight,
+                   "pointwise.weight": pointwise_weight}
         if pointwise_bias is not None:
-            if self.pointwise.bias is None:
-                raise ValueError(
-                    "this layer was built with bias=False; got a pointwise bias"
-                )
             tensors["pointwise.bias"] = pointwise_bias
-        self._check(tensors)
+        check_separable_weights(self, tensors)
         with torch.no_grad():
             for name, tensor in tensors.items():
                 self.get_parameter(name).copy_(tensor)
         return self
 
     def forward(self, input):
-        # Parameters can be reassigned from outside
-        # (layer.depthwise.weight = ...); check them
-        # here, where F.conv2d would otherwise fail with a message
-        # about `groups`.
-        self._check(
-            {name: self.get_parameter(name) for name in self._expected()[0]}
-        )
-        check_array_kind(input, "input", "torch")
-        checked_dtype({"input": input, "weights": self.depthwise.weight})
-        c = self.depthwise.in_channels
-        if input.dim() not in (3, 4) or input.shape[-3] != c:
-            raise ValueError(
-                f"input must be (N, {c}, H, W) or ({c}, H, W) for "
-                f"this layer's {c} input channels, got shape "
-                f"{tuple(input.shape)}"
-            )
-        depthwise = self.depthwise  # the spatial sizes must fit its kernel
-        conv2d_geometry(
-            input.shape,
-            depthwise.weight.shape,
-            depthwise.stride,
-            depthwise.padding,
-            depthwise.dilation,
-            groups=c,
-        )
+        # the weights too: they can be reassigned from outside, and F.conv2d
+        # would then fail with a message about `groups`
+        check_separable_call(self, input)
         return self.pointwise(self.depthwise(input))
 
 

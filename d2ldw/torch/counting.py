@@ -8,14 +8,13 @@ import torch
 from torch import nn
 
 from d2ldw.cost import conv2d_cost
-from d2ldw.shapes import check_memory, checked_int
+from d2ldw.torch.checks import checked_count_args, forward_or_refuse
 from d2ldw.torch.surgery import is_depthwise
 
 __all__ = ['LayerCost', 'NetworkCost', 'count_cost', 'layer_type']
 
 
 # From Section 4.6, "Counting a whole network" (chapters/separable/counting.ipynb)
-import math
 from typing import NamedTuple
 
 
@@ -31,19 +30,16 @@ class LayerCost(NamedTuple):
 class NetworkCost(NamedTuple):
     """What ``count_cost`` found in one forward pass."""
 
-    mult_adds: (
-        int  # convolutions and linear layers (the MobileNet papers' convention)
-    )
+    mult_adds: int  # convolutions and linear layers (the papers' convention)
     params: int  # weights and biases of the convolutions and linear layers
     bn_params: int  # normalisation layers' scale and shift, reported apart
     by_type: dict  # layer type, e.g. "depthwise 3x3" -> LayerCost
 
     def shares(self):
         """{layer type: (fraction of mult-adds, fraction of params)}."""
-        return {
-            kind: (cost.mult_adds / self.mult_adds, cost.params / self.params)
-            for kind, cost in self.by_type.items()
-        }
+        return {kind: (cost.mult_adds / self.mult_adds,
+                       cost.params / self.params)
+                for kind, cost in self.by_type.items()}
 
 
 def layer_type(module):
@@ -76,50 +72,14 @@ def count_cost(model, input_size, max_bytes=None, elementwise=()):
     ``max_bytes`` bytes (default ``d2ldw.MEMORY_LIMIT``) is refused before it is
     allocated.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"model must be an nn.Module, got {type(model).__name__}"
-        )
-    size = tuple(input_size) if isinstance(input_size, (tuple, list)) else ()
-    try:  # ints or NumPy integers, no bools
-        size = tuple(checked_int(n, "input_size", 1) for n in size)
-    except (TypeError, ValueError):
-        size = ()
-    if len(size) not in (3, 4):
-        raise ValueError(
-            f"input_size must be (C, H, W) or (N, C, H, W), positive ints, got "
-            f"{input_size!r}"
-        )
-    parameter = next(model.parameters(), None)
-    dtype = torch.float32 if parameter is None else parameter.dtype
-    check_memory(
-        math.prod(size) * dtype.itemsize, f"an input of size {size}", max_bytes
-    )
+    size, dtype, elementwise = checked_count_args(model, input_size, max_bytes,
+                                                  elementwise)
     batch_norm = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
-    elementwise = tuple(elementwise)
-    if not all(isinstance(t, type) for t in elementwise):
-        raise TypeError(
-            f"elementwise must be a tuple of module types, got {elementwise!r}"
-        )
-    counted = (nn.Conv2d, nn.Linear, *batch_norm, *elementwise)
-    for name, module in model.named_modules():
-        if (
-            not isinstance(module, counted)
-            and next(module.parameters(recurse=False), None) is not None
-        ):
-            raise TypeError(
-                f"count_cost cannot count {type(module).__name__} '{name}', "
-                "which has parameters; it counts nn.Conv2d, nn.Linear, "
-                "BatchNorm, LayerNorm and the types in elementwise"
-            )
     by_type, seen, bn_params = {}, set(), []
 
-    def new_params(
-        module,
-    ):  # parameters not counted yet (a layer may run twice)
-        fresh = [
-            p for p in module.parameters(recurse=False) if id(p) not in seen
-        ]
+    def new_params(module):  # not counted yet (a layer may run twice)
+        fresh = [p for p in module.parameters(recurse=False)
+                 if id(p) not in seen]
         seen.update(id(p) for p in fresh)
         return sum(p.numel() for p in fresh)
 
@@ -130,56 +90,32 @@ def count_cost(model, input_size, max_bytes=None, elementwise=()):
         if isinstance(module, elementwise):
             kind, mult_adds = "elementwise", 0
         elif isinstance(module, nn.Conv2d):
-            mult_adds = conv2d_cost(
-                inputs[0].shape,
-                module.weight.shape,
-                module.stride,
-                module.padding,
-                module.dilation,
-                module.groups,
-            ).mult_adds
-        else:
-            mult_adds = output.numel() * module.in_features
-        if not isinstance(module, elementwise):
             kind = layer_type(module)
+            mult_adds = conv2d_cost(inputs[0].shape, module.weight.shape,
+                                    module.stride, module.padding,
+                                    module.dilation, module.groups).mult_adds
+        else:
+            kind, mult_adds = "linear", output.numel() * module.in_features
         old = by_type.get(kind, LayerCost(0, 0, 0))
-        by_type[kind] = LayerCost(
-            old.mult_adds + mult_adds,
-            old.params + new_params(module),
-            old.layers + 1,
-        )
+        by_type[kind] = LayerCost(old.mult_adds + mult_adds,
+                                  old.params + new_params(module),
+                                  old.layers + 1)
 
-    handles = [
-        m.register_forward_hook(hook)
-        for m in model.modules()
-        if isinstance(m, counted)
-    ]
+    counted = (nn.Conv2d, nn.Linear, *batch_norm, *elementwise)
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, counted)]
     was_training = model.training
+    parameter = next(model.parameters(), None)
     try:
-        x = torch.zeros(
-            size if len(size) == 4 else (1, *size),
-            dtype=dtype,
-            device="cpu" if parameter is None else parameter.device,
-        )
-        # BatchNorm must neither update its statistics nor see a batch
-        # of one
+        x = torch.zeros(size if len(size) == 4 else (1, *size), dtype=dtype,
+                        device="cpu" if parameter is None else parameter.device)
+        # BatchNorm must neither update its statistics nor see a batch of one
         model.eval()
-        with torch.no_grad():
-            try:
-                model(x)
-            except RuntimeError as error:  # e.g. the wrong number of channels
-                reason = str(error).splitlines()[0]
-                raise ValueError(
-                    f"input_size {size} does not fit "
-                    f"{type(model).__name__}: {reason}"
-                ) from None
+        forward_or_refuse(model, x, f"input_size {size} does not fit")
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return NetworkCost(
-        sum(c.mult_adds for c in by_type.values()),
-        sum(c.params for c in by_type.values()),
-        sum(bn_params),
-        by_type,
-    )
+    return NetworkCost(sum(c.mult_adds for c in by_type.values()),
+                       sum(c.params for c in by_type.values()),
+                       sum(bn_params), by_type)

@@ -5,86 +5,48 @@ chapters. Do not edit: change the chapter and regenerate.
 """
 
 import torch
+from d2ldw.shapes import checked_int
 from torch.nn import functional as F
 
-from d2ldw.shapes import check_memory, checked_int
+from d2ldw.torch.checks import check_network_args
 from d2ldw.torch.surgery import is_depthwise
 
-__all__ = ['CONVNEXT_TINY', 'ConvNeXtBlock', 'EFFICIENTNET_B0_TABLE', 'InvertedResidual', 'LayerNorm2d', 'LayerScale', 'MBConv', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'MOBILENET_V3_LARGE_TABLE', 'MOBILENET_V3_SMALL_TABLE', 'SqueezeExcite', 'check_network_args', 'conv_bn', 'convnext_tiny', 'efficientnet_b0', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small']
+__all__ = ['CONVNEXT_TINY', 'ConvNeXtBlock', 'EFFICIENTNET_B0_TABLE', 'InvertedResidual', 'LayerNorm2d', 'LayerScale', 'MBConv', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'MOBILENET_V3_LARGE_TABLE', 'MOBILENET_V3_SMALL_TABLE', 'SqueezeExcite', 'conv_bn', 'convnext_tiny', 'efficientnet_b0', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small']
 
 
 # From Section 3.4, "Swapping every depthwise layer" (chapters/depthwise/mobilenets.ipynb)
-import math
-import numbers
-
 from torch import nn
 
-
 # Howard et al. 2017, Table 1, one tuple per row: (operator, stride, output
-# channels).
-# A "dw" row is a 3x3 depthwise conv (output channels = its input channels); a
-# "pw" row
-# is the 1x1 conv that follows it. Each conv is followed by BatchNorm and ReLU.
+# channels). A "dw" row is a 3x3 depthwise conv (output channels = its input
+# channels), a "pw" row the 1x1 conv that follows it: each line below from the
+# second on is one depthwise-separable block. Every conv is followed by
+# BatchNorm and ReLU.
 MOBILENET_V1_TABLE = [
     ("conv", 2, 32),
-    ("dw", 1, 32),
-    ("pw", 1, 64),
-    ("dw", 2, 64),
-    ("pw", 1, 128),
-    ("dw", 1, 128),
-    ("pw", 1, 128),
-    ("dw", 2, 128),
-    ("pw", 1, 256),
-    ("dw", 1, 256),
-    ("pw", 1, 256),
-    ("dw", 2, 256),
-    ("pw", 1, 512),
+    ("dw", 1, 32), ("pw", 1, 64),
+    ("dw", 2, 64), ("pw", 1, 128),
+    ("dw", 1, 128), ("pw", 1, 128),
+    ("dw", 2, 128), ("pw", 1, 256),
+    ("dw", 1, 256), ("pw", 1, 256),
+    ("dw", 2, 256), ("pw", 1, 512),
     *[("dw", 1, 512), ("pw", 1, 512)] * 5,
-    ("dw", 2, 512),
-    ("pw", 1, 1024),
-    ("dw", 1, 1024),
-    ("pw", 1, 1024),  # Table 1 prints "s2" here, but its sizes say 7x7 -> 7x7
+    ("dw", 2, 512), ("pw", 1, 1024),
+    # Table 1 prints "s2" for the next dw, but its sizes say 7x7 -> 7x7
+    ("dw", 1, 1024), ("pw", 1, 1024),
     ("avgpool", 1, 1024),
     ("fc", 1, 1000),
 ]
 
 
-def conv_bn(in_channels, out_channels, kernel_size, stride, groups, activation):
+def conv_bn(in_channels, out_channels, kernel_size, stride, groups,
+            activation):
     """Conv (no bias: the BatchNorm after it has one), BatchNorm, activation."""
     return nn.Sequential(
-        nn.Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding=kernel_size // 2,
-            groups=groups,
-            bias=False,
-        ),
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                  padding=kernel_size // 2, groups=groups, bias=False),
         nn.BatchNorm2d(out_channels),
         activation(),
-    )
-
-
-def check_network_args(width_multiplier, num_classes):
-    """Refuse a width or class count that would build a broken or huge net."""
-    alpha = width_multiplier
-    if (
-        isinstance(alpha, bool)
-        or not isinstance(alpha, numbers.Real)
-        or not 0 < alpha < math.inf
-    ):
-        raise ValueError(
-            f"width_multiplier must be a positive finite number, got "
-            f"{width_multiplier!r}"
-        )
-    num_classes = checked_int(num_classes, "num_classes", 1)
-    # about 4.3M parameters at width 1 (float32), growing with its square
-    width = max(1.0, float(width_multiplier))
-    check_memory(
-        int(4 * (4.3e6 * width**2 + 1280 * width * num_classes)),
-        f"a MobileNet of width {width_multiplier} with {num_classes} classes",
-        None,
     )
 
 
@@ -93,27 +55,18 @@ def mobilenet_v1(width_multiplier=1.0, num_classes=1000):
     """
     check_network_args(width_multiplier, num_classes)
 
-    def width(
-        c,
-    ):  # alpha*c channels, at least 8, as in the paper's reference code
+    def width(c):  # alpha*c channels, at least 8, as in the paper's code
         return max(8, int(c * width_multiplier))
 
     layers, channels = [], 3
     for operator, stride, out_channels in MOBILENET_V1_TABLE:
-        if operator == "conv":
-            layers.append(
-                conv_bn(channels, width(out_channels), 3, stride, 1, nn.ReLU)
-            )
-            channels = width(out_channels)
-        elif operator == "dw":
-            layers.append(
-                conv_bn(channels, channels, 3, stride, channels, nn.ReLU)
-            )
-        elif operator == "pw":
-            layers.append(
-                conv_bn(channels, width(out_channels), 1, 1, 1, nn.ReLU)
-            )
-            channels = width(out_channels)
+        if operator in ("conv", "dw", "pw"):
+            out = channels if operator == "dw" else width(out_channels)
+            kernel = 1 if operator == "pw" else 3
+            groups = channels if operator == "dw" else 1
+            layers.append(conv_bn(channels, out, kernel, stride, groups,
+                                  nn.ReLU))
+            channels = out
         elif operator == "avgpool":
             layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         elif operator == "fc":
@@ -123,9 +76,8 @@ def mobilenet_v1(width_multiplier=1.0, num_classes=1000):
 
 # From Section 3.4, "Swapping every depthwise layer" (chapters/depthwise/mobilenets.ipynb)
 # Sandler et al. 2018, Table 2, one tuple per row: (operator, t, c, n, s):
-# expansion
-# factor t, output channels c, the row repeated n times, stride s of its first
-# repeat.
+# expansion factor t, output channels c, the row repeated n times, stride s of
+# its first repeat.
 MOBILENET_V2_TABLE = [
     ("conv2d", None, 32, 1, 2),  # input 224x224x3
     ("bottleneck", 1, 16, 1, 1),  # 112x112x32
@@ -137,13 +89,7 @@ MOBILENET_V2_TABLE = [
     ("bottleneck", 6, 320, 1, 1),  # 7x7x160
     ("conv2d 1x1", None, 1280, 1, 1),  # 7x7x320
     ("avgpool 7x7", None, None, 1, None),
-    (
-        "conv2d 1x1",
-        None,
-        "k",
-        None,
-        None,
-    ),  # the classifier: a Linear layer on 1x1x1280
+    ("conv2d 1x1", None, "k", None, None),  # the classifier: a Linear layer
 ]
 
 
@@ -163,16 +109,11 @@ class InvertedResidual(nn.Module):
     def __init__(self, in_channels, out_channels, stride, expansion):
         super().__init__()
         hidden = in_channels * expansion
-        layers = (
-            []
-            if expansion == 1
-            else [conv_bn(in_channels, hidden, 1, 1, 1, nn.ReLU6)]
-        )
+        layers = [] if expansion == 1 else [
+            conv_bn(in_channels, hidden, 1, 1, 1, nn.ReLU6)]
         layers += [
             conv_bn(hidden, hidden, 3, stride, hidden, nn.ReLU6),
-            nn.Conv2d(
-                hidden, out_channels, 1, bias=False
-            ),  # linear: no activation
+            nn.Conv2d(hidden, out_channels, 1, bias=False),  # no activation
             nn.BatchNorm2d(out_channels),
         ]
         self.block = nn.Sequential(*layers)
@@ -194,18 +135,13 @@ def mobilenet_v2(width_multiplier=1.0, num_classes=1000):
         elif operator == "bottleneck":
             out = make_divisible(c * width_multiplier)
             for repeat in range(n):
-                layers.append(
-                    InvertedResidual(channels, out, s if repeat == 0 else 1, t)
-                )
+                stride = s if repeat == 0 else 1
+                layers.append(InvertedResidual(channels, out, stride, t))
                 channels = out
         elif operator == "conv2d 1x1" and c != "k":
-            # The paper keeps the last conv at 1280 channels for
-            # multipliers below one.
-            out = (
-                make_divisible(c * width_multiplier)
-                if width_multiplier > 1
+            # the paper keeps the last conv at 1280 channels for alpha < 1
+            out = make_divisible(c * width_multiplier) if width_multiplier > 1 \
                 else c
-            )
             layers.append(conv_bn(channels, out, 1, 1, 1, nn.ReLU6))
         elif operator == "avgpool 7x7":
             layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
@@ -227,14 +163,11 @@ def mobilenet_v1_full_conv(width_multiplier=1.0, num_classes=1000):
     for block in mobilenet_v1(width_multiplier, num_classes):
         conv = block[0] if isinstance(block, nn.Sequential) else None
         if conv is not None and is_depthwise(conv):
-            stride = (
-                conv.stride
-            )  # the pointwise block that follows completes the pair
+            stride = conv.stride  # the pointwise block after it ends the pair
             continue
         if conv is not None and conv.kernel_size == (1, 1):
-            block = conv_bn(
-                conv.in_channels, conv.out_channels, 3, stride, 1, nn.ReLU
-            )
+            block = conv_bn(conv.in_channels, conv.out_channels, 3, stride, 1,
+                            nn.ReLU)
         layers.append(block)
     return nn.Sequential(*layers)
 

@@ -5,12 +5,11 @@ chapters. Do not edit: change the chapter and regenerate.
 """
 
 import torch
-from d2ldw.shapes import check_array_kind
-from d2ldw.shapes import checked_dtype
 from d2ldw.shapes import checked_int
 from torch import nn
 from torch.nn import functional as F
 
+from d2ldw.torch.checks import check_calibration_args, forward_or_refuse
 from d2ldw.torch.convolutions import depthwise_conv2d_unfold
 
 __all__ = ['DepthwiseConv2dUnfold', 'ReparamLargeKernel', 'calibrate_batchnorm', 'fold_batchnorm', 'fold_batchnorms', 'fuse_conv_bn', 'is_depthwise', 'replace_depthwise', 'separable_from_conv']
@@ -20,12 +19,9 @@ __all__ = ['DepthwiseConv2dUnfold', 'ReparamLargeKernel', 'calibrate_batchnorm',
 def is_depthwise(module):
     """True for an ``nn.Conv2d`` with ``groups == in_channels > 1``: weight
     (C*M, 1, kH, kW)."""
-    return (
-        isinstance(module, nn.Conv2d)
-        and module.groups > 1
-        and module.groups == module.in_channels
-        and module.weight.shape[1] == 1
-    )
+    return (isinstance(module, nn.Conv2d) and module.groups > 1
+            and module.groups == module.in_channels
+            and module.weight.shape[1] == 1)
 
 
 def replace_depthwise(model, make_layer):
@@ -37,19 +33,14 @@ def replace_depthwise(model, make_layer):
     ``make_layer`` leaves ``model`` unchanged. Returns the number of layers
     replaced.
     """
-    targets = [
-        (parent, name, child)
-        for parent in model.modules()
-        for name, child in parent.named_children()
-        if is_depthwise(child)
-    ]
+    targets = [(parent, name, child) for parent in model.modules()
+               for name, child in parent.named_children()
+               if is_depthwise(child)]
     new_layers = [make_layer(conv) for _, _, conv in targets]
     for (_, name, _), layer in zip(targets, new_layers):
         if not isinstance(layer, nn.Module):
-            raise TypeError(
-                f"make_layer must return an nn.Module, got "
-                f"{type(layer).__name__} for layer '{name}'"
-            )
+            raise TypeError(f"make_layer must return an nn.Module, got "
+                            f"{type(layer).__name__} for layer '{name}'")
     for (parent, name, _), layer in zip(targets, new_layers):
         setattr(parent, name, layer)
     return len(targets)
@@ -66,9 +57,8 @@ class DepthwiseConv2dUnfold(nn.Module):
     def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1):
         super().__init__()
         self.weight = nn.Parameter(weight.detach().clone())
-        self.bias = (
-            None if bias is None else nn.Parameter(bias.detach().clone())
-        )
+        self.bias = None if bias is None else nn.Parameter(
+            bias.detach().clone())
         self.stride, self.padding, self.dilation = stride, padding, dilation
 
     @classmethod
@@ -76,39 +66,25 @@ class DepthwiseConv2dUnfold(nn.Module):
         """A copy of the depthwise ``nn.Conv2d`` ``conv``: same weights, same
         arguments."""
         if not is_depthwise(conv):
-            raise ValueError(
-                f"expected a depthwise nn.Conv2d (groups == in_channels > 1), "
-                f"got {conv!r}"
-            )
+            raise ValueError(f"expected a depthwise nn.Conv2d (groups == "
+                             f"in_channels > 1), got {conv!r}")
         if conv.padding_mode != "zeros":
-            raise ValueError(
-                f"only zero padding is supported, got "
-                f"padding_mode={conv.padding_mode!r}"
-            )
-        layer = cls(
-            conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation
-        )
+            raise ValueError(f"only zero padding is supported, got "
+                             f"padding_mode={conv.padding_mode!r}")
+        layer = cls(conv.weight, conv.bias, conv.stride, conv.padding,
+                    conv.dilation)
         layer.weight.requires_grad_(conv.weight.requires_grad)
         return layer
 
     def forward(self, input):
-        return depthwise_conv2d_unfold(
-            input,
-            self.weight,
-            self.bias,
-            self.stride,
-            self.padding,
-            self.dilation,
-        )
+        return depthwise_conv2d_unfold(input, self.weight, self.bias,
+                                       self.stride, self.padding, self.dilation)
 
     def extra_repr(self):
-        return (
-            f"{self.weight.shape[0]}, "
-            f"kernel_size={tuple(self.weight.shape[2:])}, "
-            f"stride={self.stride}, padding={self.padding}, "
-            f"dilation={self.dilation}, "
-            f"bias={self.bias is not None}"
-        )
+        return (f"{self.weight.shape[0]}, "
+                f"kernel_size={tuple(self.weight.shape[2:])}, "
+                f"stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, bias={self.bias is not None}")
 
 
 # From Section 3.4, "Swapping every depthwise layer" (chapters/depthwise/mobilenets.ipynb)
@@ -120,44 +96,15 @@ def calibrate_batchnorm(model, images):
     activations shrink layer by layer; with statistics of real activations they
     stay of order one, as when trained.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"model must be an nn.Module, got {type(model).__name__}"
-        )
-    norms = [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-    ]
-    if not norms:
-        raise ValueError(
-            f"{type(model).__name__} has no BatchNorm layers to calibrate"
-        )
-    check_array_kind(images, "images", "torch")
-    if images.dim() != 4 or images.shape[0] < 2 or images.numel() == 0:
-        raise ValueError(
-            f"images must be a non-empty batch (N, C, H, W) with "
-            f"N >= 2 (BatchNorm needs two samples for a variance), "
-            f"got shape {tuple(images.shape)}"
-        )
-    parameter = next(model.parameters(), None)
-    if parameter is not None:
-        checked_dtype({"images": images, "the model's parameters": parameter})
-    for norm in norms:
-        norm.reset_running_stats()
-        # a cumulative average: after one batch, that batch's
-        # statistics
-        norm.momentum = None
+    check_calibration_args(model, images)
+    for norm in model.modules():
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+            norm.reset_running_stats()
+            # a cumulative average: after one batch, that batch's statistics
+            norm.momentum = None
     model.train()
-    with torch.no_grad():
-        try:
-            model(images)
-        except RuntimeError as error:  # e.g. the wrong number of channels
-            reason = str(error).splitlines()[0]
-            raise ValueError(
-                f"images of shape {tuple(images.shape)} do not "
-                f"fit {type(model).__name__}: {reason}"
-            ) from None
+    forward_or_refuse(model, images,
+                      f"images of shape {tuple(images.shape)} do not fit")
     return model.eval()
 
 

@@ -5,17 +5,17 @@ chapters. Do not edit: change the chapter and regenerate.
 """
 
 import torch
-from d2ldw.shapes import conv2d_geometry
 from torch import nn
 from torch.nn import functional as F
 
 from d2ldw.numerics import SUMMATION_ORDERS, matching_order
+from d2ldw.shapes import conv2d_geometry
 from d2ldw.torch.surgery import is_depthwise
 
 __all__ = ['TEDepthwiseConv2d']
 
 
-# From Section 5.7, "A bit-identical swap" (chapters/numerics/bitwise_swap.ipynb)
+# From Section 5.9, "A bit-identical swap" (chapters/numerics/bitwise_swap.ipynb)
 import numpy as np
 
 

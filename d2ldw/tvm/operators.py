@@ -6,7 +6,7 @@ chapters. Do not edit: change the chapter and regenerate.
 
 from d2ldw.shapes import check_array_kind, checked_dtype, conv2d_geometry, depthwise_multiplier, separable_geometry
 
-__all__ = ['add_bias', 'causal_depthwise_conv1d', 'conv2d', 'conv_transpose2d', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'group_conv2d', 'pad', 'padding', 'pointwise_conv2d', 'separable_conv2d', 'spread_gradient', 'static_shape', 'te_inputs']
+__all__ = ['add_bias', 'causal_depthwise_conv1d', 'conv2d', 'conv_transpose2d', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'group_conv2d', 'pad', 'pointwise_conv2d', 'separable_conv2d', 'spread_gradient', 'static_shape', 'te_inputs']
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
@@ -39,10 +39,6 @@ def pad(X, pad_h, pad_w, value=0.0):
         element,
         name="PaddedX",
     )
-
-
-# TEMPORARY: the old names, until the numerics pages import pad
-padding = _pad = pad
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)

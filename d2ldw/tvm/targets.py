@@ -13,7 +13,7 @@ from d2ldw.shapes import check_memory
 from tvm import te
 
 from d2ldw.shapes import conv2d_geometry, depthwise_multiplier
-from d2ldw.tvm.operators import _pad, static_shape
+from d2ldw.tvm.operators import pad, static_shape
 
 __all__ = ['build', 'build_and_run', 'cpu_has_fma', 'depthwise_conv2d_interleaved', 'host_target', 'lower', 'prim_module', 'target_features', 'target_with_fma']
 
@@ -121,10 +121,9 @@ def lower(module):
     return tvm.ir.transform.Sequential(passes)(module)
 
 
-# From Section 5.6, "Bitwise equality" (chapters/numerics/bitwise.ipynb)
-def depthwise_conv2d_interleaved(
-    X, K, stride=1, padding=0, dilation=1, accumulators=1
-):
+# From Section 5.7, "A TVM kernel that matches bit for bit" (chapters/numerics/bitwise_te.ipynb)
+def depthwise_conv2d_interleaved(X, K, stride=1, padding=0, dilation=1,
+                                 accumulators=1):
     """TE depthwise convolution, NCHW, adding the taps in a chosen order.
 
     Taps are numbered row-major, ``t = ri * kW + rj``; ``t < a * (n // a)`` goes
@@ -137,36 +136,28 @@ def depthwise_conv2d_interleaved(
     x_shape, k_shape = static_shape(X), static_shape(K)
     if len(x_shape) != 4:
         raise ValueError(f"X must be batched (N, C, H, W), got shape {x_shape}")
-    if (
-        isinstance(accumulators, bool)
-        or not isinstance(accumulators, int)
-        or accumulators < 1
-    ):
+    if isinstance(accumulators, bool) or not isinstance(accumulators, int) \
+            or accumulators < 1:
         raise ValueError(
-            f"accumulators must be a positive int, got {accumulators!r}"
-        )
+            f"accumulators must be a positive int, got {accumulators!r}")
     multiplier = depthwise_multiplier(x_shape[1], k_shape)
-    g = conv2d_geometry(
-        x_shape, k_shape, stride, padding, dilation, groups=x_shape[1]
-    )
-    padded = _pad(X, *g.padding)
+    g = conv2d_geometry(x_shape, k_shape, stride, padding, dilation,
+                        groups=x_shape[1])
+    padded = pad(X, *g.padding)
     (sh, sw), (dh, dw), (kh, kw) = g.stride, g.dilation, g.kernel_size
     taps, a = kh * kw, accumulators
 
     def product(n, o, i, j, t):
         ri, rj = t // kw, t % kw
-        return (
-            padded[n, o // multiplier, i * sh + ri * dh, j * sw + rj * dw]
-            * K[o, 0, ri, rj]
-        )
+        return (padded[n, o // multiplier, i * sh + ri * dh, j * sw + rj * dw]
+                * K[o, 0, ri, rj])
 
     def partial_sum(p):  # the taps p, p + a, p + 2a, ... in order
         r = te.reduce_axis((0, taps // a), name=f"r{p}")
         return te.compute(
             g.output_shape,
             lambda n, o, i, j: te.sum(product(n, o, i, j, r * a + p), axis=r),
-            name=f"Partial{p}",
-        )
+            name=f"Partial{p}")
 
     partials = [partial_sum(p) for p in range(a)]
 
@@ -185,8 +176,7 @@ def cpu_has_fma():
     """Whether the CPU running this process has FMA instructions (LLVM's view).
     """
     this_cpu = tvm.target.Target(
-        {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}
-    )
+        {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
     return "fma" in target_features(this_cpu)
 
 
@@ -200,10 +190,8 @@ def target_with_fma(fma, target=None):
     """
     target = target or host_target()
     if fma and not cpu_has_fma():
-        raise ValueError(
-            "this CPU has no FMA instructions, so a kernel built with "
-            "them cannot run here"
-        )
+        raise ValueError("this CPU has no FMA instructions, so a kernel built "
+                         "with them cannot run here")
     config = dict(target.export())
     config["mattr"] = [*config.get("mattr", []), "+fma" if fma else "-fma"]
     return tvm.target.Target(config)
