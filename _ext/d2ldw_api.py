@@ -18,7 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = re.compile(r'^# From Section ([\d.]+), "(.*)" \((\S+)\.ipynb\)$')
 HARNESS = re.compile(r"^# Harness for (\S+)\.ipynb$")
-DEFINITION = re.compile(r"^(?:async\s+def|def|class)\s+(\w+)")
+# a function, a class or a constant (PEERS = ...)
+DEFINITION = re.compile(r"^(?:(?:async\s+def|def|class)\s+(\w+)|([A-Z][A-Z0-9_]*)\s*=)")
 
 
 def definition_sections(module_file):
@@ -28,7 +29,7 @@ def definition_sections(module_file):
         if match := ORIGIN.match(line):
             origin = match.groups()
         elif (match := DEFINITION.match(line)) and origin:
-            sections[match.group(1)] = origin
+            sections[match.group(1) or match.group(2)] = origin
     return sections
 
 
@@ -39,7 +40,7 @@ def harness_pages(module_file):
         if match := HARNESS.match(line):
             page = match.group(1)
         elif (match := DEFINITION.match(line)) and page:
-            pages[match.group(1)] = page
+            pages[match.group(1) or match.group(2)] = page
             page = None  # each definition names its own page
     return pages
 
