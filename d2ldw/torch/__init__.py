@@ -79,11 +79,20 @@ from d2ldw.torch.counting import (  # noqa: E402
     layer_type,
 )
 from d2ldw.torch.porting import (  # noqa: E402
+    conv_fans,
     conv_transpose_to_conv_weight,
+    kaiming_normal_conv_,
+    keras_batch_norm_to_torch,
     keras_conv2d_to_torch,
     keras_conv2d_transpose_to_torch,
     keras_depthwise_to_torch,
+    onnx_conv_attributes,
+    pad_like_tf_same,
+    tf_same_padding,
+    tflite_depthwise_to_torch,
+    torch_conv2d_to_tflite,
     torch_depthwise_to_keras,
+    torch_depthwise_to_tflite,
 )
 from d2ldw.torch.inference import (  # noqa: E402
     inference_layers,
@@ -99,4 +108,4 @@ from d2ldw.torch.orders import (  # noqa: E402
     survey_depthwise_orders,
 )
 
-__all__ = ['CONVNEXT_TINY', 'ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'EFFICIENTNET_B0_TABLE', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MBConv', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'MOBILENET_V3_LARGE_TABLE', 'MOBILENET_V3_SMALL_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'SqueezeExcite', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'causal_depthwise_conv1d', 'check_calibration_args', 'check_network_args', 'check_separable_call', 'check_separable_weights', 'check_unfold_inputs', 'checked_count_args', 'conv2d_unfold', 'conv_bn', 'conv_transpose_to_conv_weight', 'convnext_tiny', 'count_cost', 'depthwise_conv2d_unfold', 'efficientnet_b0', 'fold_batchnorm', 'fold_batchnorms', 'forward_or_refuse', 'fuse_conv_bn', 'inference_layers', 'is_depthwise', 'keras_conv2d_to_torch', 'keras_conv2d_transpose_to_torch', 'keras_depthwise_to_torch', 'layer_error_bounds', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small', 'replace_depthwise', 'run_layers', 'seeded_image', 'seeded_mobilenet', 'separable_conv2d', 'separable_from_conv', 'separable_weight_shapes', 'survey_depthwise_orders', 'torch_depthwise_to_keras', 'unfold_columns']
+__all__ = ['CONVNEXT_TINY', 'ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'EFFICIENTNET_B0_TABLE', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MBConv', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'MOBILENET_V3_LARGE_TABLE', 'MOBILENET_V3_SMALL_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'SqueezeExcite', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'causal_depthwise_conv1d', 'check_calibration_args', 'check_network_args', 'check_separable_call', 'check_separable_weights', 'check_unfold_inputs', 'checked_count_args', 'conv2d_unfold', 'conv_bn', 'conv_fans', 'conv_transpose_to_conv_weight', 'convnext_tiny', 'count_cost', 'depthwise_conv2d_unfold', 'efficientnet_b0', 'fold_batchnorm', 'fold_batchnorms', 'forward_or_refuse', 'fuse_conv_bn', 'inference_layers', 'is_depthwise', 'kaiming_normal_conv_', 'keras_batch_norm_to_torch', 'keras_conv2d_to_torch', 'keras_conv2d_transpose_to_torch', 'keras_depthwise_to_torch', 'layer_error_bounds', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small', 'onnx_conv_attributes', 'pad_like_tf_same', 'replace_depthwise', 'run_layers', 'seeded_image', 'seeded_mobilenet', 'separable_conv2d', 'separable_from_conv', 'separable_weight_shapes', 'survey_depthwise_orders', 'tf_same_padding', 'tflite_depthwise_to_torch', 'torch_conv2d_to_tflite', 'torch_depthwise_to_keras', 'torch_depthwise_to_tflite', 'unfold_columns']

@@ -6,7 +6,7 @@ chapters. Do not edit: change the chapter and regenerate.
 
 from d2ldw.shapes import checked_int, depthwise_multiplier
 
-__all__ = ['conv_transpose_to_conv_weight', 'keras_conv2d_to_torch', 'keras_conv2d_transpose_to_torch', 'keras_depthwise_to_torch', 'torch_depthwise_to_keras']
+__all__ = ['conv_fans', 'conv_transpose_to_conv_weight', 'kaiming_normal_conv_', 'keras_batch_norm_to_torch', 'keras_conv2d_to_torch', 'keras_conv2d_transpose_to_torch', 'keras_depthwise_to_torch', 'onnx_conv_attributes', 'pad_like_tf_same', 'tf_same_padding', 'tflite_depthwise_to_torch', 'torch_conv2d_to_tflite', 'torch_depthwise_to_keras', 'torch_depthwise_to_tflite']
 
 
 # From Section 3.5, "Porting depthwise and transposed weights" (chapters/depthwise/porting_weights.ipynb)
@@ -118,3 +118,350 @@ def keras_conv2d_transpose_to_torch(kernel):
         kernel, "a Keras Conv2DTranspose kernel", "(kH, kW, O, C)"
     )
     return kernel.permute(3, 2, 0, 1).contiguous()
+
+
+# From Section 3.6, "Porting traps: defaults that differ" (chapters/depthwise/porting_traps.ipynb)
+from torch.nn import functional as F
+
+
+def _size_pair(value, name):
+    """An int (both axes) or a pair of ints, each checked to be >= 1."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value,) * 2
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or a pair, got {value!r}")
+    return tuple(checked_int(v, name, low=1) for v in pair)
+
+
+def tf_same_padding(input_size, kernel_size, stride=1, dilation=1):
+    """The padding of TensorFlow's (and Keras's) ``padding="same"``.
+
+    Parameters
+    ----------
+    input_size, kernel_size, stride, dilation : int or (int, int)
+        Height and width of the input and of the kernel, the stride and the
+        dilation; an int stands for both axes. Each at least 1.
+
+    Returns
+    -------
+    ((top, bottom), (left, right))
+        Along an axis of ``n`` pixels TensorFlow makes ``ceil(n / s)``
+        outputs and pads ``max((ceil(n / s) - 1)*s + d*(k - 1) + 1 - n, 0)``
+        pixels, half before and the odd one after (bottom, right).
+
+    Raises
+    ------
+    TypeError
+        If a size is not an int (bools are refused).
+    ValueError
+        If a size is below 1, or a pair does not have two entries.
+    """
+    pads = []
+    for n, k, s, d in zip(_size_pair(input_size, "input_size"),
+                          _size_pair(kernel_size, "kernel_size"),
+                          _size_pair(stride, "stride"),
+                          _size_pair(dilation, "dilation")):
+        total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
+        pads.append((total // 2, total - total // 2))
+    return tuple(pads)
+
+
+def pad_like_tf_same(x, kernel_size, stride=1, dilation=1):
+    """``x`` zero-padded as TensorFlow's ``padding="same"`` pads it.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(N, C, H, W)`` or ``(C, H, W)``.
+    kernel_size, stride, dilation : int or (int, int)
+        Those of the convolution, which then runs with ``padding=0``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``x`` with the rows and columns of ``tf_same_padding`` added.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not a tensor, or a size is not an int.
+    ValueError
+        If ``x`` is not 3-D or 4-D, or a size is below 1.
+    """
+    if not torch.is_tensor(x):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (3, 4):
+        raise ValueError(f"x must be (N, C, H, W) or (C, H, W), got shape "
+                         f"{tuple(x.shape)}")
+    (top, bottom), (left, right) = tf_same_padding(
+        tuple(x.shape[-2:]), kernel_size, stride, dilation)
+    return F.pad(x, (left, right, top, bottom))
+
+
+# From Section 3.6, "Porting traps: defaults that differ" (chapters/depthwise/porting_traps.ipynb)
+import numbers
+
+from torch import nn
+
+
+def keras_batch_norm_to_torch(weights, epsilon=1e-3, momentum=0.99):
+    """A Keras ``BatchNormalization`` as an ``nn.BatchNorm2d`` in eval mode.
+
+    Parameters
+    ----------
+    weights : list or tuple of four arrays or tensors
+        The Keras layer's ``get_weights()``: gamma, beta, moving mean and
+        moving variance, each of shape ``(C,)``.
+    epsilon : float
+        The Keras layer's ``epsilon`` (default 1e-3; PyTorch's is 1e-5).
+    momentum : float
+        The Keras layer's ``momentum``, the weight of the old running value;
+        PyTorch's is ``1 - momentum``.
+
+    Returns
+    -------
+    nn.BatchNorm2d
+        C channels, ``eps=epsilon``, the four arrays loaded, in eval mode.
+
+    Raises
+    ------
+    TypeError
+        If ``weights`` is not a list or tuple of arrays or tensors, or
+        ``epsilon`` or ``momentum`` is not a real number.
+    ValueError
+        If there are not four weights, all of one shape ``(C,)`` with
+        C >= 1, if ``epsilon`` is not positive or ``momentum`` not in [0, 1].
+    """
+    if not isinstance(weights, (list, tuple)):
+        raise TypeError(f"weights must be a list of four arrays, got "
+                        f"{type(weights).__name__}")
+    if len(weights) != 4:
+        raise ValueError(
+            f"weights must be four arrays (gamma, beta, moving mean, moving "
+            f"variance), got {len(weights)}: a Keras layer made with "
+            f"center=False or scale=False has fewer; add zeros or ones")
+    tensors = [torch.from_numpy(w) if isinstance(w, np.ndarray) else w
+               for w in weights]
+    if not all(torch.is_tensor(t) for t in tensors):
+        raise TypeError("weights must be NumPy arrays or tensors, got "
+                        f"{[type(w).__name__ for w in weights]}")
+    shapes = [tuple(t.shape) for t in tensors]
+    if len(set(shapes)) != 1 or len(shapes[0]) != 1 or shapes[0][0] < 1:
+        raise ValueError(f"the four weights must each have shape (C,), "
+                         f"C >= 1, got shapes {shapes}")
+    for name, value in (("epsilon", epsilon), ("momentum", momentum)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+    if not epsilon > 0 or not 0 <= momentum <= 1:
+        raise ValueError(f"epsilon must be > 0 and momentum in [0, 1], got "
+                         f"epsilon={epsilon!r}, momentum={momentum!r}")
+    layer = nn.BatchNorm2d(shapes[0][0], eps=float(epsilon),
+                           momentum=1 - float(momentum))
+    with torch.no_grad():
+        for mine, theirs in zip((layer.weight, layer.bias, layer.running_mean,
+                                 layer.running_var), tensors):
+            mine.copy_(theirs)
+    return layer.eval()
+
+
+# From Section 3.6, "Porting traps: defaults that differ" (chapters/depthwise/porting_traps.ipynb)
+import math
+
+
+def conv_fans(weight_shape, groups=1):
+    """The fan-in and fan-out of a convolution, counted within its groups.
+
+    Parameters
+    ----------
+    weight_shape : tuple of four ints
+        ``(O, C/G, kH, kW)``, the shape of ``nn.Conv2d``'s weight.
+    groups : int
+        G of the layer, which must divide O.
+
+    Returns
+    -------
+    (int, int)
+        ``(C/G * kH * kW, O/G * kH * kW)``: the inputs each output sums and
+        the outputs each input feeds at stride 1. ``nn.init`` counts
+        ``O * kH * kW`` for the second, G times too many.
+
+    Raises
+    ------
+    TypeError
+        If a size is not an int.
+    ValueError
+        If ``weight_shape`` is not four sizes >= 1, or G does not divide O.
+    """
+    shape = tuple(weight_shape)
+    if len(shape) != 4:
+        raise ValueError(f"weight_shape must be (O, C/G, kH, kW), got {shape}")
+    out, per_group, kh, kw = (checked_int(n, "weight_shape entry", low=1)
+                              for n in shape)
+    groups = checked_int(groups, "groups", low=1)
+    if out % groups:
+        raise ValueError(f"groups={groups} must divide the {out} output "
+                         f"channels of weight_shape {shape}")
+    return per_group * kh * kw, out // groups * kh * kw
+
+
+def kaiming_normal_conv_(weight, groups=1, mode="fan_out",
+                         nonlinearity="relu", generator=None):
+    """``nn.init.kaiming_normal_`` with the fans of ``conv_fans``.
+
+    Parameters
+    ----------
+    weight : torch.Tensor
+        ``(O, C/G, kH, kW)``, filled in place.
+    groups : int
+        G of the layer.
+    mode : {"fan_out", "fan_in"}
+        Which fan sets the variance, ``gain**2 / fan``.
+    nonlinearity : str
+        As for ``nn.init.calculate_gain``.
+    generator : torch.Generator, optional
+        The random numbers' source.
+
+    Returns
+    -------
+    torch.Tensor
+        ``weight``.
+
+    Raises
+    ------
+    TypeError
+        If ``weight`` is not a tensor.
+    ValueError
+        If ``mode`` is neither, or as ``conv_fans``.
+    """
+    if not torch.is_tensor(weight):
+        raise TypeError(f"weight must be a tensor, got {type(weight).__name__}")
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
+    fans = conv_fans(tuple(weight.shape), groups)
+    fan = fans[1] if mode == "fan_out" else fans[0]
+    std = nn.init.calculate_gain(nonlinearity) / math.sqrt(fan)
+    with torch.no_grad():
+        return weight.normal_(0.0, std, generator=generator)
+
+
+# From Section 3.7, "Porting through TFLite and ONNX" (chapters/depthwise/porting_formats.ipynb)
+def _four_axes(weight, name, layout):
+    """The shape of ``weight``: an array or tensor, four axes, sizes >= 1."""
+    if not isinstance(weight, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"{name} must be a tensor or a NumPy array, got "
+                        f"{type(weight).__name__}")
+    if weight.ndim != 4 or min(weight.shape) < 1:
+        raise ValueError(f"{name} must have the 4-D shape {layout}, sizes "
+                         f">= 1, got shape {tuple(weight.shape)}")
+    return tuple(weight.shape)
+
+
+def tflite_depthwise_to_torch(kernel):
+    """A TFLite ``DEPTHWISE_CONV_2D`` filter as a PyTorch depthwise weight.
+
+    Parameters
+    ----------
+    kernel : np.ndarray or torch.Tensor
+        ``(1, kH, kW, C*M)``: filter ``m`` of channel ``c`` at ``c*M + m``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(C*M, 1, kH, kW)``, for ``nn.Conv2d(C, C*M, (kH, kW), groups=C)``.
+
+    Raises
+    ------
+    TypeError
+        If ``kernel`` is not an array or tensor.
+    ValueError
+        If it is not 4-D with a first axis of one.
+    """
+    shape = _four_axes(kernel, "a TFLite depthwise filter", "(1, kH, kW, C*M)")
+    if shape[0] != 1:
+        raise ValueError(f"a TFLite depthwise filter is (1, kH, kW, C*M), got "
+                         f"shape {shape}: a Keras kernel (kH, kW, C, M) "
+                         f"needs keras_depthwise_to_torch")
+    return keras_depthwise_to_torch(kernel.reshape(*shape[1:], 1))
+
+
+def torch_depthwise_to_tflite(weight):
+    """A PyTorch depthwise weight ``(C*M, 1, kH, kW)`` as the TFLite
+    ``DEPTHWISE_CONV_2D`` filter ``(1, kH, kW, C*M)``; raises TypeError or
+    ValueError, as ``tflite_depthwise_to_torch`` does, for anything else."""
+    shape = _four_axes(weight, "a depthwise weight", "(C*M, 1, kH, kW)")
+    kernel = torch_depthwise_to_keras(weight, shape[0])  # (kH, kW, C*M, 1)
+    return kernel.reshape(1, *shape[2:], shape[0])
+
+
+def torch_conv2d_to_tflite(weight):
+    """An ``nn.Conv2d`` weight ``(O, C/G, kH, kW)`` as the TFLite ``CONV_2D``
+    filter ``(O, kH, kW, C/G)``; TypeError or ValueError for anything not
+    4-D."""
+    _four_axes(weight, "a Conv2d weight", "(O, C/G, kH, kW)")
+    if isinstance(weight, np.ndarray):
+        weight = torch.from_numpy(weight)
+    return weight.permute(0, 2, 3, 1).contiguous()
+
+
+# From Section 3.7, "Porting through TFLite and ONNX" (chapters/depthwise/porting_formats.ipynb)
+def onnx_conv_attributes(weight_shape, stride=1, padding=0, dilation=1,
+                         groups=1):
+    """The attributes of the ONNX ``Conv`` node that computes ``F.conv2d``.
+
+    Parameters
+    ----------
+    weight_shape : tuple of four ints
+        ``(O, C/G, kH, kW)``; ONNX's weight has PyTorch's layout.
+    stride, dilation : int or (int, int)
+        As for ``F.conv2d``.
+    padding : int, (int, int) or ((top, bottom), (left, right))
+        As for ``F.conv2d``, or per side, as ``tf_same_padding`` returns it.
+    groups : int
+        G, which must divide O.
+
+    Returns
+    -------
+    dict
+        ``kernel_shape``, ``strides``, ``pads`` (``[top, left, bottom,
+        right]``), ``dilations`` and ``group``, for ``onnx.helper.make_node``.
+
+    Raises
+    ------
+    TypeError
+        If a size is not an int.
+    ValueError
+        If ``weight_shape`` is not four sizes >= 1, G does not divide O, a
+        padding is negative or a string, or a pair does not have two entries.
+    """
+    shape = tuple(weight_shape)
+    if len(shape) != 4:
+        raise ValueError(f"weight_shape must be (O, C/G, kH, kW), got {shape}")
+    shape = tuple(checked_int(n, "weight_shape entry", low=1) for n in shape)
+    groups = checked_int(groups, "groups", low=1)
+    if shape[0] % groups:
+        raise ValueError(f"groups={groups} must divide the {shape[0]} output "
+                         f"channels of weight_shape {shape}")
+    if isinstance(padding, str):
+        raise ValueError(f"padding must be numbers, got {padding!r}; for "
+                         f"TensorFlow's 'same' pass tf_same_padding(...)")
+    pairs = padding if isinstance(padding, (tuple, list)) else (padding,) * 2
+    if len(pairs) != 2:
+        raise ValueError(f"padding must be an int, a pair or two pairs, got "
+                         f"{padding!r}")
+    sides = [p if isinstance(p, (tuple, list)) else (p, p) for p in pairs]
+    if any(len(side) != 2 for side in sides):
+        raise ValueError(f"padding per side must be ((top, bottom), (left, "
+                         f"right)), got {padding!r}")
+    sides = [[checked_int(p, "padding", low=0) for p in s] for s in sides]
+    steps = {}
+    for name, value in (("stride", stride), ("dilation", dilation)):
+        pair = value if isinstance(value, (tuple, list)) else (value, value)
+        if len(pair) != 2:
+            raise ValueError(f"{name} must be an int or a pair, got {value!r}")
+        steps[name] = [checked_int(v, name, low=1) for v in pair]
+    return {
+        "kernel_shape": list(shape[2:]),
+        "strides": steps["stride"],
+        "pads": [sides[0][0], sides[1][0], sides[0][1], sides[1][1]],
+        "dilations": steps["dilation"],
+        "group": groups,
+    }
