@@ -81,10 +81,12 @@ MODULES = {
     "bench": Module("Benchmarks of the book's kernels: python -m d2ldw.bench "
                     "depthwise|mobilenet|kernels.", package=True, parts=(
                         ("separable", "Timing a separable layer in each framework."),
-                        ("roofline", "This CPU's compute and memory roofs, and the "
-                                     "MobileNet layers on them."),
-                        ("peers", "The peers set up and called alike: ONNX Runtime sessions "
-                                  "and profiler, PyTorch and MXNet calls."),
+                        ("peers", "The peers set up and called alike: ONNX Runtime and "
+                                  "OpenVINO sessions and profilers, PyTorch and MXNet "
+                                  "calls."),
+                        ("roofline", "This CPU's compute and memory roofs (the hardware's "
+                                     "FMA rate and a library's), and the MobileNet layers "
+                                     "on them."),
                         ("depthwise", "MobileNet v1's depthwise layers and the TE kernels "
                                       "timed on them."),
                         ("mobilenet", "A whole MobileNet: every peer in its fastest "

@@ -23,10 +23,11 @@ __all__ = ["SUBCOMMANDS", "REQUIREMENTS", "main", "positive_int", "check_json_pa
 # import name: (pip package, the d2ldw extra that brings it)
 PACKAGES = {"torch": ("torch", "torch"), "tvm": ("apache-tvm", "tvm"),
             "mxnet": ("mxnet", "mxnet"), "onnx": ("onnx", "bench"),
-            "onnxruntime": ("onnxruntime", "bench"), "tqdm": ("tqdm", "bench")}
+            "onnxruntime": ("onnxruntime", "bench"), "openvino": ("openvino", "bench"),
+            "tqdm": ("tqdm", "bench")}
 # what each subcommand imports, in its own process or in this one
-REQUIREMENTS = {"depthwise": ("torch", "tvm", "mxnet", "onnx", "onnxruntime"),
-                "mobilenet": ("torch", "tvm", "onnx", "onnxruntime"),
+REQUIREMENTS = {"depthwise": ("torch", "tvm", "mxnet", "onnx", "onnxruntime", "openvino"),
+                "mobilenet": ("torch", "tvm", "onnx", "onnxruntime", "openvino"),
                 "kernels": ("torch", "tvm")}
 
 
@@ -198,10 +199,10 @@ def _kernels_run(args):
 # name: (help, add_arguments, check -> message or None, run -> JSON-able result)
 SUBCOMMANDS = {
     "depthwise": ("MobileNet v1's depthwise layers against PyTorch (NCHW and "
-                  "channels_last), MXNet and ONNX Runtime",
+                  "channels_last), MXNet, ONNX Runtime and OpenVINO",
                   _depthwise_arguments, _depthwise_check, _depthwise_run),
-    "mobilenet": ("MobileNet v1 or v2 in TVM against PyTorch eager, torch.compile and "
-                  "ONNX Runtime", _mobilenet_arguments, _mobilenet_check, _mobilenet_run),
+    "mobilenet": ("MobileNet v1 or v2 in TVM against PyTorch eager, torch.compile, "
+                  "ONNX Runtime and OpenVINO", _mobilenet_arguments, _mobilenet_check, _mobilenet_run),
     "kernels": ("one depthwise layer over kernel sizes k = 3..31: PyTorch and the book's "
                 "TE kernel against the roofline", _kernels_arguments, _kernels_check,
                 _kernels_run),

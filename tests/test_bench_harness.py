@@ -172,8 +172,8 @@ def test_the_faster_thread_count_counts_per_layer():
 
 
 def _depthwise_result():
-    names = ("PyTorch", "PyTorch channels_last", "MXNet", "ONNX Runtime", "TE default",
-             "TE tuned", "TE tuned + conversions")
+    names = ("PyTorch", "PyTorch channels_last", "MXNet", "ONNX Runtime", "OpenVINO",
+             "TE default", "TE tuned", "TE tuned + conversions")
     row = {"channels": 32, "size": 112, "stride": 1, "best_peer": "PyTorch channels_last",
            "median_us": {n: 10.0 * (k + 1) for k, n in enumerate(names)},
            "speedup_vs_best_peer": {"TE tuned": 1.25, "TE tuned + conversions": 0.5}}
@@ -182,7 +182,8 @@ def _depthwise_result():
             "geomean_speedup_vs_best_peer": 1.25,
             "geomean_speedup_vs_best_peer_with_conversions": 0.5,
             "geomean_tuned_vs_channels_last": 1.25, "geomean_speedup_vs_torch": 3.0,
-            "onnx_call_overhead_us": 4.5}
+            "onnx_call_overhead_us": 4.5,
+            "call_overhead_us": {"ONNX Runtime": 4.5, "OpenVINO": 6.25}}
 
 
 def test_the_depthwise_table_reads_its_result():
@@ -191,10 +192,10 @@ def test_the_depthwise_table_reads_its_result():
     assert "with 1 and 2 threads" in lines[1] and "NCHW16c" in lines[2]
     (row,) = [line for line in lines if line.lstrip().startswith("32/112/1")]
     assert row.split("|")[1].split() == ["10.0", "20.0", "30.0", "40.0", "50.0", "60.0",
-                                          "70.0"]
+                                          "70.0", "80.0"]
     assert row.split("|")[2].split() == ["torch", "CL", "1.25x", "0.50x"]
     assert "1.25x (0.50x with both conversions)" in lines[-2]
-    assert lines[-1].endswith("does nothing: 4.5 us")
+    assert lines[-1].endswith("does nothing: ONNX Runtime 4.5 us, OpenVINO 6.2 us")
 
 
 def test_the_mobilenet_table_reads_its_result():
@@ -294,3 +295,55 @@ def test_the_command_shows_its_progress_on_stderr(tmp_path):
     assert "TE, 1 thread" in run.stderr
     assert "kernel sweep" not in run.stdout  # the table alone on stdout
     assert json.loads(out.read_text())["kernels"][0]["kernel"] == 3
+
+
+# --- OpenVINO, and the hardware's own roof --------------------------------------------------
+
+def test_openvino_runs_the_folded_network_and_names_its_layers():
+    layers = inference_layers(seeded_mobilenet("v1"))
+    image = seeded_image().numpy()
+    compiled = bench.openvino_compiled(bench.mobilenet_onnx_model(layers, image.shape), 1)
+    assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    call, request = bench.openvino_caller(compiled, image)
+    call()
+    model = seeded_mobilenet("v1")
+    with torch.no_grad():
+        exact = model.double()(torch.from_numpy(image).double()).numpy()
+    logits = request.get_output_tensor().data
+    assert np.abs(logits - exact).max() < 1e-3 * np.abs(exact).max()
+    seconds = bench.openvino_layer_seconds(layers, image, 1, 2)
+    # every convolution and the classifier is a node of its own, named after its layer
+    kinds = {layers[k]["kind"] for k in seconds if k is not None}
+    assert {"full", "depthwise", "pointwise", "linear"} <= kinds
+    assert all(s > 0 for s in seconds.values())
+    with pytest.raises(ValueError, match=r"the model's input is \(1, 3, 224, 224\), got an "
+                                         r"array of shape \(1, 3, 32, 32\)"):
+        bench.openvino_caller(compiled, np.zeros((1, 3, 32, 32), "float32"))
+
+
+@pytest.mark.parametrize("accumulators, iterations", [(1, 1), (4, 5), (12, 24)])
+def test_the_fma_loop_computes_its_recurrence(accumulators, iterations):
+    """a <- a/2 + 1 from 0: 2 - 2**(1 - n) after n steps, exact in float32 for n <= 24, so
+    any build (fused or not) must give it bit for bit."""
+    import tvm
+
+    from d2ldw import tvm as d2l_tvm
+
+    lanes = d2l_tvm.host_vector_lanes()
+    library = d2l_tvm.build(bench.fma_loop(2, accumulators, lanes, iterations))
+    a = tvm.runtime.tensor(np.zeros((2, accumulators, lanes), "float32"), tvm.cpu())
+    library(a, tvm.runtime.tensor(np.full(lanes, 0.5, "float32"), tvm.cpu()),
+            tvm.runtime.tensor(np.ones(lanes, "float32"), tvm.cpu()))
+    assert (a.numpy() == np.float32(2 - 2.0 ** (1 - iterations))).all()
+
+
+def test_the_fma_roof_is_measured_in_a_process_with_its_threads():
+    from d2ldw.isolated import run_isolated
+
+    flops = run_isolated(bench.measure_fma_roof, 1, iterations=20_000, repeat=2)
+    # a vector unit does at least one multiply-add per cycle on any x86-64 CPU: 8 FLOP per
+    # cycle with SSE2's 4 lanes, over 0.5 GHz at the least
+    assert flops > 4e9
+    with pytest.raises(RuntimeError, match="TVM's thread pool runs"):
+        run_isolated(bench.measure_fma_roof, 1, {"TVM_NUM_THREADS": "2"}, iterations=10)

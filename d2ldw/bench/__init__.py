@@ -3,8 +3,8 @@
 Its parts, each a module of its own, in dependency order:
 
 - ``d2ldw.bench.separable``: Timing a separable layer in each framework.
-- ``d2ldw.bench.roofline``: This CPU's compute and memory roofs, and the MobileNet layers on them.
-- ``d2ldw.bench.peers``: The peers set up and called alike: ONNX Runtime sessions and profiler, PyTorch and MXNet calls.
+- ``d2ldw.bench.peers``: The peers set up and called alike: ONNX Runtime and OpenVINO sessions and profilers, PyTorch and MXNet calls.
+- ``d2ldw.bench.roofline``: This CPU's compute and memory roofs (the hardware's FMA rate and a library's), and the MobileNet layers on them.
 - ``d2ldw.bench.depthwise``: MobileNet v1's depthwise layers and the TE kernels timed on them.
 - ``d2ldw.bench.mobilenet``: A whole MobileNet: every peer in its fastest configuration.
 - ``d2ldw.bench.kernels``: Large depthwise kernels swept against the roofline.
@@ -18,22 +18,31 @@ from d2ldw.bench.separable import (  # noqa: E402
     gluon_mobilenet_v1,
     time_separable,
 )
+from d2ldw.bench.peers import (  # noqa: E402
+    PEERS,
+    OPENVINO_CONFIG,
+    check_tvm_threads,
+    onnx_model,
+    onnx_session,
+    onnx_caller,
+    depthwise_onnx_model,
+    depthwise_onnx_session,
+    mobilenet_onnx_model,
+    mobilenet_onnx_session,
+    onnx_layer_seconds,
+    openvino_compiled,
+    openvino_caller,
+    openvino_layer_seconds,
+    depthwise_layer_data,
+    depthwise_peer_call,
+)
 from d2ldw.bench.roofline import (  # noqa: E402
     best_roofs,
+    fma_loop,
+    measure_fma_roof,
     measure_roofs,
     thread_counts,
     time_convolutions,
-)
-from d2ldw.bench.peers import (  # noqa: E402
-    PEERS,
-    check_tvm_threads,
-    onnx_session,
-    onnx_caller,
-    depthwise_onnx_session,
-    mobilenet_onnx_session,
-    onnx_layer_seconds,
-    depthwise_layer_data,
-    depthwise_peer_call,
 )
 from d2ldw.bench.depthwise import (  # noqa: E402
     depthwise_layers,
@@ -47,6 +56,7 @@ from d2ldw.bench.kernels import (  # noqa: E402
     time_kernel_sweep,
 )
 from d2ldw.bench.runs import (  # noqa: E402
+    GRAPH_ENGINES,
     time_depthwise_peer,
     time_depthwise_te,
     geometric_mean,
@@ -63,4 +73,4 @@ from d2ldw.bench.runs import (  # noqa: E402
     format_kernel_sweep,
 )
 
-__all__ = ['KERNEL_SWEEP_LIBRARIES', 'LAYER_GROUPS', 'MOBILENET_PEERS', 'PEERS', 'best_roofs', 'check_tvm_threads', 'depthwise_layer_data', 'depthwise_layers', 'depthwise_onnx_session', 'depthwise_peer_call', 'depthwise_te_candidates', 'format_kernel_sweep', 'format_mobilenet_table', 'format_table', 'geometric_mean', 'gluon_mobilenet_v1', 'layer_costs', 'measure_roofs', 'mobilenet_onnx_session', 'mobilenet_peer_call', 'onnx_caller', 'onnx_layer_seconds', 'onnx_session', 'run_depthwise', 'run_kernel_sweep', 'run_mobilenet', 'seconds_by_kind', 'thread_counts', 'time_convolutions', 'time_depthwise_peer', 'time_depthwise_te', 'time_kernel_sweep', 'time_mobilenet_peer', 'time_separable']
+__all__ = ['GRAPH_ENGINES', 'KERNEL_SWEEP_LIBRARIES', 'LAYER_GROUPS', 'MOBILENET_PEERS', 'OPENVINO_CONFIG', 'PEERS', 'best_roofs', 'check_tvm_threads', 'depthwise_layer_data', 'depthwise_layers', 'depthwise_onnx_model', 'depthwise_onnx_session', 'depthwise_peer_call', 'depthwise_te_candidates', 'fma_loop', 'format_kernel_sweep', 'format_mobilenet_table', 'format_table', 'geometric_mean', 'gluon_mobilenet_v1', 'layer_costs', 'measure_fma_roof', 'measure_roofs', 'mobilenet_onnx_model', 'mobilenet_onnx_session', 'mobilenet_peer_call', 'onnx_caller', 'onnx_layer_seconds', 'onnx_model', 'onnx_session', 'openvino_caller', 'openvino_compiled', 'openvino_layer_seconds', 'run_depthwise', 'run_kernel_sweep', 'run_mobilenet', 'seconds_by_kind', 'thread_counts', 'time_convolutions', 'time_depthwise_peer', 'time_depthwise_te', 'time_kernel_sweep', 'time_mobilenet_peer', 'time_separable']

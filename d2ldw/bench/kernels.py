@@ -5,6 +5,7 @@ chapters. Do not edit: change the chapter and regenerate.
 """
 
 from d2ldw.bench.peers import check_tvm_threads
+
 from d2ldw.data import get_conv_data
 from d2ldw.timing import time_interleaved
 

@@ -1,5 +1,5 @@
-"""The peers, set up and called the same way: ONNX Runtime sessions and its profiler,
-PyTorch and MXNet calls on one depthwise layer, and TVM's thread-pool check.
+"""The peers, set up and called the same way: ONNX Runtime and OpenVINO sessions and their
+profilers, PyTorch and MXNet calls on one depthwise layer, and TVM's thread-pool check.
 
 Written by hand (not from the chapters): this is the benchmarks' harness. The pages of the
 performance chapter show what is timed; this module holds how each library is made to run
@@ -16,16 +16,24 @@ import numpy as np
 from d2ldw.data import get_conv_data
 from d2ldw.shapes import checked_int
 
-__all__ = ["PEERS", "check_tvm_threads", "onnx_session", "onnx_caller",
-           "depthwise_onnx_session", "mobilenet_onnx_session", "onnx_layer_seconds",
+__all__ = ["PEERS", "OPENVINO_CONFIG", "check_tvm_threads", "onnx_model", "onnx_session",
+           "onnx_caller", "depthwise_onnx_model", "depthwise_onnx_session",
+           "mobilenet_onnx_model", "mobilenet_onnx_session", "onnx_layer_seconds",
+           "openvino_compiled", "openvino_caller", "openvino_layer_seconds",
            "depthwise_layer_data", "depthwise_peer_call"]
 
 # Harness for chapters/performance/results.ipynb
 # Every library that computes the same depthwise layer, each timed in a process of its own.
-PEERS = ("PyTorch", "PyTorch channels_last", "MXNet", "ONNX Runtime")
+PEERS = ("PyTorch", "PyTorch channels_last", "MXNet", "ONNX Runtime", "OpenVINO")
 
 # The ONNX opset the graphs use, and the IR version ONNX Runtime 1.31 reads for it.
 OPSET, IR_VERSION = 17, 8
+
+# Harness for chapters/performance/results.ipynb
+# OpenVINO's CPU plugin at its fastest for one request at a time, in float32 (its default on
+# a CPU with AMX or AVX512-BF16 would be bf16: a different computation, not a faster one).
+OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+                   "NUM_STREAMS": 1}
 
 
 # Harness for chapters/performance/results.ipynb
@@ -46,8 +54,8 @@ def check_tvm_threads(threads):
 
 
 # Harness for chapters/performance/results.ipynb
-def onnx_session(nodes, inputs, outputs, initializers, threads, profile_prefix=None):
-    """An ONNX Runtime session of a graph built with ``onnx.helper``.
+def onnx_model(nodes, inputs, outputs, initializers):
+    """A checked ONNX model (opset 17) of a graph built with ``onnx.helper``.
 
     Parameters
     ----------
@@ -56,22 +64,11 @@ def onnx_session(nodes, inputs, outputs, initializers, threads, profile_prefix=N
         The graph's float32 tensors.
     initializers : dict
         Name: NumPy array, the weights.
-    threads : int
-        Threads inside operators; one thread between them (the graph is a chain).
-    profile_prefix : str, optional
-        Turns the session's profiler on; ``session.end_profiling()`` writes its JSON there.
-
-    Returns
-    -------
-    onnxruntime.InferenceSession
-        With every graph optimisation on, on the CPU.
     """
-    threads = checked_int(threads, "threads", 1)
     if not isinstance(initializers, dict):
         raise TypeError(f"initializers must be a dict of name: array, got "
                         f"{type(initializers).__name__}")
     import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     def value(name, shape):
@@ -84,6 +81,18 @@ def onnx_session(nodes, inputs, outputs, initializers, threads, profile_prefix=N
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
+    return model
+
+
+# Harness for chapters/performance/results.ipynb
+def onnx_session(model, threads, profile_prefix=None):
+    """An ONNX Runtime session of ``model`` (``onnx_model``) with every graph optimisation
+    on, on the CPU, with ``threads`` threads inside operators and one between them (the
+    graphs are chains). ``profile_prefix`` turns the session's profiler on;
+    ``session.end_profiling()`` writes its JSON there."""
+    threads = checked_int(threads, "threads", 1)
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -93,6 +102,37 @@ def onnx_session(nodes, inputs, outputs, initializers, threads, profile_prefix=N
         options.profile_file_prefix = str(profile_prefix)
     return ort.InferenceSession(model.SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])
+
+
+# Harness for chapters/performance/results.ipynb
+def openvino_compiled(model, threads, profile=False):
+    """``model`` (``onnx_model``) compiled by OpenVINO's CPU plugin with ``threads``
+    threads and ``OPENVINO_CONFIG``; ``profile`` turns on its per-node counters
+    (``request.get_profiling_info()``)."""
+    threads = checked_int(threads, "threads", 1)
+    import openvino as ov
+
+    core = ov.Core()
+    network = core.read_model(model.SerializeToString(), b"")
+    return core.compile_model(network, "CPU", {
+        **OPENVINO_CONFIG, "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": bool(profile)})
+
+
+# Harness for chapters/performance/results.ipynb
+def openvino_caller(compiled, array):
+    """A zero-argument call of ``compiled`` (one input, one output) on ``array``, shared
+    with OpenVINO rather than copied; returns (call, request). After a call,
+    ``request.get_output_tensor().data`` holds the output."""
+    import openvino as ov
+
+    array = np.ascontiguousarray(array, dtype="float32")
+    (expected,) = [tuple(i.get_shape()) for i in compiled.inputs]
+    if array.shape != expected:
+        raise ValueError(f"the model's input is {expected}, got an array of shape "
+                         f"{array.shape}")
+    request = compiled.create_infer_request()
+    request.set_input_tensor(ov.Tensor(array, shared_memory=True))
+    return request.infer, request
 
 
 # Harness for chapters/performance/results.ipynb
@@ -118,7 +158,7 @@ def onnx_caller(session, arrays):
 
 
 # Harness for chapters/performance/results.ipynb
-def depthwise_onnx_session(x_shape, w, stride, threads):
+def depthwise_onnx_model(x_shape, w, stride):
     """A graph of one ONNX ``Conv`` node: depthwise 3x3, padding 1, weight ``w`` of shape
     (C, 1, 3, 3), on an input of shape ``x_shape`` (N, C, H, W)."""
     if len(x_shape) != 4 or np.shape(w) != (x_shape[1], 1, 3, 3):
@@ -130,8 +170,13 @@ def depthwise_onnx_session(x_shape, w, stride, threads):
     (n, c, _, _), out = x_shape, (x_shape[2] + 2 - 3) // stride + 1
     node = helper.make_node("Conv", ["X", "W"], ["Y"], group=c, strides=[stride, stride],
                             pads=[1, 1, 1, 1], kernel_shape=[3, 3])
-    return onnx_session([node], [("X", list(x_shape))], [("Y", [n, c, out, out])],
-                        {"W": w}, threads)
+    return onnx_model([node], [("X", list(x_shape))], [("Y", [n, c, out, out])], {"W": w})
+
+
+# Harness for chapters/performance/results.ipynb
+def depthwise_onnx_session(x_shape, w, stride, threads):
+    """An ONNX Runtime session of ``depthwise_onnx_model(x_shape, w, stride)``."""
+    return onnx_session(depthwise_onnx_model(x_shape, w, stride), threads)
 
 
 def _activation_nodes(kind, value, output):
@@ -145,12 +190,12 @@ def _activation_nodes(kind, value, output):
 
 
 # Harness for chapters/performance/mobilenet_peers.ipynb
-def mobilenet_onnx_session(layers, input_shape, threads, profile_prefix=None):
-    """An ONNX Runtime session of the graph of ``d2ldw.torch.inference_layers``.
+def mobilenet_onnx_model(layers, input_shape):
+    """The ONNX graph of ``d2ldw.torch.inference_layers``.
 
     Conv (with the folded bias), Add, Relu or Clip, GlobalAveragePool, Flatten and Gemm
     nodes, each named after its output, whose number is its layer's index (what
-    ``onnx_layer_seconds`` reads back from the profiler).
+    ``onnx_layer_seconds`` and ``openvino_layer_seconds`` read back from the profilers).
     """
     if not isinstance(layers, (list, tuple)) or not layers or not all(
             isinstance(layer, dict) and "kind" in layer for layer in layers):
@@ -187,9 +232,22 @@ def mobilenet_onnx_session(layers, input_shape, threads, profile_prefix=None):
     for node in nodes:
         node.name = node.output[0]
     classes = layers[-1]["weight"].shape[0]
-    return onnx_session(nodes, [("X", list(input_shape))],
-                        [(names[-1], [input_shape[0], classes])], weights, threads,
-                        profile_prefix)
+    return onnx_model(nodes, [("X", list(input_shape))],
+                      [(names[-1], [input_shape[0], classes])], weights)
+
+
+# Harness for chapters/performance/mobilenet_peers.ipynb
+def mobilenet_onnx_session(layers, input_shape, threads, profile_prefix=None):
+    """An ONNX Runtime session of ``mobilenet_onnx_model(layers, input_shape)``."""
+    return onnx_session(mobilenet_onnx_model(layers, input_shape), threads, profile_prefix)
+
+
+def _layer_of(node):
+    """The layer a profiled node computes, from the value names ``mobilenet_onnx_model``
+    gives (``c5``, ``y5_...``, OpenVINO's ``c5/WithoutBiases``), or None for a node of no
+    layer (a layout conversion the engine inserted, such as ``X_abcd_acdb_c0``)."""
+    match = re.match(r"[a-z](\d+)(?:[_/]|$)", node)
+    return int(match.group(1)) if match else None
 
 
 # Harness for chapters/performance/mobilenet_peers.ipynb
@@ -216,9 +274,30 @@ def onnx_layer_seconds(layers, image, threads, passes):
         name = event.get("name", "")
         if event.get("cat") == "Node" and name.endswith("_kernel_time"):
             node = name[: -len("_kernel_time")]
-            match = re.match(r"[a-z](\d+)(_|$)", node)  # the value names given above
-            layer = int(match.group(1)) if match else None
-            runs.setdefault((node, layer), []).append(event["dur"] * 1e-6)
+            runs.setdefault((node, _layer_of(node)), []).append(event["dur"] * 1e-6)
+    seconds = {}
+    for (_, layer), durations in runs.items():
+        seconds[layer] = seconds.get(layer, 0.0) + float(np.median(durations))
+    return seconds
+
+
+# Harness for chapters/performance/mobilenet_peers.ipynb
+def openvino_layer_seconds(layers, image, threads, passes):
+    """Median seconds of OpenVINO's executed nodes over ``passes`` forward passes of
+    ``mobilenet_onnx_model``, from its own counters (``PERF_COUNT``), by the layer they
+    compute; a node of no layer (a reorder it inserted) counts under ``None``."""
+    passes = checked_int(passes, "passes", 1)
+    image = np.asarray(image, dtype="float32")
+    compiled = openvino_compiled(mobilenet_onnx_model(layers, image.shape), threads,
+                                 profile=True)
+    call, request = openvino_caller(compiled, image)
+    runs = {}
+    for _ in range(passes):
+        call()
+        for info in request.get_profiling_info():
+            if info.status.name == "EXECUTED":
+                runs.setdefault((info.node_name, _layer_of(info.node_name)), []).append(
+                    info.real_time.total_seconds())
     seconds = {}
     for (_, layer), durations in runs.items():
         seconds[layer] = seconds.get(layer, 0.0) + float(np.median(durations))
@@ -242,8 +321,8 @@ def depthwise_peer_call(peer, x, w, stride, threads):
     """A zero-argument call of one of ``PEERS`` on one depthwise 3x3 layer (padding 1), and
     a function that gives its output as an NCHW NumPy array.
 
-    PyTorch channels_last keeps NCHW shapes with NHWC memory, its fast depthwise path on a
-    CPU; ONNX Runtime runs a one-node graph with its inputs and output bound once.
+    PyTorch channels_last keeps NCHW shapes with NHWC memory; ONNX Runtime and OpenVINO run
+    a one-node graph with the input bound once.
     """
     if peer not in PEERS:
         raise ValueError(f"unknown peer {peer!r}; expected one of {PEERS}")
@@ -274,6 +353,9 @@ def depthwise_peer_call(peer, x, w, stride, threads):
             out["y"].wait_to_read()  # MXNet runs asynchronously
 
         return call, lambda: out["y"].asnumpy()
-    session = depthwise_onnx_session(list(x.shape), w, stride, threads)
-    call, result = onnx_caller(session, {"X": x})
+    model = depthwise_onnx_model(list(x.shape), w, stride)
+    if peer == "OpenVINO":
+        call, request = openvino_caller(openvino_compiled(model, threads), x)
+        return call, lambda: request.get_output_tensor().data
+    call, result = onnx_caller(onnx_session(model, threads), {"X": x})
     return call, lambda: result

@@ -23,7 +23,11 @@ from d2ldw.bench.peers import (
     depthwise_peer_call,
     onnx_caller,
     onnx_layer_seconds,
+    onnx_model,
     onnx_session,
+    openvino_caller,
+    openvino_compiled,
+    openvino_layer_seconds,
 )
 from d2ldw.bench.roofline import best_roofs, thread_counts
 from d2ldw.cost import conv2d_cost
@@ -32,10 +36,15 @@ from d2ldw.isolated import report_progress, run_isolated
 from d2ldw.shapes import check_memory, checked_int
 from d2ldw.timing import time_interleaved
 
-__all__ = ["time_depthwise_peer", "time_depthwise_te", "geometric_mean", "run_depthwise",
+__all__ = ["GRAPH_ENGINES", "time_depthwise_peer", "time_depthwise_te", "geometric_mean", "run_depthwise",
            "format_table", "LAYER_GROUPS", "layer_costs", "seconds_by_kind",
            "time_mobilenet_peer", "run_mobilenet", "format_mobilenet_table",
            "KERNEL_SWEEP_LIBRARIES", "run_kernel_sweep", "format_kernel_sweep"]
+
+
+# Harness for chapters/performance/results.ipynb
+# Engines that run a graph, and pay a fixed cost per call for it
+GRAPH_ENGINES = ("ONNX Runtime", "OpenVINO")
 
 
 class _Progress:
@@ -96,7 +105,7 @@ def _torch_depthwise(x, w, stride):
 def time_depthwise_peer(peer, batch=1, threads=1, repeat=7, first_layers=None, seed=0):
     """Median seconds per call of one of ``PEERS`` on each depthwise layer, in this process
     alone, and its largest difference from ``F.conv2d``. For ONNX Runtime also
-    ``call_overhead``: the seconds of a one-node graph that copies one number."""
+    ``call_overhead``, and so for OpenVINO: the seconds of a graph that copies one number."""
     if peer not in PEERS:
         raise ValueError(f"unknown peer {peer!r}; expected one of {PEERS}")
     batch, threads, repeat, first_layers = _checked_run_args(batch, threads, repeat,
@@ -116,14 +125,22 @@ def time_depthwise_peer(peer, batch=1, threads=1, repeat=7, first_layers=None, s
     result = {"seconds": {k: t.median for k, t in
                           time_interleaved(calls, repeat=repeat).items()},
               "max_error": errors}
-    if peer == "ONNX Runtime":
-        from onnx import helper
-
-        session = onnx_session([helper.make_node("Identity", ["X"], ["Y"])],
-                               [("X", [1])], [("Y", [1])], {}, threads)
-        call, _ = onnx_caller(session, {"X": np.ones(1, "float32")})
-        result["call_overhead"] = time_interleaved({"o": call}, repeat)["o"].median
+    if peer in GRAPH_ENGINES:  # the fixed cost of one call: a graph that copies one number
+        result["call_overhead"] = time_interleaved(
+            {"o": _nothing_call(peer, threads)}, repeat)["o"].median
     return result
+
+
+def _nothing_call(engine, threads):
+    """A call of ``engine`` on a graph that copies one number."""
+    from onnx import helper
+
+    one = np.ones(1, "float32")
+    model = onnx_model([helper.make_node("Identity", ["X"], ["Y"])], [("X", [1])],
+                       [("Y", [1])], {})
+    if engine == "OpenVINO":
+        return openvino_caller(openvino_compiled(model, threads), one)[0]
+    return onnx_caller(onnx_session(model, threads), {"X": one})[0]
 
 
 # Harness for chapters/performance/results.ipynb
@@ -231,6 +248,8 @@ def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None, progress=F
         "vector_lanes": te["lanes"], "thread_counts": counts,
         "onnx_call_overhead_us": min(
             r["call_overhead"] for r in peers["ONNX Runtime"].values()) * 1e6,
+        "call_overhead_us": {engine: min(r["call_overhead"] for r in peers[engine].values())
+                             * 1e6 for engine in GRAPH_ENGINES},
         "geomean_speedup_vs_best_peer": mean("speedup_vs_best_peer", "TE tuned"),
         "geomean_speedup_vs_best_peer_with_conversions": mean(
             "speedup_vs_best_peer", "TE tuned + conversions"),
@@ -246,8 +265,9 @@ def format_table(result):
     """``run_depthwise``'s result as text: microseconds per call of each configuration,
     and the tuned kernel's speedup over the best peer of each layer."""
     short = {"PyTorch": "torch", "PyTorch channels_last": "torch CL", "MXNet": "MXNet",
-             "ONNX Runtime": "ORT", "TE default": "TE dflt", "TE tuned": "TE tuned",
-             "TE tuned + conversions": "TE+conv"}
+             "ONNX Runtime": "ORT", "OpenVINO": "OV", "TE default": "TE dflt",
+             "TE tuned": "TE tuned", "TE tuned + conversions": "TE+conv"}
+    short = {k: v for k, v in short.items() if k in result["layers"][0]["median_us"]}
     counts = " and ".join(map(str, result["thread_counts"]))
     lines = [
         *result["cpu_description"].splitlines(),
@@ -271,8 +291,10 @@ def format_table(result):
         f"({result['geomean_speedup_vs_best_peer_with_conversions']:.2f}x with both "
         f"conversions)",
         f"vs PyTorch channels_last: {result['geomean_tuned_vs_channels_last']:.2f}x; vs "
-        f"PyTorch NCHW: {result['geomean_speedup_vs_torch']:.2f}x; ONNX Runtime's cost of "
-        f"one call that does nothing: {result['onnx_call_overhead_us']:.1f} us",
+        f"PyTorch NCHW: {result['geomean_speedup_vs_torch']:.2f}x; the cost of one call "
+        "that does nothing: " + ", ".join(
+            f"{engine} {us:.1f} us" for engine, us in result.get(
+                "call_overhead_us", {"ONNX Runtime": result["onnx_call_overhead_us"]}).items()),
     ]
     return "\n".join(lines)
 
@@ -331,7 +353,8 @@ def seconds_by_kind(layers, per_layer):
 def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
     """Median seconds of one forward pass of one peer ("TVM" or one of
     ``MOBILENET_PEERS``) in this process alone, its logits' largest difference from the
-    float64 PyTorch network's, and for TVM and ONNX Runtime the seconds per kind of layer,
+    float64 PyTorch network's, and for TVM and the graph engines (ONNX Runtime, OpenVINO)
+    the seconds per kind of layer,
     each layer timed inside the network (medians of ten times ``repeat`` passes). A peer
     that cannot run here returns ``{"error": message}``."""
     if peer not in ("TVM", *MOBILENET_PEERS):
@@ -359,11 +382,15 @@ def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
               "setup_seconds": setup,
               "max_error": float(np.abs(np.asarray(logits) - exact).max()),
               "largest_logit": float(np.abs(exact).max())}
-    if peer in ("TVM", "ONNX Runtime"):  # each layer, inside the network
+    if peer in ("TVM", *GRAPH_ENGINES):  # each layer, inside the network
         report_progress(f"timing each layer inside the network, {10 * repeat} passes")
         layers = inference_layers(seeded_mobilenet(version))
-        per_layer = (_tvm_layer_seconds(call.__self__, 10 * repeat) if peer == "TVM"
-                     else onnx_layer_seconds(layers, image.numpy(), threads, 10 * repeat))
+        if peer == "TVM":
+            per_layer = _tvm_layer_seconds(call.__self__, 10 * repeat)
+        else:
+            profile = (onnx_layer_seconds if peer == "ONNX Runtime"
+                       else openvino_layer_seconds)
+            per_layer = profile(layers, image.numpy(), threads, 10 * repeat)
         result["seconds_by_kind"] = seconds_by_kind(layers, per_layer)
     return result
 
@@ -426,8 +453,8 @@ def run_mobilenet(version="v1", batch=1, threads=None, repeat=7, rounds=2, progr
         raise RuntimeError(f"the TVM network did not run: {runs['TVM'].get('error')}")
     costs = layer_costs(inference_layers(seeded_mobilenet(version)), (batch, 3, 224, 224))
     groups = _groups(costs, runs["TVM"]["seconds_by_kind"])
-    onnx_groups = {g: row["ms"] for g, row in _groups(
-        costs, runs["ONNX Runtime"].get("seconds_by_kind", {})).items()}
+    engine_groups = {engine: {g: row["ms"] for g, row in _groups(
+        costs, runs[engine].get("seconds_by_kind", {})).items()} for engine in GRAPH_ENGINES}
     ran = {p: r for p, r in runs.items() if "seconds" in r}
     best = min((p for p in ran if p != "TVM"), key=lambda p: ran[p]["seconds"])
     return {
@@ -444,7 +471,8 @@ def run_mobilenet(version="v1", batch=1, threads=None, repeat=7, rounds=2, progr
         "speedup_vs_best_peer": ran[best]["seconds"] / ran["TVM"]["seconds"],
         "speedup_vs_peer": {p: r["seconds"] / ran["TVM"]["seconds"]
                             for p, r in ran.items() if p != "TVM"},
-        "tvm_by_group": groups, "onnx_ms_by_group": onnx_groups,
+        "tvm_by_group": groups, "onnx_ms_by_group": engine_groups["ONNX Runtime"],
+        "engine_ms_by_group": engine_groups,
         "roofs": best_roofs(threads), "cpu_description": str(describe_cpu()),
     }
 
@@ -470,19 +498,25 @@ def format_mobilenet_table(result):
     lines += [
         f"TVM vs the best peer ({result['best_peer']}): "
         f"{result['speedup_vs_best_peer']:.2f}x",
-        "by kind of layer, each layer timed inside the network: ms (GFLOP/s)",
-        f"  {'':11} {'TVM':>16} {'ONNX Runtime':>16} {'ratio':>6}",
+        "by kind of layer, each layer timed inside the network: ms (GFLOP/s), and each "
+        "engine's ms over TVM's",
     ]
+    engines = result.get("engine_ms_by_group",
+                         {"ONNX Runtime": result["onnx_ms_by_group"]})
+    lines.append(f"  {'':11} {'TVM':>16} " + " ".join(
+        f"{engine:>16} {'ratio':>6}" for engine in engines))
 
     def cell(ms, gflop):
         rate = f"({gflop / ms * 1e3:.1f})" if ms else ""
         return f"{ms:>7.2f} {rate:>8}"
 
     for group, row in result["tvm_by_group"].items():
-        onnx = result["onnx_ms_by_group"].get(group, 0.0)
-        ratio = f"{onnx / row['ms']:.2f}x" if onnx and row["ms"] else ""
-        lines.append(f"  {group:11} {cell(row['ms'], row['gflop'])} "
-                     f"{cell(onnx, row['gflop'])} {ratio:>6}")
+        cells = []
+        for by_group in engines.values():
+            ms = by_group.get(group, 0.0)
+            ratio = f"{ms / row['ms']:.2f}x" if ms and row["ms"] else ""
+            cells.append(f"{cell(ms, row['gflop'])} {ratio:>6}")
+        lines.append(f"  {group:11} {cell(row['ms'], row['gflop'])} " + " ".join(cells))
     return "\n".join(lines)
 
 
