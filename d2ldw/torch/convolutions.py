@@ -7,7 +7,7 @@ chapters. Do not edit: change the chapter and regenerate.
 from d2ldw.shapes import depthwise_multiplier
 from torch import nn
 
-from d2ldw.shapes import check_array_kind, check_memory, conv2d_geometry, separable_geometry
+from d2ldw.shapes import check_array_kind, check_conv_memory, conv2d_geometry, separable_geometry
 from d2ldw.torch.checks import check_separable_call, check_separable_weights
 
 __all__ = ['SeparableConv2d', 'causal_depthwise_conv1d', 'check_unfold_inputs', 'conv2d_unfold', 'depthwise_conv2d_unfold', 'separable_conv2d', 'unfold_columns']
@@ -47,27 +47,11 @@ def check_unfold_inputs(input, weight, bias, caller):
 def unfold_columns(input, g, max_bytes=None):
     """Columns ``(N, C*kH*kW, L)`` of ``input`` for the ConvGeometry ``g``.
 
-    Batched. Refuses, before allocating, columns (plus a padded copy) of more
-    than ``max_bytes`` bytes (default ``d2ldw.MEMORY_LIMIT``).
+    Batched. Refuses, before allocating, columns, a padded copy and an output
+    of more than ``max_bytes`` bytes (default ``d2ldw.MEMORY_LIMIT``) with
+    ``check_conv_memory``, the guard of every implementation.
     """
-    (kh, kw), (oh, ow), (top, bottom), (left, right) = (
-        g.kernel_size,
-        g.out_size,
-        *g.padding,
-    )
-    batch = 1 if g.batch is None else g.batch
-    padded = (
-        batch
-        * g.in_channels
-        * (g.in_size[0] + top + bottom)
-        * (g.in_size[1] + left + right)
-    )
-    columns = batch * g.in_channels * kh * kw * oh * ow
-    check_memory(
-        (padded + columns) * input.element_size(),
-        "the unfolded input (F.unfold's columns)",
-        max_bytes,
-    )
+    check_conv_memory(g, input.element_size(), max_bytes)
     x = input if g.batch is not None else input.unsqueeze(0)
     (top, bottom), (left, right) = g.padding
     if top != bottom or left != right:  # unfold pads both sides equally

@@ -5,6 +5,8 @@ chapters. Do not edit: change the chapter and regenerate.
 """
 
 import torch
+from d2ldw.shapes import check_conv_memory
+from d2ldw.shapes import checked_int
 from torch import nn
 from torch.nn import functional as F
 
@@ -57,10 +59,15 @@ class TEDepthwiseConv2d(nn.Module):
     and compiles ``d2ldw.tvm.depthwise_conv2d_interleaved`` for it; tensors
     reach TVM through DLPack. float32, zero padding, no bias; needs apache-tvm.
     Raises RuntimeError for a shape whose ``F.conv2d`` follows none of the
-    emulated orders (then no kernel can match it).
+    emulated orders (then no kernel can match it), and ValueError, before
+    measuring or compiling anything, for a convolution too large for
+    ``max_bytes`` (default ``d2ldw.MEMORY_LIMIT``; ``check_conv_memory``, as
+    in ``DepthwiseConv2dUnfold``). The compiled kernels are a cache, not
+    state: copies, pickles and ``torch.save`` leave them out, and compile
+    again at first use.
     """
 
-    def __init__(self, weight, stride=1, padding=0, dilation=1):
+    def __init__(self, weight, stride=1, padding=0, dilation=1, max_bytes=None):
         super().__init__()
         if (
             weight.dtype != torch.float32
@@ -73,10 +80,16 @@ class TEDepthwiseConv2d(nn.Module):
             )
         self.weight = nn.Parameter(weight.detach().clone())
         self.stride, self.padding, self.dilation = stride, padding, dilation
+        if max_bytes is not None:
+            checked_int(max_bytes, "max_bytes", 1)
+        self.max_bytes = max_bytes
         self.kernels = {}  # input shape -> (summation order, compiled kernel)
 
+    def __getstate__(self):  # TVM cannot pickle compiled code: leave it out
+        return {**super().__getstate__(), "kernels": {}}
+
     @classmethod
-    def from_conv(cls, conv):
+    def from_conv(cls, conv, max_bytes=None):
         """A copy of the depthwise ``nn.Conv2d`` ``conv`` (no bias, zero
         padding)."""
         if not is_depthwise(conv):
@@ -93,9 +106,26 @@ class TEDepthwiseConv2d(nn.Module):
                 f"expected bias=False, padding_mode='zeros' and numeric "
                 f"padding, got {conv!r}"
             )
-        layer = cls(conv.weight, conv.stride, conv.padding, conv.dilation)
+        layer = cls(
+            conv.weight, conv.stride, conv.padding, conv.dilation, max_bytes
+        )
         layer.weight.requires_grad_(conv.weight.requires_grad)
         return layer
+
+    def geometry(self, input_shape):
+        """The ConvGeometry for a batched ``input_shape``, refused
+        (ValueError) if it needs more than ``max_bytes`` as every
+        implementation does: before anything is allocated."""
+        g = conv2d_geometry(
+            input_shape,
+            tuple(self.weight.shape),
+            self.stride,
+            self.padding,
+            self.dilation,
+            groups=input_shape[1],
+        )
+        check_conv_memory(g, self.weight.element_size(), self.max_bytes)
+        return g
 
     def order_for(self, input_shape):
         """The summation order F.conv2d follows for this input shape here (or
@@ -123,6 +153,7 @@ class TEDepthwiseConv2d(nn.Module):
 
             from d2ldw import tvm as d2l_tvm
 
+            self.geometry(input_shape)  # the memory guard, first
             order = self.order_for(input_shape)
             if order is None:
                 raise RuntimeError(
@@ -158,14 +189,7 @@ class TEDepthwiseConv2d(nn.Module):
             )
         batched = x if x.dim() == 4 else x.unsqueeze(0)
         batched = batched.detach().contiguous()
-        g = conv2d_geometry(
-            tuple(batched.shape),
-            tuple(weight.shape),
-            self.stride,
-            self.padding,
-            self.dilation,
-            groups=batched.shape[1],
-        )
+        g = self.geometry(tuple(batched.shape))
         _, kernel = self.compiled(tuple(batched.shape))
         y = torch.empty(g.output_shape, dtype=torch.float32)
         as_tvm = tvm.runtime.from_dlpack  # a view of the same memory, no copy

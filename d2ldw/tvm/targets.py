@@ -13,12 +13,13 @@ from d2ldw.shapes import check_memory
 from tvm import te
 
 from d2ldw.shapes import conv2d_geometry, depthwise_multiplier
-from d2ldw.tvm.operators import pad, static_shape
+from d2ldw.tvm.operators import element_size, pad, static_shape
 
-__all__ = ['build', 'build_and_run', 'cpu_has_fma', 'depthwise_conv2d_interleaved', 'host_target', 'lower', 'prim_module', 'target_features', 'target_with_fma']
+__all__ = ['build', 'build_and_run', 'check_te_memory', 'cpu_has_fma', 'depthwise_conv2d_interleaved', 'host_target', 'lower', 'prim_module', 'target_features', 'target_with_fma']
 
 
 # From Section 1.4, "Convolution in TVM Tensor Expressions" (chapters/conv2d/tvm_te.ipynb)
+import math
 import os
 
 
@@ -64,14 +65,31 @@ def build(tensors_or_module, target=None):
     return tvm.compile(module, target=target or host_target())
 
 
+def check_te_memory(tensors, max_bytes=None):
+    """Refuse (``check_memory``) a TE computation whose buffers need more
+    than ``max_bytes`` bytes: its inputs, every stage (unscheduled TE
+    materialises each one) and the output, counted in Python ints."""
+    buffers, stack = [], list(tensors)
+    while stack:
+        tensor = stack.pop()
+        if not any(tensor.same_as(seen) for seen, _ in buffers):
+            buffers.append((tensor, static_shape(tensor)))
+            stack.extend(tensor.op.input_tensors)
+    nbytes = sum(math.prod(shape) * element_size(t) for t, shape in buffers)
+    largest = sorted(buffers, key=lambda buffer: -math.prod(buffer[1]))
+    named = ", ".join(f"{t.op.name} {shape}" for t, shape in largest[:3])
+    more = f" and {len(largest) - 3} more" if len(largest) > 3 else ""
+    check_memory(nbytes, f"the TE buffers {named}{more}", max_bytes)
+
+
 def build_and_run(tensors, inputs, target=None, max_bytes=None):
     """Compile ``tensors`` for the CPU, run on NumPy ``inputs``, return the
     output array.
 
     ``tensors`` lists the input placeholders then the output; ``inputs`` holds
-    one array per placeholder, with matching shape and dtype. An output larger
-    than ``max_bytes`` (default ``d2ldw.MEMORY_LIMIT``) is refused before it is
-    built.
+    one array per placeholder, with matching shape and dtype. Buffers larger
+    than ``max_bytes`` (default ``d2ldw.MEMORY_LIMIT``) in all are refused
+    before anything is compiled or allocated (``check_te_memory``).
     """
     *placeholders, output = tensors
     for index, tensor in enumerate(tensors):
@@ -90,17 +108,10 @@ def build_and_run(tensors, inputs, target=None, max_bytes=None):
                 f"and dtype {expected[1]}, got {np.shape(array)} "
                 f"{np.asarray(array).dtype}"
             )
-    output_bytes = (
-        tvm.DataType(str(output.dtype)).bits
-        // 8
-        * int(np.prod(static_shape(output)))
-    )
-    check_memory(output_bytes, "the output", max_bytes)
+    check_te_memory(tensors, max_bytes)
     device = tvm.cpu()
     arguments = [tvm.runtime.tensor(np.asarray(a), device) for a in inputs]
-    result = tvm.runtime.tensor(
-        np.empty(static_shape(output), dtype=str(output.dtype)), device
-    )
+    result = tvm.runtime.empty(static_shape(output), str(output.dtype), device)
     build(tensors, target)(*arguments, result)
     return result.numpy()
 
