@@ -49,6 +49,8 @@ MODULES = {
     "timing": Module("Timing candidates side by side, with medians.", core=True),
     "numpy": Module("Reference implementations in NumPy."),
     "numerics": Module("Rounding-error bounds, ULP distances and error reports.", core=True),
+    "quantization": Module("Affine quantization and integer-only convolution in NumPy.",
+                           core=True),
     "plotting": Module("The book's figures.", requires=("matplotlib", "matplotlib", "book")),
     "tvm": Module("TVM tensor-expression definitions and build helpers.",
                   requires=("tvm", "apache-tvm==0.27.0.post1", "tvm"), parts=(
@@ -72,6 +74,8 @@ MODULES = {
                         ("te_layer", "A depthwise layer that runs the book's TVM kernel."),
                         ("orders", "Which summation order PyTorch's depthwise kernels "
                                    "follow, surveyed in a child process (written by hand)."),
+                        ("quantized", "Quantized depthwise networks and PyTorch's int8 "
+                                      "convolutions."),
                     ), written=("checks", "orders")),
     "hardware": Module("What CPU a measurement ran on, and what decides its outcome.",
                        generated=False),
