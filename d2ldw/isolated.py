@@ -49,6 +49,10 @@ def thread_environment(threads):
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
         "TVM_NUM_THREADS": str(threads),
+        # TVM pins its workers to cores (its default, stated here so that no inherited
+        # setting changes it): measured on a loaded 2-core machine, unpinned workers were
+        # slower and varied more
+        "TVM_BIND_THREADS": "1",
         "MXNET_OMP_MAX_THREADS": str(threads),
         "D2LDW_THREADS": str(threads),
     }

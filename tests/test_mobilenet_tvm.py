@@ -296,6 +296,7 @@ def test_run_isolated_runs_in_a_fresh_process_with_the_threads():
     child = isolated.run_isolated(isolated.describe_process, 3)
     assert child["pid"] != os.getpid()
     assert child["environment"]["TVM_NUM_THREADS"] == "3"
+    assert child["environment"]["TVM_BIND_THREADS"] == "1"  # explicit, not inherited
     assert child["environment"]["OMP_NUM_THREADS"] == "3"
     assert child["environment"]["MALLOC_MMAP_THRESHOLD_"] == \
         isolated.ENVIRONMENT["MALLOC_MMAP_THRESHOLD_"]
