@@ -24,6 +24,10 @@ from d2ldw.torch.checks import (  # noqa: E402
     check_network_args,
     check_calibration_args,
     forward_or_refuse,
+    checked_divisible_args,
+    check_surgery_args,
+    check_new_layers,
+    check_depthwise_layer_args,
     checked_count_args,
     separable_weight_shapes,
     check_separable_weights,
@@ -99,4 +103,4 @@ from d2ldw.torch.orders import (  # noqa: E402
     survey_depthwise_orders,
 )
 
-__all__ = ['CONVNEXT_TINY', 'ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'EFFICIENTNET_B0_TABLE', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MBConv', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'MOBILENET_V3_LARGE_TABLE', 'MOBILENET_V3_SMALL_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'SqueezeExcite', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'causal_depthwise_conv1d', 'check_calibration_args', 'check_network_args', 'check_separable_call', 'check_separable_weights', 'check_unfold_inputs', 'checked_count_args', 'conv2d_unfold', 'conv_bn', 'conv_transpose_to_conv_weight', 'convnext_tiny', 'count_cost', 'depthwise_conv2d_unfold', 'efficientnet_b0', 'fold_batchnorm', 'fold_batchnorms', 'forward_or_refuse', 'fuse_conv_bn', 'inference_layers', 'is_depthwise', 'keras_conv2d_to_torch', 'keras_conv2d_transpose_to_torch', 'keras_depthwise_to_torch', 'layer_error_bounds', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small', 'replace_depthwise', 'run_layers', 'seeded_image', 'seeded_mobilenet', 'separable_conv2d', 'separable_from_conv', 'separable_weight_shapes', 'survey_depthwise_orders', 'torch_depthwise_to_keras', 'unfold_columns']
+__all__ = ['CONVNEXT_TINY', 'ConvNeXtBlock', 'DepthwiseConv2dUnfold', 'EFFICIENTNET_B0_TABLE', 'InvertedResidual', 'LayerCost', 'LayerNorm2d', 'LayerScale', 'MBConv', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'MOBILENET_V3_LARGE_TABLE', 'MOBILENET_V3_SMALL_TABLE', 'NetworkCost', 'ReparamLargeKernel', 'SeparableConv2d', 'SqueezeExcite', 'TEDepthwiseConv2d', 'calibrate_batchnorm', 'causal_depthwise_conv1d', 'check_calibration_args', 'check_depthwise_layer_args', 'check_network_args', 'check_new_layers', 'check_separable_call', 'check_separable_weights', 'check_surgery_args', 'check_unfold_inputs', 'checked_count_args', 'checked_divisible_args', 'conv2d_unfold', 'conv_bn', 'conv_transpose_to_conv_weight', 'convnext_tiny', 'count_cost', 'depthwise_conv2d_unfold', 'efficientnet_b0', 'fold_batchnorm', 'fold_batchnorms', 'forward_or_refuse', 'fuse_conv_bn', 'inference_layers', 'is_depthwise', 'keras_conv2d_to_torch', 'keras_conv2d_transpose_to_torch', 'keras_depthwise_to_torch', 'layer_error_bounds', 'layer_type', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small', 'replace_depthwise', 'run_layers', 'seeded_image', 'seeded_mobilenet', 'separable_conv2d', 'separable_from_conv', 'separable_weight_shapes', 'survey_depthwise_orders', 'torch_depthwise_to_keras', 'unfold_columns']
