@@ -8,7 +8,7 @@ from d2ldw._requires import require
 
 require('mxnet', 'mxnet==1.9.1', module='d2ldw.mxnet', extra='mxnet')
 
-from d2ldw.shapes import check_array_kind, check_memory, checked_dtype, conv2d_geometry
+from d2ldw.shapes import check_array_kind, check_memory, check_separable_layer, checked_dtype, conv2d_geometry
 
 __all__ = ['SeparableConv2D', 'conv2d']
 
@@ -136,6 +136,11 @@ class SeparableConv2D(gluon.HybridBlock):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        check_separable_layer(in_channels, out_channels, kernel_size, strides,
+                              padding, dilation, multiplier)
+        if isinstance(padding, str):
+            raise ValueError(f"Gluon's Conv2D takes padding as an int or a "
+                             f"pair, got {padding!r}")
         with self.name_scope():
             self.depthwise = gluon.nn.Conv2D(
                 in_channels * multiplier,

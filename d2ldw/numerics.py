@@ -74,16 +74,16 @@ def as_float_array(a, what):
     return array
 
 
-def check_finite(array, what):
-    """ValueError naming how many NaN and infinite values ``array`` holds, and
-    where the first is; nothing for a finite array."""
+def check_finite(array, what, reason="ULPs and relative errors are only "
+                 "defined between finite numbers"):
+    """ValueError naming how many NaN and infinite values ``array`` holds,
+    where the first is, and ``reason``; nothing for a finite array."""
     bad = ~np.isfinite(array)
     if bad.any():
         nan, first = int(np.isnan(array).sum()), np.argwhere(bad)[0]
         raise ValueError(
             f"{what} has {nan} NaN and {int(bad.sum()) - nan} infinite values "
-            f"(first at index {tuple(int(i) for i in first)}); ULPs and "
-            "relative errors are only defined between finite numbers"
+            f"(first at index {tuple(int(i) for i in first)}); {reason}"
         )
 
 
@@ -189,14 +189,15 @@ def conv_error_bound(
     )  # the NumPy reference, on magnitudes, in float64
 
     x, w = as_float_array(x, "x"), as_float_array(w, "w")
+    b = None if b is None else as_float_array(b, "b")
+    for array, name in [(x, "x"), (w, "w"), (b, "b")][: 2 + (b is not None)]:
+        check_finite(array, name, "a rounding-error bound needs finite inputs")
     terms = w.shape[1] * w.shape[2] * w.shape[3] if w.ndim == 4 else 0
     m = terms + (b is not None)
     magnitude = conv2d(
         np.abs(x.astype(np.float64)),
         np.abs(w.astype(np.float64)),
-        None
-        if b is None
-        else np.abs(as_float_array(b, "b").astype(np.float64)),
+        None if b is None else np.abs(b.astype(np.float64)),
         stride,
         padding,
         dilation,
@@ -525,6 +526,8 @@ def separable_error_bound(x, w, depthwise, pointwise, b=None, stride=1,
                             b=b).items():
         if value is not None:
             check_array_kind(value, name, "numpy")
+            check_finite(value, name, "a rounding-error bound needs finite "
+                         "inputs")
     x, w, depthwise, pointwise = map(np.asarray, (x, w, depthwise, pointwise))
     out_channels, channels, kh, kw = w.shape
     rank = depthwise.shape[0] // channels

@@ -6,11 +6,12 @@ chapters. Do not edit: change the chapter and regenerate.
 
 from d2ldw.shapes import checked_int
 
-__all__ = ['Timing', 'time_cuda', 'time_interleaved']
+__all__ = ['Timing', 'checked_float', 'time_cuda', 'time_interleaved']
 
 
 # From Section 2.4, "What groups save, on the clock" (chapters/grouped/clock.ipynb)
 import math
+import numbers
 import statistics
 import time
 from typing import NamedTuple
@@ -23,6 +24,21 @@ class Timing(NamedTuple):
     median: float
     samples: tuple
     calls_per_sample: int
+
+
+def checked_float(value, name, low=None):
+    """``value`` as a finite float, or an error naming ``name`` and what came.
+
+    Ints, floats and NumPy reals are accepted; bools and everything else raise
+    TypeError; NaN, infinities and values below ``low`` (if given) ValueError.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} of "
+                        f"type {type(value).__name__}")
+    if not math.isfinite(value) or (low is not None and value < low):
+        at_least = "" if low is None else f" and >= {low}"
+        raise ValueError(f"{name} must be finite{at_least}, got {value!r}")
+    return float(value)
 
 
 def time_interleaved(
@@ -53,6 +69,11 @@ def time_interleaved(
         )
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         raise ValueError(f"repeat must be a positive int, got {repeat!r}")
+    min_seconds = checked_float(min_seconds, "min_seconds", 0)
+    settle_seconds = checked_float(settle_seconds, "settle_seconds", 0)
+    if not callable(timer):
+        raise TypeError(f"timer must be a callable returning seconds, got "
+                        f"{type(timer).__name__}")
     calls = {}
     for name, function in candidates.items():
         function()

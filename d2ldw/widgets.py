@@ -12,6 +12,7 @@ agree.
     ConvExplorer(size=7, kernel_size=3, stride=2, padding=1, dilation=2)
 """
 
+import difflib
 import itertools
 from importlib import resources
 
@@ -78,10 +79,27 @@ class _Explorer(anywidget.AnyWidget):
 
     def __init__(self, **values):
         choices = _choices(self._CONTROLS)
+        own = [n for n in type(self).class_own_traits() if not n.startswith("_")]
+        known = [*choices, *(n for n in own if n not in choices)]
         for name, value in values.items():
-            if name in choices and value not in choices[name]:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise TypeError(
+                    f"{type(self).__name__} got an unexpected keyword "
+                    f"{name!r}{hint}; its keywords are {', '.join(known)}"
+                )
+            if name in choices and (
+                isinstance(value, bool) or not hasattr(value, "__index__")
+                or value not in choices[name]
+            ):
                 raise ValueError(
                     f"{name} must be one of {choices[name]}, got {value!r}"
+                )
+            trait = self.class_traits()[name]
+            if isinstance(trait, traitlets.Bool) and not isinstance(value, bool):
+                raise TypeError(
+                    f"{name} must be True or False, got {value!r}"
                 )
         kind = type(self).__name__
         number = next(_serial)

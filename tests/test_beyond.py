@@ -473,10 +473,8 @@ def test_efficientnet_b0_and_convnext_tiny_counts():
     b0 = d2l_torch.count_cost(d2l_torch.efficientnet_b0(), (3, 224, 224))
     assert round(b0.mult_adds / 1e7) / 100 == 0.39 and round(
         (b0.params + b0.bn_params) / 1e5) / 10 == 5.3  # Tan and Le 2019, Table 2
-    model = d2l_torch.convnext_tiny()
-    with pytest.raises(TypeError, match="cannot count LayerScale"):
-        d2l_torch.count_cost(model, (3, 224, 224))
-    cost = d2l_torch.count_cost(model, (3, 224, 224), elementwise=(d2l_torch.LayerScale,))
+    model = d2l_torch.convnext_tiny()  # LayerScale needs no elementwise= (issue 24)
+    cost = d2l_torch.count_cost(model, (3, 224, 224))
     assert cost.params + cost.bn_params == sum(p.numel() for p in model.parameters())
     assert cost.by_type["elementwise"].mult_adds == 0
     assert cost.by_type["elementwise"].params == 3 * 96 + 3 * 192 + 9 * 384 + 3 * 768

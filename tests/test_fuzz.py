@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from torch.nn import functional as F
 
 from conftest import conv_tolerance
+import d2ldw
 from d2ldw import numpy as d2l_np
 from d2ldw import torch as d2l_torch
 
@@ -228,3 +229,121 @@ def test_the_fuzzer_ran_every_implementation():
     for counts in RUNS.values():  # both outcomes exercised, not only one
         assert counts["agreed"] >= 0.2 * sum(counts.values())
         assert counts["both refused"] >= 0.2 * sum(counts.values())
+
+
+# --- the secondary API (issue 24): layout helpers, rounding, timing, separable layers ----
+# Each draws from valid values and from every kind of bad one (bools, floats, NaN, inf,
+# negative and zero sizes, strings, None, the wrong library or layout). A call either
+# answers correctly or raises a ValueError or TypeError with a message; nothing else.
+
+SECONDARY = {}  # function -> {"accepted": n, "refused": n}
+SIZES = st.one_of(ints(1, 9), st.sampled_from(
+    [0, -1, True, False, 2.5, float("nan"), float("inf"), "4", None, np.int64(4)]))
+MOSTLY = st.one_of(ints(1, 4), ints(1, 4), ints(1, 4), SIZES)  # valid 4 in 5
+REALS = st.one_of(st.floats(0, 1e3), st.sampled_from(
+    [-1.0, float("nan"), float("inf"), -float("inf"), True, "1", None, np.float32(2.5)]))
+
+
+def answers_or_refuses(name, call, check):
+    counts = SECONDARY.setdefault(name, {"accepted": 0, "refused": 0})
+    try:
+        result = call()
+    except (ValueError, TypeError) as error:
+        assert str(error), f"{name}: an empty message"
+        counts["refused"] += 1
+        return
+    except Exception as error:  # a framework's error, ZeroDivisionError, ...
+        pytest.fail(f"{name} raised {type(error).__name__}: {error}")
+    check(result)
+    counts["accepted"] += 1
+
+
+def is_size(value, low=1):
+    return (not isinstance(value, bool) and hasattr(value, "__index__")
+            and value >= low)
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(st.data())
+def test_nchwc_helpers_round_trip_or_refuse_clearly(data):
+    n, blocks, h, w = (data.draw(ints(1, 3)) for _ in range(4))
+    lanes = data.draw(SIZES)
+    c = blocks * (lanes if is_size(lanes) and lanes < 10 else 4)
+    layout = data.draw(st.sampled_from(["NCHW", "NCHW", "CHW", "torch", "list"]))
+    x = np.random.default_rng(c).standard_normal((n, c, h, w)).astype("float32")
+    given = {"NCHW": x, "CHW": x[0], "torch": torch.from_numpy(x),
+             "list": x.tolist()}[layout]
+
+    def round_trip(y):
+        assert layout == "NCHW" and is_size(lanes) and c % lanes == 0
+        np.testing.assert_array_equal(d2l_tvm.from_nchwc(y), x)
+
+    answers_or_refuses("to_nchwc", lambda: d2l_tvm.to_nchwc(given, lanes),
+                       round_trip)
+    weight = np.ones((c, 1, 3, 3), "float32")
+    answers_or_refuses(
+        "depthwise_weight_to_nchwc",
+        lambda: d2l_tvm.depthwise_weight_to_nchwc(weight, lanes),
+        lambda k: k.shape == (c // lanes, 3, 3, lanes))
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(REALS, SIZES)
+def test_make_divisible_rounds_or_refuses_clearly(value, divisor):
+    def rounded(r):
+        assert is_size(divisor) and r % divisor == 0 and r >= divisor
+        assert r >= 0.9 * value and not (isinstance(value, bool))
+    answers_or_refuses("make_divisible",
+                       lambda: d2l_torch.make_divisible(value, divisor), rounded)
+
+
+@settings(max_examples=100, **SETTINGS)
+@given(REALS, REALS, SIZES)
+def test_time_interleaved_times_or_refuses_clearly(min_seconds, settle, repeat):
+    clock = iter(range(10**6)).__next__  # a fake clock: one second per reading
+    small = [v if isinstance(v, bool) or not isinstance(v, float) or v != v
+             else v / 1e6 for v in (min_seconds, settle)]  # keep sleeps short
+
+    def timed(result):
+        assert is_size(repeat) and len(result["f"].samples) == repeat
+    answers_or_refuses(
+        "time_interleaved",
+        lambda: d2ldw.time_interleaved({"f": lambda: None}, repeat,
+                                       small[0], clock, small[1]),
+        timed)
+
+
+@settings(max_examples=200, **SETTINGS)
+@given(MOSTLY, MOSTLY, st.one_of(MOSTLY, st.tuples(ints(1, 3), ints(1, 3))),
+       st.sampled_from([1, 1, 1, 2, (1, 2), 0, -1, True, 1.5]),
+       st.sampled_from([0, 1, "same", "valid", (1, 0), -1, "full", True]),
+       MOSTLY)
+def test_separable_layers_build_or_refuse_clearly(channels, out, kernel, stride,
+                                                  padding, multiplier):
+    arguments = (channels, out, kernel, stride, padding, 1, multiplier)
+
+    def runs(layer):
+        x = torch.zeros(1, channels, 10, 10)  # fits any kernel drawn
+        reference = F.conv2d(F.conv2d(x, layer.depthwise.weight, None, stride,
+                                      padding, groups=channels),
+                             layer.pointwise.weight, layer.pointwise.bias)
+        assert layer(x).shape == reference.shape
+
+    answers_or_refuses("SeparableConv2d",
+                       lambda: d2l_torch.SeparableConv2d(*arguments), runs)
+
+    def builds(block):
+        assert not isinstance(padding, str) and is_size(multiplier)
+    answers_or_refuses("mxnet.SeparableConv2D",
+                       lambda: d2l_mx.SeparableConv2D(*arguments), builds)
+
+
+def test_the_secondary_fuzzers_saw_both_outcomes():
+    if not SECONDARY:
+        test_nchwc_helpers_round_trip_or_refuse_clearly()
+        test_make_divisible_rounds_or_refuses_clearly()
+        test_time_interleaved_times_or_refuses_clearly()
+        test_separable_layers_build_or_refuse_clearly()
+    print(f"secondary fuzz examples: {SECONDARY}")
+    for name, counts in SECONDARY.items():
+        assert counts["accepted"] >= 10 and counts["refused"] >= 10, name

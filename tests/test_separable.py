@@ -1,5 +1,6 @@
 """Chapter 4.1: SeparableConv2d, separable_conv2d, the Gluon block and the TE version all agree
 with two F.conv2d calls; gradients reach external weights; bad shapes get clear errors."""
+import copy
 import random
 
 import numpy as np
@@ -232,7 +233,9 @@ def test_module_structure_and_replace_depthwise():
     x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         before = layer(x)
-        assert replace_depthwise(layer, lambda conv: conv) == 1
+        # the layer returned unchanged is not counted as replaced (issue 24)
+        assert replace_depthwise(layer, lambda conv: conv) == 0
+        assert replace_depthwise(layer, copy.deepcopy) == 1
         assert torch.equal(layer(x), before)
 
 

@@ -6,6 +6,7 @@ The public functions that use the checkers are tested through their callers too
 checker is tested on its own, and shown to be what its caller runs.
 """
 import math
+import re
 
 import numpy as np
 import pytest
@@ -236,3 +237,62 @@ def test_survey_reports_what_F_conv2d_does_as_this_process_would_measure_it():
     probe = d2ldw.probe_depthwise_order(lambda a, b: conv(a, b, padding=1), x.shape,
                                         w.shape, padding=1)
     assert result["probe"] == probe[0, 1:9].tolist()
+
+
+# --- issue 24: surgery, rounding and layer arguments ---------------------------------------
+
+def test_surgery_args_refuse_a_class_a_non_callable_and_a_non_module():
+    with pytest.raises(TypeError, match=r"got the class DepthwiseConv2dUnfold; pass "
+                                        r"DepthwiseConv2dUnfold\.from_conv$"):
+        checks.check_surgery_args(nn.Sequential(), d2ldw.torch.DepthwiseConv2dUnfold)
+    checks.check_surgery_args(nn.Sequential(), nn.Identity)  # a class built from the conv
+    with pytest.raises(TypeError, match="make_layer must be a function .* got int"):
+        checks.check_surgery_args(nn.Sequential(), 3)
+    with pytest.raises(TypeError, match="model must be an nn.Module, got list"):
+        checks.check_surgery_args([], lambda conv: conv)
+    checks.check_surgery_args(nn.Sequential(), lambda conv: conv)
+    with pytest.raises(TypeError, match="make_layer must return an nn.Module, got str for "
+                                        "layer 'b'"):
+        checks.check_new_layers(["a", "b"], [nn.ReLU(), "relu"])
+
+
+def test_depthwise_layer_args():
+    weight = torch.zeros(6, 1, 3, 3)
+    checks.check_depthwise_layer_args(weight, torch.zeros(6), 2, "valid", (1, 2))
+    for bad, error, message in [
+            ((weight.numpy(), None), TypeError, "weight must be a torch.Tensor"),
+            ((weight, np.zeros(6)), TypeError, "bias must be a torch.Tensor"),
+            ((weight.double(), torch.zeros(6)), TypeError, "weight float64, bias float32"),
+            ((torch.zeros(6, 2, 3, 3), None), ValueError, r"\(C\*M, 1, kH, kW\)"),
+            ((weight, torch.zeros(5)), ValueError, r"bias must have shape \(6,\)")]:
+        with pytest.raises(error, match=message):
+            checks.check_depthwise_layer_args(*bad, 1, 0, 1)
+    with pytest.raises(ValueError, match="padding='same' needs stride 1"):
+        checks.check_depthwise_layer_args(weight, None, 2, "same", 1)
+
+
+@pytest.mark.parametrize("value, divisor, error, message", [
+    (float("nan"), 8, ValueError, "value must be finite and >= 0, got nan"),
+    (-1, 8, ValueError, "value must be finite and >= 0, got -1"),
+    ("32", 8, TypeError, "value must be a real number, got '32' of type str"),
+    (32, 0, ValueError, "divisor must be >= 1, got 0"),
+    (32, True, TypeError, "divisor must be an int (bools are refused)")])
+def test_divisible_args(value, divisor, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        checks.checked_divisible_args(value, divisor)
+    assert checks.checked_divisible_args(np.float32(2.5), np.int64(4)) == (2.5, 4)
+
+
+def test_calibration_refuses_non_finite_images_and_count_args_add_known_types():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    images = torch.zeros(2, 3, 4, 4)
+    images[0, 0, 0, :2] = float("nan")
+    images[1, 1, 1, 1] = -float("inf")
+    with pytest.raises(ValueError, match="got 2 NaN and 1 infinite values"):
+        check_calibration_args(model, images)
+    scale = d2ldw.torch.LayerScale
+    assert checked_count_args(model, (3, 4, 4), known=(scale,))[2] == (scale,)
+    assert checked_count_args(model, (3, 4, 4), elementwise=[nn.PReLU, scale],
+                              known=(scale,))[2] == (scale, nn.PReLU)
+    with pytest.raises(TypeError, match="elementwise must be a tuple of module types"):
+        checked_count_args(model, (3, 4, 4), elementwise=(int,))

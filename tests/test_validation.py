@@ -364,6 +364,90 @@ BAD_CALLS = [
     ("to_nchwc channels",
      lambda: d2l_tvm.to_nchwc(zeros(1, 5, 4, 4), 4),
      ValueError, ["channels (5)", "lanes (4)"]),
+    # issue 24: the secondary API
+    ("to_nchwc torch input",
+     lambda: d2l_tvm.to_nchwc(tzeros(1, 8, 4, 4), 4),
+     TypeError, ["x must be a NumPy array", "torch.Tensor"]),
+    ("to_nchwc 3-D input",
+     lambda: d2l_tvm.to_nchwc(zeros(8, 4, 4), 4),
+     ValueError, ["x must be 4-D (N, C, H, W)", "(8, 4, 4)"]),
+    ("from_nchwc NCHW input",
+     lambda: d2l_tvm.from_nchwc(zeros(1, 8, 4, 4)),
+     ValueError, ["y must be 5-D (N, C/x, H, W, x)", "(1, 8, 4, 4)"]),
+    ("depthwise_weight_to_nchwc lanes True",
+     lambda: d2l_tvm.depthwise_weight_to_nchwc(zeros(8, 1, 3, 3), True),
+     TypeError, ["lanes", "True"]),
+    ("depthwise_conv2d_nchwc NumPy X",
+     lambda: d2l_tvm.depthwise_conv2d_nchwc(zeros(1, 2, 6, 6, 4),
+                                            placeholder(2, 3, 3, 4, name="K")),
+     TypeError, ["X must be a TVM te.Tensor", "NumPy array"]),
+    ("time_interleaved settle NaN",
+     lambda: d2ldw.time_interleaved({"f": lambda: None},
+                                    settle_seconds=float("nan")),
+     ValueError, ["settle_seconds", "nan"]),
+    ("time_interleaved min_seconds True",
+     lambda: d2ldw.time_interleaved({"f": lambda: None}, min_seconds=True),
+     TypeError, ["min_seconds", "True"]),
+    ("time_interleaved timer None",
+     lambda: d2ldw.time_interleaved({"f": lambda: None}, timer=None),
+     TypeError, ["timer", "NoneType"]),
+    ("SeparableConv2d stride 0",
+     lambda: d2l_torch.SeparableConv2d(4, 6, 3, stride=0),
+     ValueError, ["stride", "got 0"]),
+    ("SeparableConv2d kernel 2.5",
+     lambda: d2l_torch.SeparableConv2d(4, 6, 2.5),
+     TypeError, ["kernel_size", "2.5"]),
+    ("mxnet SeparableConv2D padding 'same'",
+     lambda: d2l_mx.SeparableConv2D(4, 6, 3, padding="same"),
+     ValueError, ["padding", "'same'"]),
+    ("mxnet SeparableConv2D dilation -1",
+     lambda: d2l_mx.SeparableConv2D(4, 6, 3, dilation=-1),
+     ValueError, ["dilation", "-1"]),
+    ("DepthwiseConv2dUnfold pointwise weight",
+     lambda: d2l_torch.DepthwiseConv2dUnfold(tzeros(6, 4, 1, 1)),
+     ValueError, ["(C*M, 1, kH, kW)", "(6, 4, 1, 1)"]),
+    ("DepthwiseConv2dUnfold stride 0",
+     lambda: d2l_torch.DepthwiseConv2dUnfold(tzeros(3, 1, 3, 3), stride=0),
+     ValueError, ["stride", "got 0"]),
+    ("replace_depthwise no model",
+     lambda: d2l_torch.replace_depthwise("net", lambda conv: conv),
+     TypeError, ["model must be an nn.Module", "str"]),
+    ("replace_depthwise make_layer None",
+     lambda: d2l_torch.replace_depthwise(network(), None),
+     TypeError, ["make_layer", "NoneType"]),
+    ("calibrate_batchnorm infinite images",
+     lambda: d2l_torch.calibrate_batchnorm(
+         network(), torch.full((2, 3, 32, 32), float("inf"))),
+     ValueError, ["images must be finite", "6144 infinite"]),
+    ("conv_error_bound infinite w",
+     lambda: d2ldw.conv_error_bound(zeros(*X), np.full(W, np.inf, "float32")),
+     ValueError, ["w has 0 NaN and 108 infinite", "finite inputs"]),
+    ("separable_error_bound NaN x",
+     lambda: d2ldw.separable_error_bound(
+         np.full(X, np.nan, "float32"), zeros(*W), zeros(3, 1, 3, 3),
+         zeros(4, 3, 1, 1)),
+     ValueError, ["x has 192 NaN", "finite inputs"]),
+    ("make_divisible NaN",
+     lambda: d2l_torch.make_divisible(float("nan")),
+     ValueError, ["value must be finite", "nan"]),
+    ("make_divisible divisor 2.5",
+     lambda: d2l_torch.make_divisible(37, 2.5),
+     TypeError, ["divisor", "2.5"]),
+    ("LayerScale init NaN",
+     lambda: d2l_torch.LayerScale(4, init=float("nan")),
+     ValueError, ["init must be finite", "nan"]),
+    ("LayerNorm2d eps -1",
+     lambda: d2l_torch.LayerNorm2d(4, eps=-1.0),
+     ValueError, ["eps must be finite and >= 0", "-1.0"]),
+    ("ConvNeXtBlock expansion 0",
+     lambda: d2l_torch.ConvNeXtBlock(4, expansion=0),
+     ValueError, ["expansion must be >= 1", "got 0"]),
+    ("ReparamLargeKernel stride 0",
+     lambda: d2l_torch.ReparamLargeKernel(4, 7, 3, stride=0),
+     ValueError, ["stride must be >= 1", "got 0"]),
+    ("count_cost elementwise not types",
+     lambda: d2l_torch.count_cost(network(), (3, 32, 32), elementwise=3),
+     TypeError, ["elementwise must be a tuple of module types", "3"]),
 ]
 
 
@@ -390,6 +474,79 @@ def test_the_table_covers_every_implementation_and_every_kind_of_bad_input():
                  "calibrate_batchnorm", "mobilenet"):
         assert part in names
     assert len(BAD_CALLS) >= 80
+
+
+# Issue 24: each case the new user met, with the exact message it now gives.
+ISSUE_24 = [
+    (lambda: d2l_torch.DepthwiseConv2dUnfold(zeros(3, 1, 3, 3)),
+     TypeError, "weight must be a torch.Tensor, got a NumPy array"),
+    (lambda: d2l_torch.replace_depthwise(network(),
+                                         d2l_torch.DepthwiseConv2dUnfold),
+     TypeError, "make_layer must be a function taking the depthwise nn.Conv2d "
+     "and returning its replacement, got the class DepthwiseConv2dUnfold; pass "
+     "DepthwiseConv2dUnfold.from_conv"),
+    (lambda: d2l_tvm.depthwise_conv2d_nchwc(placeholder(1, 8, 6, 6),
+                                            placeholder(8, 1, 3, 3, name="K")),
+     ValueError, "X must be 5-D (N, C/x, H, W, x), got shape (1, 8, 6, 6)"),
+    (lambda: d2l_tvm.to_nchwc(zeros(1, 8, 4, 4), lanes=0),
+     ValueError, "lanes must be >= 1, got 0"),
+    (lambda: d2l_torch.make_divisible(37, divisor=0),
+     ValueError, "divisor must be >= 1, got 0"),
+    (lambda: d2ldw.time_interleaved({"f": lambda: None},
+                                    min_seconds=float("inf")),
+     ValueError, "min_seconds must be finite and >= 0, got inf"),
+    (lambda: d2l_torch.SeparableConv2d(4, 6, 3, multiplier=-1),
+     ValueError, "multiplier must be >= 1, got -1"),
+    (lambda: d2l_mx.SeparableConv2D(4, 6, 3, multiplier=0),
+     ValueError, "multiplier must be >= 1, got 0"),
+    (lambda: d2ldw.conv_error_bound(np.full((1, 2, 4, 4), np.nan, "float32"),
+                                    np.ones((2, 2, 3, 3), "float32")),
+     ValueError, "x has 32 NaN and 0 infinite values (first at index "
+     "(0, 0, 0, 0)); a rounding-error bound needs finite inputs"),
+    (lambda: d2l_torch.calibrate_batchnorm(
+        d2l_torch.mobilenet_v1(), torch.full((2, 3, 32, 32), float("nan"))),
+     ValueError, "images must be finite, got 6144 NaN and 0 infinite values: "
+     "BatchNorm statistics of them would be NaN"),
+    (lambda: pytest.importorskip("d2ldw.widgets").ConvExplorer(kernel=5),
+     TypeError, "ConvExplorer got an unexpected keyword 'kernel' (did you mean "
+     "kernel_size?); its keywords are size, kernel_size, stride, padding, "
+     "dilation, in_channels, out_channels, groups, multiplier, depthwise"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", ISSUE_24,
+                         ids=[f"issue24-{i}" for i in range(len(ISSUE_24))])
+def test_the_issue_24_cases_give_their_exact_message(call, error, message):
+    with pytest.raises(error) as caught:
+        call()
+    assert type(caught.value) is error and str(caught.value) == message
+
+
+def test_convnext_is_counted_without_being_told_about_layer_scale():
+    """Issue 24: count_cost counted every model but the package's own ConvNeXt-T."""
+    model = d2l_torch.convnext_tiny()
+    cost = d2l_torch.count_cost(model, (3, 32, 32))
+    assert cost.params + cost.bn_params == sum(p.numel() for p in model.parameters())
+
+
+def test_replace_depthwise_counts_only_layers_it_changed():
+    """Issue 24: a make_layer that returns the layer unchanged replaced nothing."""
+    model = d2l_torch.mobilenet_v1(0.25)
+    assert d2l_torch.replace_depthwise(model, lambda conv: conv) == 0
+    swap = d2l_torch.DepthwiseConv2dUnfold.from_conv
+    assert d2l_torch.replace_depthwise(model, swap) == 13
+    assert d2l_torch.replace_depthwise(model, swap) == 0  # none left to swap
+
+
+def test_the_new_checkers_accept_what_they_should():
+    assert d2l_torch.make_divisible(np.float32(37.5), np.int64(8)) == 40
+    assert d2l_torch.make_divisible(0) == 8
+    t = d2ldw.time_interleaved({"f": lambda: None}, repeat=1, min_seconds=0,
+                               settle_seconds=np.float64(0))
+    assert t["f"].calls_per_sample == 1
+    assert d2l_tvm.to_nchwc(zeros(1, 8, 2, 2), np.int64(4)).shape == (1, 2, 2, 2, 4)
+    layer = d2l_torch.SeparableConv2d(4, 6, (3, 1), padding="same", multiplier=2)
+    assert layer(tzeros(1, 4, 5, 5)).shape == (1, 6, 5, 5)
 
 
 # Wrong answers and refused valid inputs the issue found, now right.

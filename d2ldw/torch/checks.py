@@ -18,8 +18,11 @@ from torch import nn
 
 from d2ldw.shapes import check_array_kind, check_memory, checked_dtype, checked_int, \
     conv2d_geometry
+from d2ldw.timing import checked_float
 
 __all__ = ["check_network_args", "check_calibration_args", "forward_or_refuse",
+           "checked_divisible_args", "check_surgery_args", "check_new_layers",
+           "check_depthwise_layer_args",
            "checked_count_args",
            "separable_weight_shapes", "check_separable_weights", "check_separable_call"]
 
@@ -70,6 +73,72 @@ def check_calibration_args(model, images):
     parameter = next(model.parameters(), None)
     if parameter is not None:
         checked_dtype({"images": images, "the model's parameters": parameter})
+    if not torch.isfinite(images).all():
+        nan = int(images.isnan().sum())
+        infinite = int((~torch.isfinite(images)).sum()) - nan
+        raise ValueError(f"images must be finite, got {nan} NaN and {infinite} infinite "
+                         "values: BatchNorm statistics of them would be NaN")
+
+
+# Harness for chapters/depthwise/mobilenets.ipynb
+def checked_divisible_args(value, divisor):
+    """``(value, divisor)`` of ``make_divisible``, checked: a finite real number
+    ``value >= 0`` (as a float) and an int ``divisor >= 1``; else ValueError or
+    TypeError naming the argument and what came."""
+    return checked_float(value, "value", 0), checked_int(divisor, "divisor", 1)
+
+
+# Harness for chapters/depthwise/mobilenets.ipynb
+def check_surgery_args(model, make_layer):
+    """Refuse what ``replace_depthwise(model, make_layer)`` cannot work with.
+
+    ``model`` must be an ``nn.Module``; ``make_layer`` a function of one depthwise
+    ``nn.Conv2d`` returning the layer to put in its place (a class whose constructor
+    takes the convolution will do). A layer class that is built from a convolution
+    by its ``from_conv`` (``DepthwiseConv2dUnfold``), passed itself, would be called
+    with the convolution as its weight: TypeError, naming the ``from_conv`` to pass.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(make_layer, type) and hasattr(make_layer, "from_conv"):
+        name = make_layer.__name__
+        raise TypeError(f"make_layer must be a function taking the depthwise nn.Conv2d "
+                        f"and returning its replacement, got the class {name}; pass "
+                        f"{name}.from_conv")
+    if not callable(make_layer):
+        raise TypeError(f"make_layer must be a function taking the depthwise nn.Conv2d "
+                        f"and returning its replacement, got {type(make_layer).__name__}")
+
+
+# Harness for chapters/depthwise/mobilenets.ipynb
+def check_new_layers(names, layers):
+    """Refuse, before any is put in, a replacement that is not an ``nn.Module``:
+    TypeError naming the layer (``names[i]`` is the one ``layers[i]`` replaces)."""
+    for name, layer in zip(names, layers):
+        if not isinstance(layer, nn.Module):
+            raise TypeError(f"make_layer must return an nn.Module, got "
+                            f"{type(layer).__name__} for layer '{name}'")
+
+
+# Harness for chapters/depthwise/mobilenets.ipynb
+def check_depthwise_layer_args(weight, bias, stride, padding, dilation):
+    """Refuse the arguments of a depthwise layer built from tensors.
+
+    ``weight`` must be a floating ``torch.Tensor`` ``(C*M, 1, kH, kW)``, ``bias``
+    None or a tensor ``(C*M,)`` of its dtype; stride, padding and dilation as
+    ``F.conv2d`` takes them (checked by ``conv2d_geometry``, on an input large
+    enough for any kernel: the input comes later).
+    """
+    check_array_kind(weight, "weight", "torch")
+    if bias is not None:
+        check_array_kind(bias, "bias", "torch")
+    checked_dtype({"weight": weight, "bias": bias})
+    if weight.dim() != 4 or weight.shape[1] != 1:
+        raise ValueError(f"weight must be a depthwise weight (C*M, 1, kH, kW), got shape "
+                         f"{tuple(weight.shape)}")
+    channels = weight.shape[0]
+    conv2d_geometry((1, channels, 2**31, 2**31), weight.shape, stride, padding, dilation,
+                    groups=channels, bias_shape=None if bias is None else bias.shape)
 
 
 # Harness for chapters/depthwise/mobilenets.ipynb
@@ -91,15 +160,17 @@ def forward_or_refuse(model, inputs, refusal):
 
 
 # Harness for chapters/separable/counting.ipynb
-def checked_count_args(model, input_size, max_bytes=None, elementwise=()):
+def checked_count_args(model, input_size, max_bytes=None, elementwise=(), known=()):
     """The arguments of ``count_cost``, checked: ``(size, dtype, elementwise)``.
 
     ``size`` is ``input_size`` as a tuple of 3 or 4 positive ints (ValueError
     otherwise); ``dtype`` that of the model's parameters (float32 without any);
-    ``elementwise`` a tuple of module types (TypeError otherwise). Refuses, before
-    anything is allocated, an input over ``max_bytes`` (default
-    ``d2ldw.MEMORY_LIMIT``), and with TypeError a module with parameters that the
-    counter has no rule for (an attention layer, say), rather than skip it silently.
+    ``elementwise`` a tuple of module types (TypeError otherwise), returned after
+    the types in ``known`` (the package's own elementwise layers, which the counter
+    knows without being told). Refuses, before anything is allocated, an input over
+    ``max_bytes`` (default ``d2ldw.MEMORY_LIMIT``), and with TypeError a module with
+    parameters that the counter has no rule for (an attention layer, say), rather
+    than skip it silently.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -114,9 +185,11 @@ def checked_count_args(model, input_size, max_bytes=None, elementwise=()):
     parameter = next(model.parameters(), None)
     dtype = torch.float32 if parameter is None else parameter.dtype
     check_memory(math.prod(size) * dtype.itemsize, f"an input of size {size}", max_bytes)
-    elementwise = tuple(elementwise)
-    if not all(isinstance(t, type) for t in elementwise):
+    given = tuple(elementwise) if isinstance(elementwise, (tuple, list)) else None
+    if given is None or not all(isinstance(t, type) and issubclass(t, nn.Module)
+                                for t in given):
         raise TypeError(f"elementwise must be a tuple of module types, got {elementwise!r}")
+    elementwise = (*known, *(t for t in given if t not in known))
     counted = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm,
                *elementwise)
     for name, module in model.named_modules():

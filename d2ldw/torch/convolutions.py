@@ -7,7 +7,7 @@ chapters. Do not edit: change the chapter and regenerate.
 from d2ldw.shapes import depthwise_multiplier
 from torch import nn
 
-from d2ldw.shapes import check_array_kind, check_conv_memory, conv2d_geometry, separable_geometry
+from d2ldw.shapes import check_array_kind, check_conv_memory, check_separable_layer, conv2d_geometry, separable_geometry
 from d2ldw.torch.checks import check_separable_call, check_separable_weights
 
 __all__ = ['SeparableConv2d', 'causal_depthwise_conv1d', 'check_unfold_inputs', 'conv2d_unfold', 'depthwise_conv2d_unfold', 'separable_conv2d', 'unfold_columns']
@@ -202,6 +202,8 @@ class SeparableConv2d(nn.Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1,
                  padding=0, dilation=1, multiplier=1, bias=True):
         super().__init__()
+        check_separable_layer(in_channels, out_channels, kernel_size, stride,
+                              padding, dilation, multiplier)
         self.depthwise = nn.Conv2d(in_channels, in_channels * multiplier,
                                    kernel_size, stride, padding, dilation,
                                    groups=in_channels, bias=False)

@@ -9,6 +9,7 @@ from torch import nn
 
 from d2ldw.cost import conv2d_cost
 from d2ldw.torch.checks import checked_count_args, forward_or_refuse
+from d2ldw.torch.models import LayerScale
 from d2ldw.torch.surgery import is_depthwise
 
 __all__ = ['LayerCost', 'NetworkCost', 'count_cost', 'layer_type']
@@ -64,16 +65,15 @@ def count_cost(model, input_size, max_bytes=None, elementwise=()):
     (``kH*kW*(C_in/groups)*C_out*H_out*W_out`` mult-adds) and ``nn.Linear``
     (``in*out`` per row) call, and every BatchNorm or LayerNorm (their
     parameters go to ``bn_params``); activations, pooling and other
-    parameter-free modules cost nothing. Modules of the types in
-    ``elementwise`` only scale elements by their parameters (ConvNeXt's layer
-    scale): their parameters count, their products do not, as in the papers.
-    A module with parameters of any other kind raises TypeError. Returns a
-    NetworkCost. An input of more than
-    ``max_bytes`` bytes (default ``d2ldw.MEMORY_LIMIT``) is refused before it is
-    allocated.
+    parameter-free modules cost nothing. Modules that only scale elements by
+    their parameters (``LayerScale``, ConvNeXt's layer scale, and the types in
+    ``elementwise``): their parameters count, their products do not, as in the
+    papers. A module with parameters of any other kind raises TypeError.
+    Returns a NetworkCost. An input of more than ``max_bytes`` bytes (default
+    ``d2ldw.MEMORY_LIMIT``) is refused before it is allocated.
     """
-    size, dtype, elementwise = checked_count_args(model, input_size, max_bytes,
-                                                  elementwise)
+    size, dtype, elementwise = checked_count_args(
+        model, input_size, max_bytes, elementwise, known=(LayerScale,))
     batch_norm = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
     by_type, seen, bn_params = {}, set(), []
 

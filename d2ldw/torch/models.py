@@ -8,7 +8,8 @@ import torch
 from d2ldw.shapes import checked_int
 from torch.nn import functional as F
 
-from d2ldw.torch.checks import check_network_args
+from d2ldw.timing import checked_float
+from d2ldw.torch.checks import check_network_args, checked_divisible_args
 from d2ldw.torch.surgery import is_depthwise
 
 __all__ = ['CONVNEXT_TINY', 'ConvNeXtBlock', 'EFFICIENTNET_B0_TABLE', 'InvertedResidual', 'LayerNorm2d', 'LayerScale', 'MBConv', 'MOBILENET_V1_TABLE', 'MOBILENET_V2_TABLE', 'MOBILENET_V3_LARGE_TABLE', 'MOBILENET_V3_SMALL_TABLE', 'SqueezeExcite', 'conv_bn', 'convnext_tiny', 'efficientnet_b0', 'make_divisible', 'mobilenet_v1', 'mobilenet_v1_full_conv', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small']
@@ -97,6 +98,7 @@ def make_divisible(value, divisor=8):
     """Round ``value`` to the nearest multiple of ``divisor``, never going down
     by more than 10%: the rounding of the width multiplier in MobileNet v2's
     reference implementation."""
+    value, divisor = checked_divisible_args(value, divisor)
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
     return rounded + divisor if rounded < 0.9 * value else rounded
 
@@ -178,7 +180,8 @@ class LayerNorm2d(nn.LayerNorm):
     'channels_first' LayerNorm)."""
 
     def __init__(self, channels, eps=1e-6):
-        super().__init__(checked_int(channels, "channels", 1), eps=eps)
+        super().__init__(checked_int(channels, "channels", 1),
+                         eps=checked_float(eps, "eps", 0))
 
     def forward(self, x):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
@@ -190,7 +193,9 @@ class LayerScale(nn.Module):
 
     def __init__(self, channels, init=1e-6):
         super().__init__()
-        self.gamma = nn.Parameter(torch.full((channels,), float(init)))
+        channels = checked_int(channels, "channels", 1)
+        init = checked_float(init, "init")
+        self.gamma = nn.Parameter(torch.full((channels,), init))
 
     def forward(self, x):
         return x * self.gamma
@@ -204,6 +209,7 @@ class ConvNeXtBlock(nn.Module):
         super().__init__()
         channels = checked_int(channels, "channels", 1)
         kernel_size = checked_int(kernel_size, "kernel_size", 1)
+        expansion = checked_int(expansion, "expansion", 1)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (the block keeps the "
                              f"size), got {kernel_size}")

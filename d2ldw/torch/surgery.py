@@ -9,7 +9,7 @@ from d2ldw.shapes import checked_int
 from torch import nn
 from torch.nn import functional as F
 
-from d2ldw.torch.checks import check_calibration_args, forward_or_refuse
+from d2ldw.torch.checks import check_calibration_args, check_depthwise_layer_args, check_new_layers, check_surgery_args, forward_or_refuse
 from d2ldw.torch.convolutions import depthwise_conv2d_unfold
 
 __all__ = ['DepthwiseConv2dUnfold', 'ReparamLargeKernel', 'calibrate_batchnorm', 'fold_batchnorm', 'fold_batchnorms', 'fuse_conv_bn', 'is_depthwise', 'replace_depthwise', 'separable_from_conv']
@@ -31,19 +31,17 @@ def replace_depthwise(model, make_layer):
     Other modules are left as they are (the same objects). All new layers are
     built, and checked to be modules, before any is put in, so a failing
     ``make_layer`` leaves ``model`` unchanged. Returns the number of layers
-    replaced.
+    replaced (a layer ``make_layer`` returns unchanged is not).
     """
+    check_surgery_args(model, make_layer)
     targets = [(parent, name, child) for parent in model.modules()
                for name, child in parent.named_children()
                if is_depthwise(child)]
     new_layers = [make_layer(conv) for _, _, conv in targets]
-    for (_, name, _), layer in zip(targets, new_layers):
-        if not isinstance(layer, nn.Module):
-            raise TypeError(f"make_layer must return an nn.Module, got "
-                            f"{type(layer).__name__} for layer '{name}'")
+    check_new_layers([name for _, name, _ in targets], new_layers)
     for (parent, name, _), layer in zip(targets, new_layers):
         setattr(parent, name, layer)
-    return len(targets)
+    return sum(new is not old for (_, _, old), new in zip(targets, new_layers))
 
 
 class DepthwiseConv2dUnfold(nn.Module):
@@ -56,6 +54,7 @@ class DepthwiseConv2dUnfold(nn.Module):
 
     def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1):
         super().__init__()
+        check_depthwise_layer_args(weight, bias, stride, padding, dilation)
         self.weight = nn.Parameter(weight.detach().clone())
         self.bias = None if bias is None else nn.Parameter(
             bias.detach().clone())
@@ -193,6 +192,7 @@ class ReparamLargeKernel(nn.Module):
     def __init__(self, channels, kernel_size=31, small_kernel=5, stride=1):
         super().__init__()
         channels = checked_int(channels, "channels", 1)
+        stride = checked_int(stride, "stride", 1)
         sizes = [checked_int(k, name, 1) for k, name in
                  [(kernel_size, "kernel_size"), (small_kernel, "small_kernel")]]
         if any(k % 2 == 0 for k in sizes) or sizes[1] > sizes[0]:

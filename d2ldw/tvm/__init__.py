@@ -55,6 +55,7 @@ from d2ldw.tvm.nchwc import (  # noqa: E402
     from_nchwc,
     global_pool_nchwc,
     host_vector_lanes,
+    layout_shape,
     linear,
     pointwise_conv2d_nchwc,
     register_tile,
@@ -70,4 +71,4 @@ from d2ldw.tvm.network import (  # noqa: E402
     network_module,
 )
 
-__all__ = ['ACTIVATIONS', 'CompiledNetwork', 'add_bias', 'bias_activation_nchwc', 'build', 'build_and_run', 'causal_depthwise_conv1d', 'channel_block', 'check_te_memory', 'column_tile', 'conv2d', 'conv_transpose2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'element_size', 'first_conv2d_nchwc', 'from_nchwc', 'global_pool_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'linear', 'lower', 'network_module', 'pad', 'pointwise_conv2d', 'pointwise_conv2d_nchwc', 'prim_module', 'register_tile', 'schedule_conv_nchwc', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'schedule_head', 'separable_conv2d', 'spread_gradient', 'static_shape', 'target_features', 'target_with_fma', 'te_inputs', 'to_nchwc', 'vector_registers']
+__all__ = ['ACTIVATIONS', 'CompiledNetwork', 'add_bias', 'bias_activation_nchwc', 'build', 'build_and_run', 'causal_depthwise_conv1d', 'channel_block', 'check_te_memory', 'column_tile', 'conv2d', 'conv_transpose2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'element_size', 'first_conv2d_nchwc', 'from_nchwc', 'global_pool_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'layout_shape', 'linear', 'lower', 'network_module', 'pad', 'pointwise_conv2d', 'pointwise_conv2d_nchwc', 'prim_module', 'register_tile', 'schedule_conv_nchwc', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'schedule_head', 'separable_conv2d', 'spread_gradient', 'static_shape', 'target_features', 'target_with_fma', 'te_inputs', 'to_nchwc', 'vector_registers']

@@ -6,13 +6,14 @@ chapters. Do not edit: change the chapter and regenerate.
 
 import numpy as np
 import tvm
+from d2ldw.shapes import check_array_kind
 from tvm import te
 
-from d2ldw.shapes import conv2d_geometry
+from d2ldw.shapes import checked_int, conv2d_geometry
 from d2ldw.tvm.operators import static_shape
 from d2ldw.tvm.targets import target_features
 
-__all__ = ['ACTIVATIONS', 'bias_activation_nchwc', 'channel_block', 'column_tile', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'first_conv2d_nchwc', 'from_nchwc', 'global_pool_nchwc', 'host_vector_lanes', 'linear', 'pointwise_conv2d_nchwc', 'register_tile', 'schedule_conv_nchwc', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'schedule_head', 'to_nchwc', 'vector_registers']
+__all__ = ['ACTIVATIONS', 'bias_activation_nchwc', 'channel_block', 'column_tile', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'first_conv2d_nchwc', 'from_nchwc', 'global_pool_nchwc', 'host_vector_lanes', 'layout_shape', 'linear', 'pointwise_conv2d_nchwc', 'register_tile', 'schedule_conv_nchwc', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'schedule_head', 'to_nchwc', 'vector_registers']
 
 
 # From Section 6.2, "Scheduling depthwise convolution in TensorIR" (chapters/performance/scheduling.ipynb)
@@ -26,9 +27,21 @@ def host_vector_lanes(target=None):
     return 8 if "avx" in features else 4
 
 
+def layout_shape(value, name, layout, kind="numpy"):
+    """The shape of ``value``, a NumPy array (``kind="te"``: a TE tensor) laid
+    out as ``layout``, e.g. "(N, C, H, W)"; else an error naming both."""
+    check_array_kind(value, name, kind)
+    shape = tuple(map(int, value.shape))
+    if len(shape) != layout.count(",") + 1:
+        raise ValueError(f"{name} must be {layout.count(',') + 1}-D {layout}, "
+                         f"got shape {shape}")
+    return shape
+
+
 def to_nchwc(x, lanes):
     """NumPy NCHW array to NCHW[x]c, shape (N, C/lanes, H, W, lanes)."""
-    n, c, h, w = x.shape
+    n, c, h, w = layout_shape(x, "x", "(N, C, H, W)")
+    lanes = checked_int(lanes, "lanes", 1)
     if c % lanes:
         raise ValueError(
             f"channels ({c}) must be a multiple of lanes ({lanes}) for NCHW[x]c"
@@ -40,7 +53,7 @@ def to_nchwc(x, lanes):
 
 def from_nchwc(y):
     """NumPy NCHW[x]c array back to NCHW."""
-    n, blocks, h, w, lanes = y.shape
+    n, blocks, h, w, lanes = layout_shape(y, "y", "(N, C/x, H, W, x)")
     return np.ascontiguousarray(
         y.transpose(0, 1, 4, 2, 3).reshape(n, blocks * lanes, h, w)
     )
@@ -49,7 +62,8 @@ def from_nchwc(y):
 def depthwise_weight_to_nchwc(w, lanes):
     """PyTorch depthwise weight (C, 1, kH, kW), multiplier 1, to (C/lanes, kH,
     kW, lanes)."""
-    c, per_channel, kh, kw = w.shape
+    c, per_channel, kh, kw = layout_shape(w, "w", "(C, 1, kH, kW)")
+    lanes = checked_int(lanes, "lanes", 1)
     if per_channel != 1 or c % lanes:
         raise ValueError(
             f"expected a depthwise weight (C, 1, kH, kW) with C a multiple of "
@@ -68,8 +82,8 @@ def depthwise_conv2d_nchwc(X, K, stride=1, padding=0, dilation=1):
     padding and dilation as in ``F.conv2d``. Returns ``Y`` of shape ``(N, C/x,
     H_out, W_out, x)``.
     """
-    n, blocks, h, w, lanes = static_shape(X)
-    k_blocks, kh, kw, k_lanes = static_shape(K)
+    n, blocks, h, w, lanes = layout_shape(X, "X", "(N, C/x, H, W, x)", "te")
+    k_blocks, kh, kw, k_lanes = layout_shape(K, "K", "(C/x, kH, kW, x)", "te")
     if (k_blocks, k_lanes) != (blocks, lanes):
         raise ValueError(
             f"K must have shape ({blocks}, kH, kW, {lanes}) to match X of "
