@@ -126,15 +126,13 @@ def time_convolutions(library, convolutions, threads=1, repeat=5, seed=0):
     padding, groups)``, with seeded data, in this process alone."""
     import numpy as np
 
+    if library not in ("PyTorch", "MXNet"):
+        raise ValueError(
+            f"library must be 'PyTorch' or 'MXNet', got {library!r}")
     rng = np.random.default_rng(seed)
     calls = {}
-    for name, (
-        x_shape,
-        w_shape,
-        stride,
-        padding,
-        groups,
-    ) in convolutions.items():
+    for name, spec in convolutions.items():
+        x_shape, w_shape, stride, padding, groups = spec
         x = rng.standard_normal(x_shape).astype("float32")
         w = rng.standard_normal(w_shape).astype("float32")
         if library == "PyTorch":
@@ -143,28 +141,13 @@ def time_convolutions(library, convolutions, threads=1, repeat=5, seed=0):
 
             torch.set_num_threads(threads)
             xt, wt = torch.from_numpy(x), torch.from_numpy(w)
-            calls[name] = (
-                lambda xt=xt, wt=wt, s=stride, p=padding, g=groups: F.conv2d(
-                    xt, wt, None, s, p, groups=g
-                )
-            )
-        elif library == "MXNet":
+            calls[name] = lambda xt=xt, wt=wt, s=stride, p=padding, g=groups: (
+                F.conv2d(xt, wt, None, s, p, groups=g))
+        else:
             from d2ldw import mxnet as d2l_mx
 
             xm, wm = d2l_mx.nd.array(x), d2l_mx.nd.array(w)
-            calls[name] = (
-                lambda xm=xm,
-                wm=wm,
-                s=stride,
-                p=padding,
-                g=groups: d2l_mx.conv2d(
-                    xm, wm, None, s, p, groups=g
-                ).wait_to_read()
-            )
-        else:
-            raise ValueError(
-                f"library must be 'PyTorch' or 'MXNet', got {library!r}"
-            )
-    return {
-        k: t.median for k, t in time_interleaved(calls, repeat=repeat).items()
-    }
+            calls[name] = lambda xm=xm, wm=wm, s=stride, p=padding, g=groups: (
+                d2l_mx.conv2d(xm, wm, None, s, p, groups=g).wait_to_read())
+    timings = time_interleaved(calls, repeat=repeat)
+    return {k: t.median for k, t in timings.items()}
