@@ -9,8 +9,9 @@ from conftest import REPO
 from extract import numbered_pages
 
 TOC = yaml.safe_load((REPO / "_toc.yml").read_text())
-# Every page is a notebook but the API reference, a Markdown page of autodoc directives.
-MARKDOWN_PAGES = ["chapters/appendix/api"]
+# Every page is a notebook but the API reference, a Markdown page of autodoc directives, and
+# the references, a Markdown page with one {bibliography} directive.
+MARKDOWN_PAGES = ["chapters/appendix/api", "chapters/appendix/references"]
 NUMBERED = list(numbered_pages(TOC))
 PAGES = [p for p in [TOC["root"]] + [e["file"] for _, e in NUMBERED]
          if p not in MARKDOWN_PAGES]

@@ -34,6 +34,9 @@ ALLOWED = {
         "the forum question's own words, quoted as its title",
 }
 
+# A citation role ({cite:t}`howard2017mobilenets`) names a paper: "Table 2" after it is the
+# paper's table, as after a typed "et al".
+CITE = re.compile(r"\{cite(?::\w+)?\}`[^`]*`")
 STRIP = [
     re.compile(r"```.*?```", re.S),           # fenced code and directives
     re.compile(r"\$\$.*?\$\$", re.S),         # display math
@@ -65,6 +68,7 @@ def prose(page):
     text = "\n\n".join("".join(c["source"]) for c in cells
                        if c["cell_type"] == "markdown")
     text = text.split("\n## Exercises", 1)[0]
+    text = CITE.sub(" the cited paper ", text)
     for pattern in STRIP:
         text = pattern.sub(" ", text)
     return text
@@ -127,6 +131,12 @@ def unexplained_numbers(page, shown):
         if normalised(number) not in shown:
             found.append(f"{number!r} in ...{text[match.start() - 50:match.end() + 30]!r}...")
     return found
+
+
+def test_a_citation_role_is_paper_context():
+    text = "{cite:t}`howard2017mobilenets`, Table 2, splits the cost"
+    stripped = CITE.sub(" the cited paper ", text)
+    assert PAPER_CONTEXT.search(stripped) and "howard" not in stripped
 
 
 def test_the_number_scanner_tells_quantities_from_names():

@@ -296,3 +296,62 @@ def test_calibration_refuses_non_finite_images_and_count_args_add_known_types():
                               known=(scale,))[2] == (scale, nn.PReLU)
     with pytest.raises(TypeError, match="elementwise must be a tuple of module types"):
         checked_count_args(model, (3, 4, 4), elementwise=(int,))
+
+
+# --- which kernel F.conv2d runs: oneDNN's log ----------------------------------------------
+
+def test_onednn_exec_reads_primitive_implementation_and_formats():
+    line = ("onednn_verbose,v1,primitive,exec,cpu,convolution,jit_dw:avx2,forward_training,"
+            "src:f32:a:blocked:aBcd8b::f0 wei:f32:a:blocked:Abcde8a::f0 bia:undef::undef::: "
+            "dst:f32:a:blocked:aBcd8b::f0,attr-scratchpad:user,alg:convolution_direct,"
+            "g32mb1_ic32oc32_ih112oh112kh3sh1dh0ph1_iw112ow112kw3sw1dw0pw1,0.47")
+    assert orders._onednn_exec(line) == {
+        "primitive": "convolution", "implementation": "jit_dw:avx2",
+        "src": "aBcd8b", "wei": "Abcde8a", "dst": "aBcd8b"}
+    reorder = ("onednn_verbose,v1,primitive,exec,cpu,reorder,jit:blk,undef,"
+               "src:f32::blocked:abcd::f0 dst:f32::blocked:aBcd16b::f0,"
+               "attr-scratchpad:user,,1x32x112x112,10.4")
+    assert orders._onednn_exec(reorder) == {
+        "primitive": "reorder", "implementation": "jit:blk", "src": "abcd", "dst": "aBcd16b"}
+    for other in ("onednn_verbose,v1,info,cpu,isa:Intel AVX2", "RESULT [1]", ""):
+        assert orders._onednn_exec(other) is None
+
+
+def test_dispatch_results_group_the_primitives_by_layout():
+    log = "\n".join([
+        "onednn_verbose,v1,info,cpu,runtime:OpenMP,nthr:2",
+        'LAYOUT ["NCHW", "Mkldnn"]',
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,jit_dw:avx2,forward,"
+        "src:f32::blocked:aBcd8b::f0 dst:f32::blocked:aBcd8b::f0,,,x,1",
+        'LAYOUT ["channels_last", "Slow2d"]',
+    ])
+    assert orders._dispatch_results(log) == {
+        "NCHW": {"backend": "Mkldnn", "primitives": [
+            {"primitive": "convolution", "implementation": "jit_dw:avx2",
+             "src": "aBcd8b", "dst": "aBcd8b"}]},
+        "channels_last": {"backend": "Slow2d", "primitives": []},
+    }
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ((0, 14), "channels must be a positive int, got 0"),
+    ((16, True), "size must be a positive int, got True"),
+    ((16, 14, 1.5), "stride must be a positive int, got 1.5"),
+])
+def test_depthwise_dispatch_refuses_bad_arguments_before_starting_a_process(arguments,
+                                                                            message):
+    with pytest.raises(ValueError, match=message):
+        orders.depthwise_dispatch(*arguments)
+
+
+def test_depthwise_dispatch_reports_the_backend_and_what_onednn_ran():
+    """Runs one child. Holds on any CPU: when ATen picks oneDNN (Mkldnn), oneDNN logs one
+    convolution for the call, in a layout it reports; any other backend logs nothing."""
+    found = orders.depthwise_dispatch(16, 14)
+    assert set(found) == {"NCHW", "channels_last"}
+    for layout in found.values():
+        convolutions = [p for p in layout["primitives"] if p["primitive"] == "convolution"]
+        if layout["backend"] == "Mkldnn":
+            assert len(convolutions) == 1 and convolutions[0]["src"]
+        else:
+            assert not layout["primitives"]

@@ -7,6 +7,7 @@ this module applies them to ``F.conv2d(groups=C)`` and ``depthwise_conv2d_unfold
 process, because the variables that steer oneDNN (``ONEDNN_MAX_CPU_ISA``,
 ``ATEN_CPU_CAPABILITY``) act only before PyTorch loads, and reads oneDNN's log to name the
 kernel that ran. The page shows the results; the plumbing lives here, with its tests.
+``depthwise_dispatch`` reads the same log to name every oneDNN primitive one ``F.conv2d`` runs.
 """
 import functools
 import json
@@ -14,7 +15,7 @@ import os
 import subprocess
 import sys
 
-__all__ = ["survey_depthwise_orders"]
+__all__ = ["depthwise_dispatch", "survey_depthwise_orders"]
 
 
 # seconds one survey may take before it counts as hung (four cases take a few seconds)
@@ -59,15 +60,39 @@ def survey_depthwise_orders(cases, environment=None, threads=2):
     return list(_survey_results(child.stdout))
 
 
+def _onednn_exec(line):
+    """One primitive oneDNN ran, from a line of its log (``ONEDNN_VERBOSE=1``), or None.
+
+    A line reads ``onednn_verbose,v1,primitive,exec,cpu,<primitive>,<implementation>,
+    <propagation>,<memory descriptors>,...``; a descriptor reads ``src:f32::blocked:abcd::f0``.
+    Returns ``primitive`` (convolution, reorder, ...), ``implementation`` (as
+    ``jit_dw:avx512_core``: kernel, then the instruction set it was compiled for) and, for
+    each of ``src``, ``wei`` and ``dst`` present, its memory format (``aBcd16b``: blocks of
+    16 channels).
+    """
+    fields = line.strip().split(",")
+    if len(fields) < 9 or fields[0] != "onednn_verbose" or "exec" not in fields[2:4]:
+        return None
+    start = fields.index("exec") + 1  # the engine (cpu), then the primitive
+    found = {"primitive": fields[start + 1], "implementation": fields[start + 2]}
+    for descriptor in fields[start + 4].split():
+        name, _, rest = descriptor.partition(":")
+        parts = rest.split(":")
+        if name in ("src", "wei", "dst") and "blocked" in parts:
+            found[name] = parts[parts.index("blocked") + 1]
+    return found
+
+
 def _survey_results(log):
     """The survey's results from the child's output, each with the first oneDNN kernel
     logged between its CASE and RESULT lines."""
     kernel = None
     for line in log.splitlines():
+        ran = _onednn_exec(line)
         if line.startswith("CASE"):
             kernel = None
-        elif ",exec,cpu,convolution," in line and kernel is None:
-            kernel = line.split(",")[6]  # oneDNN's name of the implementation
+        elif ran and ran["primitive"] == "convolution" and kernel is None:
+            kernel = ran["implementation"]
         elif line.startswith("RESULT"):
             name, conv, unfold, probe = json.loads(line[len("RESULT"):])
             yield {"case": name, "kernel": kernel, "conv": tuple(conv),
@@ -100,3 +125,64 @@ def _survey():
         print("RESULT", json.dumps([name, d2ldw.matching_order(y, x, w, **kwargs),
                                     d2ldw.matching_order(unfold.numpy(), x, w, **kwargs),
                                     sizes[0, 1:9].tolist()]), flush=True)
+
+
+# Harness for chapters/performance/results.ipynb
+def depthwise_dispatch(channels, size, stride=1, threads=1, environment=None):
+    """What PyTorch runs for one float32 depthwise 3x3 layer (padding 1) on this CPU.
+
+    In a fresh process with oneDNN's log on (``ONEDNN_VERBOSE=1``, ``environment`` changing
+    further variables, as ``ONEDNN_MAX_CPU_ISA``) and ``threads`` threads, the layer of
+    ``channels`` channels on a ``size x size`` image (seeded data, batch 1) is called once in
+    NCHW and once in channels_last. Returns ``{"NCHW": ..., "channels_last": ...}``, each a
+    dict with ``backend``, ATen's choice (``torch._C._select_conv_backend``: ``Mkldnn`` is
+    oneDNN), and ``primitives``, what oneDNN logged during that call, in order (see
+    ``_onednn_exec``: reorders between layouts and the convolution, each with its
+    implementation and memory formats).
+    """
+    for name, value in (("channels", channels), ("size", size), ("stride", stride),
+                        ("threads", threads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    changes = {name: str(value) for name, value in (environment or {}).items()}
+    child = subprocess.run(
+        [sys.executable, "-c", "from d2ldw.torch.orders import _dispatch; _dispatch()",
+         json.dumps([channels, size, stride, threads])],
+        env={**os.environ, "ONEDNN_VERBOSE": "1", **changes}, capture_output=True,
+        text=True, timeout=SURVEY_TIMEOUT)
+    if child.returncode != 0:
+        raise RuntimeError(f"the dispatch probe failed in its own process (exit "
+                           f"{child.returncode}):\n{child.stderr[-3000:]}")
+    return _dispatch_results(child.stdout)
+
+
+def _dispatch_results(log):
+    """The probe's results: each LAYOUT line opens a layout, oneDNN's lines follow."""
+    results, current = {}, None
+    for line in log.splitlines():
+        if line.startswith("LAYOUT"):
+            name, backend = json.loads(line[len("LAYOUT"):])
+            current = results[name] = {"backend": backend, "primitives": []}
+        elif current is not None and (ran := _onednn_exec(line)):
+            current["primitives"].append(ran)
+    return results
+
+
+def _dispatch():
+    """The child of depthwise_dispatch: per layout one LAYOUT line, then oneDNN's log."""
+    import torch
+    from torch.nn import functional as F
+
+    import d2ldw
+
+    channels, size, stride, threads = json.loads(sys.argv[1])
+    torch.set_num_threads(threads)
+    x, w, _ = d2ldw.get_conv_data(channels, channels, size, 3, groups=channels, seed=0)
+    x, w = torch.from_numpy(x), torch.from_numpy(w)
+    for name, layout in (("NCHW", torch.contiguous_format),
+                         ("channels_last", torch.channels_last)):
+        xl, wl = (t.contiguous(memory_format=layout) for t in (x, w))
+        backend = torch._C._select_conv_backend(
+            xl, wl, None, [stride] * 2, [1, 1], [1, 1], False, [0, 0], channels, None)
+        print("LAYOUT", json.dumps([name, backend.name]), flush=True)
+        F.conv2d(xl, wl, stride=stride, padding=1, groups=channels)
