@@ -15,7 +15,7 @@ NODE_MODULES := node_modules/.package-lock.json
 # measured once, and again only when a module it depends on changes.
 export D2LDW_BENCH_CACHE ?= $(CURDIR)/_build/bench
 
-.PHONY: book test test-fast test-reduced-isa extract colab clean
+.PHONY: book test test-fast test-reduced-isa extract colab dist clean
 
 # The package must match the chapters' #@save cells (else: make extract), and the Colab
 # setup cells are regenerated: they follow repository.url in _config.yml.
@@ -61,6 +61,13 @@ extract: $(INSTALLED)
 # Rewrite the Colab setup cell at the top of every chapter (after editing imports or the URL).
 colab: $(INSTALLED)
 	$(BIN)/python tools/colab.py
+
+# The sdist and the wheel, as the release workflow builds them on a tag (the wheel from the
+# sdist) and checks them before PyPI gets them; the version is d2ldw/__init__.py's.
+dist: $(INSTALLED)
+	rm -rf dist
+	$(BIN)/python -m build
+	$(BIN)/python -m twine check --strict dist/*
 
 $(INSTALLED): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -39,6 +39,7 @@ from d2ldw.quantization import *  # noqa: F401,F403
 from d2ldw.shapes import *  # noqa: F401,F403
 from d2ldw.timing import *  # noqa: F401,F403
 
+# the one place of the version: pyproject.toml reads it, a release tag (v0.1.0) names it
 __version__ = "0.1.0"
 # the framework-free helpers: every public name of the core modules (d2ldw._layout)
 __all__ = sorted({*_cost.__all__, *_data.__all__, *_numerics.__all__,

@@ -53,13 +53,13 @@ MODULES = {
                            core=True),
     "plotting": Module("The book's figures.", requires=("matplotlib", "matplotlib", "book")),
     "tvm": Module("TVM tensor-expression definitions and build helpers.",
-                  requires=("tvm", "apache-tvm==0.27.0.post1", "tvm"), parts=(
+                  requires=("tvm", "apache-tvm>=0.27.0.post1,<0.28", "tvm"), parts=(
                       ("operators", "Convolutions as tensor expressions: the definitions."),
                       ("targets", "Targets, building and running, and what the CPU offers."),
                       ("nchwc", "The NCHW[x]c layout and the schedules of the fast kernels."),
                       ("network", "A whole MobileNet as one Relax module."),
                   )),
-    "torch": Module("PyTorch implementations.", requires=("torch", "torch==2.13.0", "torch"),
+    "torch": Module("PyTorch implementations.", requires=("torch", "torch>=2.13", "torch"),
                     parts=(
                         ("checks", "Argument checkers of the networks, layers and "
                                    "counters (written by hand)."),
@@ -79,7 +79,7 @@ MODULES = {
                     ), written=("checks", "orders")),
     "hardware": Module("What CPU a measurement ran on, and what decides its outcome.",
                        generated=False),
-    "mxnet": Module("MXNet implementations.", requires=("mxnet", "mxnet==1.9.1", "mxnet")),
+    "mxnet": Module("MXNet implementations.", requires=("mxnet", "mxnet>=1.9.1", "mxnet")),
     "isolated": Module("Run a function in a process of its own, with given threads.",
                        generated=False),
     "bench": Module("Benchmarks of the book's kernels: python -m d2ldw.bench "

@@ -11,8 +11,11 @@ def _is_installed(import_name):
 
 
 def require(import_name, pip_spec, module, extra):
-    """Raise ImportError naming the pip package if ``import_name`` is not installed."""
+    """Raise ImportError naming the pip package if ``import_name`` is not installed.
+
+    ``pip_spec`` is the requirement the package is tested with, the range of its extra
+    ``extra`` (a project keeps the version it has, if it is in the range)."""
     if not _is_installed(import_name):
         raise ImportError(
             f"{module} needs the Python package '{import_name}', which is not installed. "
-            f"Install it with: pip install {pip_spec}   (or: pip install 'd2ldw[{extra}]')")
+            f"Install it with: pip install 'd2ldw[{extra}]'   (that is: {pip_spec})")

@@ -6,7 +6,7 @@ chapters. Do not edit: change the chapter and regenerate.
 
 from d2ldw._requires import require
 
-require('mxnet', 'mxnet==1.9.1', module='d2ldw.mxnet', extra='mxnet')
+require('mxnet', 'mxnet>=1.9.1', module='d2ldw.mxnet', extra='mxnet')
 
 from d2ldw.shapes import check_array_kind, check_memory, check_separable_layer, checked_dtype, conv2d_geometry
 

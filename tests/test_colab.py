@@ -27,20 +27,42 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
+from packaging.version import Version
 
 from conftest import REPO, copy_installable, descendant_processes
 import colab
 
 NOTEBOOKS = [str(p.relative_to(REPO)) for p in colab.notebooks(REPO)]
 # What the fresh environment has before the setup cell runs, standing in for what Colab
-# ships: NumPy 2 (Colab's version), and torch/matplotlib at the book's pins, which pip
-# then finds already satisfied (an unpinned torch would download GBs of CUDA wheels).
-PREINSTALLED = ["numpy==2.0.2", "torch==2.13.0", "matplotlib==3.11.2", "ipykernel==7.4.0"]
+# ships: NumPy 2 (Colab's version), and a torch other than the book's pin, as Colab's own
+# (a newer CUDA build) is, which the setup cell must keep: d2ldw[torch] asks for a range.
+# 2.14.1 rather than the newest: its CUDA build lies on this project's machines' disk (where
+# pip's configuration caps torch there), and each pytest-xdist worker installs its own
+# (5.5 GB; the CPU build, where pip reads PyTorch's CPU index as the CI workflow does).
+COLAB_TORCH = "2.14.1"
+PREINSTALLED = ["numpy==2.0.2", f"torch=={COLAB_TORCH}", "matplotlib==3.11.2",
+                "ipykernel==7.4.0"]
 
 
 def setup_source(path):
     cells = json.loads(Path(path).read_text())["cells"]
     return "".join(cells[0]["source"])
+
+
+def test_the_colab_stand_in_has_another_torch_than_the_book_and_d2ldw_accepts_it():
+    """Else the runs below could not tell a setup cell that keeps Colab's torch from one that
+    replaces it with the book's."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    book = [Requirement(line) for line in (REPO / "requirements.txt").read_text().splitlines()
+            if line.startswith("torch==")]
+    assert len(book) == 1 and not book[0].specifier.contains(COLAB_TORCH), book
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    (torch,) = [Requirement(text) for text in extras["torch"]]
+    assert torch.name == "torch" and torch.specifier.contains(COLAB_TORCH), torch
 
 
 def test_every_notebook_with_code_starts_with_its_generated_setup_cell():
@@ -246,6 +268,18 @@ def run_all(path, kernels, env):
     return nb, False
 
 
+def torch_seen(env_dir, env):
+    """(version, folder) of the torch a Python of the environment imports, the first on its
+    sys.path, as the notebook's kernel does."""
+    code = ("import importlib.metadata as m; d = m.distribution('torch'); "
+            "print(d.version); print(d.locate_file(''))")
+    result = subprocess.run([str(env_dir / "bin" / "python"), "-c", code], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    version, folder = result.stdout.splitlines()
+    return version, Path(folder)
+
+
 def outputs_text(cell):
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
@@ -284,6 +318,13 @@ def test_chapter_runs_in_colab_from_its_setup_cell_alone(colab_world, page):
     site = next((env_dir / "lib").glob("python3*/site-packages"))
     assert list(site.glob("d2ldw-*.dist-info")), page
     assert bool(list(site.glob("numpy-1.*.dist-info"))) == needs_numpy_1, page
+    # Colab's torch is kept: the cell installed no torch of its own, and the kernel's is
+    # the one the runtime came with
+    installed = [path.name for path in site.glob("torch-*.dist-info")]
+    assert not installed, f"{page}: the setup cell replaced Colab's torch with {installed}"
+    version, folder = torch_seen(env_dir, env)
+    assert (Version(version).public, folder) == (COLAB_TORCH, colab_world["site"]), page
+    print(f"{page}: Colab's torch {version} kept")
 
 
 def test_the_colab_runs_left_no_kernel_alive(colab_world):

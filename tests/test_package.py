@@ -15,9 +15,11 @@ import extract
 
 HAS_MXNET = importlib.util.find_spec("mxnet") is not None
 needs_mxnet = pytest.mark.skipif(not HAS_MXNET, reason="needs MXNet: pip install mxnet==1.9.1")
-FRAMEWORK_MODULES = {"torch": "pip install torch==2.13.0", "mxnet": "pip install mxnet==1.9.1",
-                     "tvm": "pip install apache-tvm==0.27.0.post1",
-                     "plotting": "pip install matplotlib"}
+# the extra that brings the package, and the range it stands for (a project keeps its version)
+FRAMEWORK_MODULES = {"torch": "pip install 'd2ldw[torch]'   (that is: torch>=2.13)",
+                     "mxnet": "pip install 'd2ldw[mxnet]'   (that is: mxnet>=1.9.1)",
+                     "tvm": "pip install 'd2ldw[tvm]'   (that is: apache-tvm>=0.27.0.post1,<0.28)",
+                     "plotting": "pip install 'd2ldw[book]'   (that is: matplotlib)"}
 
 
 def test_committed_modules_match_the_chapters():
