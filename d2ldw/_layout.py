@@ -150,7 +150,7 @@ def d2ldw_imports(source):
     functions too, ``try`` blocks included), or names as ``"d2ldw.module:function"`` in a
     string (a child process imports that); the line is the first such import. A part of a
     module is named ``module.part``."""
-    found = {}
+    found: dict[str, int] = {}
 
     def add(dotted, line):
         parts = dotted.split(".")

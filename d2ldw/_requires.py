@@ -10,7 +10,7 @@ def _is_installed(import_name):
         return sys.modules.get(import_name) is not None
 
 
-def require(import_name, pip_spec, module, extra):
+def require(import_name: str, pip_spec: str, module: str, extra: str) -> None:
     """Raise ImportError naming the pip package if ``import_name`` is not installed.
 
     ``pip_spec`` is the requirement the package is tested with, the range of its extra

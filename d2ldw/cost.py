@@ -10,6 +10,7 @@ __all__ = ['ConvCost', 'conv2d_cost']
 
 
 # From Section 2.3, "What groups save, on paper" (chapters/grouped/cost.ipynb)
+from collections.abc import Sequence
 from typing import NamedTuple
 
 
@@ -22,14 +23,14 @@ class ConvCost(NamedTuple):
 
 
 def conv2d_cost(
-    input_shape,
-    weight_shape,
-    stride=1,
-    padding=0,
-    dilation=1,
-    groups=1,
-    bias=False,
-):
+    input_shape: Sequence[int],
+    weight_shape: Sequence[int],
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | str = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    bias: bool = False,
+) -> ConvCost:
     """Multiply-adds, FLOPs and parameters of ``F.conv2d`` with these shapes and
     arguments.
 

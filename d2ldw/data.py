@@ -10,6 +10,9 @@ __all__ = ['get_conv_data']
 
 
 # From Section 1.2, "Convolution in PyTorch and MXNet" (chapters/conv2d/frameworks.ipynb)
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 
@@ -24,17 +27,17 @@ def _as_pair(value, name):
 
 
 def get_conv_data(
-    in_channels,
-    out_channels,
-    size,
-    kernel_size,
-    batch=1,
-    groups=1,
-    bias=False,
-    dtype="float32",
-    seed=0,
-    constructor=None,
-):
+    in_channels: int,
+    out_channels: int,
+    size: int | tuple[int, int],
+    kernel_size: int | tuple[int, int],
+    batch: int = 1,
+    groups: int = 1,
+    bias: bool = False,
+    dtype: str | np.dtype = "float32",
+    seed: int = 0,
+    constructor: Callable[[np.ndarray], Any] | None = None,
+) -> tuple[Any, Any, Any]:
     """Seeded random input, weight and bias for a 2-D convolution, as NumPy
     arrays.
 

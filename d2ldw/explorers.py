@@ -84,8 +84,8 @@ class ConvExploration(NamedTuple):
     ]  # (O, C // G, k, k); C // G is 0 if G does not divide C
     groups: int
     output_shape: Optional[
-        Tuple[int, int, int]
-    ]  # None when the arguments are impossible
+        Tuple[int, ...]
+    ]  # (O, H', W'); None when the arguments are impossible
     error: Optional[str]  # the message conv2d_geometry raises, or None
     mult_adds: Optional[int]
     params: Optional[int]  # weights only: the explorer's layer has no bias
@@ -303,7 +303,7 @@ def layer_variants(
     c, n, k, padding = in_channels, out_channels, kernel_size, kernel_size // 2
     image = (c, size, size)
     per_group = c // groups if c % groups == 0 else 0
-    stages = {
+    stages: dict[str, list[tuple]] = {
         "full": [(image, (n, c, k, k), stride, padding, 1)],
         "grouped": [(image, (n, per_group, k, k), stride, padding, groups)],
         "depthwise": [(image, (c, 1, k, k), stride, padding, c)],

@@ -8,12 +8,13 @@ PyTorch, already imported or importable).
 """
 import os
 import platform
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = ["CpuDescription", "available_cpus", "describe_cpu", "isa_name"]
 
 
-def available_cpus():
+def available_cpus() -> int:
     """Number of CPUs this process may run on.
 
     ``os.sched_getaffinity`` honours CPU pinning (containers, ``taskset``) but exists only
@@ -25,7 +26,7 @@ def available_cpus():
     return os.cpu_count() or 1
 
 
-def isa_name(features):
+def isa_name(features: Iterable[str]) -> str:
     """The widest x86 vector instruction set in a collection of LLVM feature names."""
     features = set(features)
     for feature, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"),
@@ -51,15 +52,15 @@ class CpuDescription:
     """The facts a hardware-dependent result depends on (``None``: framework absent)."""
 
     model: str
-    llvm_cpu: str = None  # what LLVM calls this CPU
-    tvm_mcpu: str = None  # the mcpu d2ldw.tvm.host_target() compiles for
-    tvm_isa: str = None  # widest vector ISA of that target
-    tvm_fma: bool = None  # may LLVM emit fused multiply-adds for it?
-    torch_capability: str = None  # ATen's kernel level (ATEN_CPU_CAPABILITY caps it)
-    onednn_isa_limit: str = None  # ONEDNN_MAX_CPU_ISA, if set
+    llvm_cpu: str | None = None  # what LLVM calls this CPU
+    tvm_mcpu: str | None = None  # the mcpu d2ldw.tvm.host_target() compiles for
+    tvm_isa: str | None = None  # widest vector ISA of that target
+    tvm_fma: bool | None = None  # may LLVM emit fused multiply-adds for it?
+    torch_capability: str | None = None  # ATen's kernel level (ATEN_CPU_CAPABILITY caps it)
+    onednn_isa_limit: str | None = None  # ONEDNN_MAX_CPU_ISA, if set
     cpus: int = 1
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = [f"CPU: {self.model} ({self.cpus} available to this process)"]
         if self.llvm_cpu is not None:
             lines.append(f"TVM: LLVM calls it {self.llvm_cpu}; building for mcpu="
@@ -71,7 +72,7 @@ class CpuDescription:
         return "\n".join(lines)
 
 
-def describe_cpu():
+def describe_cpu() -> CpuDescription:
     """Describe this CPU as TVM and PyTorch see it; print it beside any timing or bitwise
     verdict. Environment variables that emulate a smaller CPU (``D2LDW_LLVM_MCPU``,
     ``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``) are reflected in the description."""

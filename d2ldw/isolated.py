@@ -13,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable, Mapping
+from typing import Any
 
 __all__ = ["ENVIRONMENT", "thread_environment", "isolated_environment", "run_isolated",
            "report_progress", "describe_process"]
@@ -41,7 +43,7 @@ with open(spec["out"], "w") as out:
 """
 
 
-def thread_environment(threads):
+def thread_environment(threads: int) -> dict[str, str]:
     """Variables that give PyTorch, TVM, MXNet, OpenMP and oneDNN ``threads`` threads."""
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int, got {threads!r}")
@@ -58,7 +60,8 @@ def thread_environment(threads):
     }
 
 
-def isolated_environment(threads, changes=None):
+def isolated_environment(threads: int,
+                         changes: Mapping[str, str | None] | None = None) -> dict[str, str]:
     """The environment of a child process of :func:`run_isolated`; ``changes`` maps
     variables to new values, or to None to remove them."""
     environment = {**os.environ, **ENVIRONMENT, **thread_environment(threads)}
@@ -83,7 +86,7 @@ def _function_path(function):
     return f"{module}:{name}"
 
 
-def report_progress(message):
+def report_progress(message: str) -> None:
     """Tell the parent :func:`run_isolated` how far this child got (``"layer 3/9"``); a
     no-op outside a child of :func:`run_isolated`."""
     if os.environ.get("D2LDW_ISOLATED") == "1":
@@ -102,7 +105,9 @@ def _read_stderr(stream, kept, on_progress):
             del kept[:-200]
 
 
-def run_isolated(function, threads, environment=None, /, on_progress=None, **kwargs):
+def run_isolated(function: Callable[..., Any], threads: int,
+                 environment: Mapping[str, str | None] | None = None, /,
+                 on_progress: Callable[[str], object] | None = None, **kwargs: Any) -> Any:
     """``function(threads=threads, **kwargs)`` in a fresh Python process; its result.
 
     ``function`` is a module-level function (or ``"module:name"``) whose arguments and result
@@ -130,13 +135,13 @@ def run_isolated(function, threads, environment=None, /, on_progress=None, **kwa
         child = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                  text=True, env=child_environment)
-        kept = []
+        kept: list[str] = []
         reader = threading.Thread(target=_read_stderr, args=(child.stderr, kept, on_progress),
                                   daemon=True)
         reader.start()
         try:
-            child.stdin.write(spec)
-            child.stdin.close()
+            child.stdin.write(spec)  # type: ignore[union-attr]  # stdin=PIPE: not None
+            child.stdin.close()  # type: ignore[union-attr]
             returncode = child.wait(timeout=TIMEOUT)
         except BaseException:  # a timeout, or Ctrl-C: the child goes with it
             child.kill()
@@ -144,7 +149,7 @@ def run_isolated(function, threads, environment=None, /, on_progress=None, **kwa
             raise
         finally:
             reader.join(timeout=10)
-            child.stderr.close()
+            child.stderr.close()  # type: ignore[union-attr]  # stderr=PIPE: not None
         if returncode != 0:
             raise RuntimeError(f"{path} failed in its own process (exit {returncode}):\n"
                                f"{''.join(kept)[-3000:]}")
@@ -152,7 +157,7 @@ def run_isolated(function, threads, environment=None, /, on_progress=None, **kwa
             return json.load(result)
 
 
-def describe_process(threads):
+def describe_process(threads: int) -> dict[str, Any]:
     """This process's id and the variables :func:`run_isolated` sets: a check that a child
     got what it was promised (``run_isolated(describe_process, threads)``)."""
     names = [*thread_environment(threads), *ENVIRONMENT]

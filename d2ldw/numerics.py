@@ -10,6 +10,8 @@ __all__ = ['ErrorReport', 'SUMMATION_ORDERS', 'UNIT_ROUNDOFF', 'as_float_array',
 
 
 # From Section 5.1, "Floating point in one page" (chapters/numerics/floating_point.ipynb)
+from typing import Any
+
 import numpy as np
 
 # Unit roundoff u = 2**-p for a p-bit significand (implicit bit included):
@@ -24,7 +26,7 @@ UNIT_ROUNDOFF = {
 }
 
 
-def float_dtype_name(dtype):
+def float_dtype_name(dtype: Any) -> str:
     """'float16', 'bfloat16', 'float32' or 'float64' for a NumPy/torch dtype or
     its name."""
     name = str(dtype).replace("torch.", "")
@@ -41,17 +43,18 @@ def float_dtype_name(dtype):
     return name
 
 
-def unit_roundoff(dtype):
+def unit_roundoff(dtype: object) -> float:
     """Unit roundoff u of ``dtype`` (a NumPy or torch dtype, or a name such as
     'bfloat16')."""
     return UNIT_ROUNDOFF[float_dtype_name(dtype)]
 
 
 # From Section 5.2, "Counting ULPs" (chapters/numerics/ulps.ipynb)
-_INT_OF = {"float16": np.int16, "float32": np.int32, "float64": np.int64}
+_INT_OF: dict[str, type[np.signedinteger]] = {
+    "float16": np.int16, "float32": np.int32, "float64": np.int64}
 
 
-def as_float_array(a, what):
+def as_float_array(a: object, what: str) -> np.ndarray:
     """``a`` as a NumPy array of float16/32/64, or a TypeError saying what came.
     """
     if "bfloat16" in str(getattr(a, "dtype", "")):
@@ -74,8 +77,9 @@ def as_float_array(a, what):
     return array
 
 
-def check_finite(array, what, reason="ULPs and relative errors are only "
-                 "defined between finite numbers"):
+def check_finite(array: np.ndarray, what: str,
+                 reason: str = "ULPs and relative errors are only "
+                 "defined between finite numbers") -> None:
     """ValueError naming how many NaN and infinite values ``array`` holds,
     where the first is, and ``reason``; nothing for a finite array."""
     bad = ~np.isfinite(array)
@@ -109,7 +113,8 @@ def _ordered(array, dtype):
     return ordered.astype(np.int64).view(np.uint64) ^ np.uint64(2**63)
 
 
-def ulp_distance(a, b, dtype=None):
+def ulp_distance(a: np.ndarray, b: np.ndarray,
+                 dtype: object = None) -> np.ndarray:
     """Elementwise number of representable numbers from ``a`` to ``b`` (0 when
     equal), uint64.
 
@@ -143,7 +148,7 @@ def ulp_distance(a, b, dtype=None):
     return np.maximum(oa, ob) - np.minimum(oa, ob)
 
 
-def max_ulp_distance(a, b, dtype=None):
+def max_ulp_distance(a: np.ndarray, b: np.ndarray, dtype: object = None) -> int:
     """Largest ``ulp_distance(a, b, dtype)`` as a Python int; 0 for empty
     arrays."""
     distances = ulp_distance(a, b, dtype)
@@ -155,7 +160,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 
-def gamma(n, dtype):
+def gamma(n: int, dtype: object) -> float:
     """Higham's gamma_n = n*u / (1 - n*u): a sum of n + 1 terms or a length-n
     dot product in ``dtype`` has error at most gamma_n times the sum of the
     terms' magnitudes."""
@@ -171,8 +176,12 @@ def gamma(n, dtype):
 
 # From Section 5.4, "An error bound for convolutions" (chapters/numerics/error_bound.ipynb)
 def conv_error_bound(
-    x, w, b=None, stride=1, padding=0, dilation=1, groups=1, dtype=None
-):
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | str = 0,
+    dilation: int | tuple[int, int] = 1, groups: int = 1,
+    dtype: object = None,
+) -> np.ndarray:
     """Largest error of any correct convolution of x, w, b computed in
     ``dtype``, per output.
 
@@ -190,7 +199,7 @@ def conv_error_bound(
 
     x, w = as_float_array(x, "x"), as_float_array(w, "w")
     b = None if b is None else as_float_array(b, "b")
-    for array, name in [(x, "x"), (w, "w"), (b, "b")][: 2 + (b is not None)]:
+    for array, name in [(x, "x"), (w, "w")] + ([] if b is None else [(b, "b")]):
         check_finite(array, name, "a rounding-error bound needs finite inputs")
     terms = w.shape[1] * w.shape[2] * w.shape[3] if w.ndim == 4 else 0
     m = terms + (b is not None)
@@ -229,7 +238,7 @@ class ErrorReport:
         None  # max |error| / bound (inf: error where bound is 0)
     )
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = [
             f"{self.size} {self.dtype} values: max abs error "
             f"{self.max_abs:.3g} "
@@ -254,7 +263,9 @@ class ErrorReport:
         printer.text(str(self))
 
 
-def error_report(result, reference, bound=None, dtype=None):
+def error_report(result: np.ndarray, reference: np.ndarray,
+                 bound: np.ndarray | float | None = None,
+                 dtype: object = None) -> ErrorReport:
     """ErrorReport of ``result`` against ``reference`` (ideally float64 or
     exact).
 
@@ -324,7 +335,7 @@ def error_report(result, reference, bound=None, dtype=None):
     )
 
 
-def round_to_bfloat16(array):
+def round_to_bfloat16(array: np.ndarray) -> np.ndarray:
     """``array`` rounded to the nearest bfloat16 (ties to even), returned as
     float32.
 
@@ -343,7 +354,7 @@ def round_to_bfloat16(array):
 
 
 # From Section 5.6, "Bitwise equality" (chapters/numerics/bitwise.ipynb)
-def fma32(a, b, c):
+def fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Fused multiply-add ``a*b + c`` of float32 arrays with a single rounding,
     emulated exactly.
 
@@ -370,8 +381,11 @@ def fma32(a, b, c):
     return np.where(use_other, other, r).astype(np.float32)
 
 
-def sequential_depthwise(x, w, stride=1, padding=0, dilation=1, fma=True,
-                         accumulators=1):
+def sequential_depthwise(
+        x: np.ndarray, w: np.ndarray, stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1, fma: bool = True,
+        accumulators: int = 1) -> np.ndarray:
     """Depthwise convolution in float32 with each output's taps added one by
     one.
 
@@ -427,7 +441,11 @@ def sequential_depthwise(x, w, stride=1, padding=0, dilation=1, fma=True,
 
 
 # From Section 5.6, "Bitwise equality" (chapters/numerics/bitwise.ipynb)
-def summation_tree_sizes(add_up, n):
+from collections.abc import Callable
+
+
+def summation_tree_sizes(add_up: Callable[[np.ndarray], float],
+                         n: int) -> np.ndarray:
     """Reveal the order in which a black-box sum of ``n`` float32 terms adds
     them.
 
@@ -454,8 +472,12 @@ def summation_tree_sizes(add_up, n):
     return sizes
 
 
-def probe_depthwise_order(conv, x_shape, w_shape, stride=1, padding=0,
-                          dilation=1):
+def probe_depthwise_order(
+        conv: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        x_shape: tuple[int, int, int, int],
+        w_shape: tuple[int, int, int, int], stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1) -> np.ndarray:
     """``summation_tree_sizes`` of one output of a depthwise convolution
     ``conv(x, w)``.
 
@@ -477,7 +499,7 @@ def probe_depthwise_order(conv, x_shape, w_shape, stride=1, padding=0,
         raise ValueError(f"the centre output's window leaves the input "
                          f"{x_shape}: choose a larger input or less padding")
     w = np.ones(w_shape, dtype=np.float32)
-    first = (0,) * (len(x_shape) - 3)  # the first batch element, if batched
+    first: tuple[Any, ...] = (0,) * (len(x_shape) - 3)  # sample 0, if batched
 
     def add_up(values):
         x = np.zeros(x_shape, dtype=np.float32)
@@ -488,7 +510,7 @@ def probe_depthwise_order(conv, x_shape, w_shape, stride=1, padding=0,
     return summation_tree_sizes(add_up, kh * kw)
 
 
-SUMMATION_ORDERS = {
+SUMMATION_ORDERS: dict[str, dict[str, Any]] = {
     "chain, FMA": dict(accumulators=1, fma=True),
     "chain, no FMA": dict(accumulators=1, fma=False),
     "2 accumulators, FMA": dict(accumulators=2, fma=True),
@@ -496,7 +518,10 @@ SUMMATION_ORDERS = {
 }
 
 
-def matching_order(y, x, w, stride=1, padding=0, dilation=1):
+def matching_order(y: np.ndarray, x: np.ndarray, w: np.ndarray,
+                   stride: int | tuple[int, int] = 1,
+                   padding: int | tuple[int, int] | str = 0,
+                   dilation: int | tuple[int, int] = 1) -> tuple[str, float]:
     """Which of ``SUMMATION_ORDERS`` the depthwise result ``y`` of ``x``, ``w``
     follows.
 
@@ -508,13 +533,18 @@ def matching_order(y, x, w, stride=1, padding=0, dilation=1):
         name: float(np.mean(np.asarray(y) == sequential_depthwise(
             x, w, stride, padding, dilation, **order)))
         for name, order in SUMMATION_ORDERS.items()}
-    best = max(agreement, key=agreement.get)
+    best = max(agreement, key=lambda name: agreement[name])
     return best, agreement[best]
 
 
 # From Section 7.6, "Any convolution as depthwise plus pointwise, exactly" (chapters/beyond/exact_factorisation.ipynb)
-def separable_error_bound(x, w, depthwise, pointwise, b=None, stride=1,
-                          padding=0, dilation=1, dtype=None):
+def separable_error_bound(
+        x: np.ndarray, w: np.ndarray, depthwise: np.ndarray,
+        pointwise: np.ndarray, b: np.ndarray | None = None,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        dtype: object = None) -> np.ndarray:
     """Largest difference, per output, between correct computations of the
     full conv and of depthwise then pointwise: each one's rounding bound
     (gamma of its terms, see the numerics chapter) plus what the factors
@@ -540,7 +570,8 @@ def separable_error_bound(x, w, depthwise, pointwise, b=None, stride=1,
     dtype = dtype or np.result_type(x, w).name
     extra = 0 if b is None else 1  # the bias is one more term
     ab = None if b is None else np.abs(np.asarray(b))
-    args = dict(stride=stride, padding=padding, dilation=dilation)
+    args: dict[str, Any] = dict(stride=stride, padding=padding,
+                                dilation=dilation)
     ax = np.abs(x.astype(np.float64))
     full = gamma(channels * kh * kw + extra, dtype) * conv2d(
         ax, np.abs(w), ab, **args)

@@ -16,7 +16,7 @@ import numpy as np
 QUANTIZED_RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
 
 
-def quantized_range(dtype, bits=8):
+def quantized_range(dtype: str | np.dtype, bits: int = 8) -> tuple[int, int]:
     """``(qmin, qmax)`` of ``"uint8"`` or ``"int8"`` holding ``bits`` bits
     (2 to 8; fewer bits use the lower part of uint8, the middle of int8)."""
     name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
@@ -32,7 +32,7 @@ def quantized_range(dtype, bits=8):
     return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
 
-def checked_floats(value, name):
+def checked_floats(value: object, name: str) -> np.ndarray:
     """``value`` as a float64 array, or an error naming ``name``: a TypeError
     for what is not numbers (bools included), a ValueError for NaN or inf."""
     if isinstance(value, (bool, np.bool_)):
@@ -49,7 +49,10 @@ def checked_floats(value, name):
     return array
 
 
-def quantization_params(low, high, dtype="uint8", symmetric=False, bits=8):
+def quantization_params(
+        low: float | np.ndarray, high: float | np.ndarray,
+        dtype: str = "uint8", symmetric: bool = False, bits: int = 8,
+) -> tuple[float | np.ndarray, int | np.ndarray]:
     """``(scale, zero_point)`` that map the real range ``[low, high]`` onto
     the integers of ``dtype``: ``real = scale * (q - zero_point)``.
 
@@ -76,7 +79,8 @@ def quantization_params(low, high, dtype="uint8", symmetric=False, bits=8):
 
 
 # From Section 8.1, "Affine quantization from scratch" (chapters/quantized/affine.ipynb)
-def along_axis(value, shape, axis, name):
+def along_axis(value: float | np.ndarray, shape: tuple[int, ...],
+               axis: int | None, name: str) -> np.ndarray:
     """``value`` (a scalar or one number per channel) shaped to broadcast
     against an array of ``shape`` along ``axis``."""
     value = np.asarray(value)
@@ -100,7 +104,9 @@ def along_axis(value, shape, axis, name):
     return value.reshape(view)
 
 
-def quantize(x, scale, zero_point, dtype="uint8", axis=None, bits=8):
+def quantize(x: np.ndarray, scale: float | np.ndarray,
+             zero_point: int | np.ndarray, dtype: str = "uint8",
+             axis: int | None = None, bits: int = 8) -> np.ndarray:
     """``clip(round(x / scale) + zero_point, qmin, qmax)`` as an array of
     ``dtype``; rounding half to even. Per channel when ``axis`` is given
     (``scale`` and ``zero_point`` then hold one entry per channel)."""
@@ -115,7 +121,9 @@ def quantize(x, scale, zero_point, dtype="uint8", axis=None, bits=8):
     return q.astype(dtype)
 
 
-def dequantize(q, scale, zero_point, axis=None):
+def dequantize(q: np.ndarray, scale: float | np.ndarray,
+               zero_point: int | np.ndarray,
+               axis: int | None = None) -> np.ndarray:
     """The real numbers ``scale * (q - zero_point)`` (float64) that the
     integers ``q`` stand for."""
     if not np.issubdtype(np.asarray(q).dtype, np.integer):
@@ -128,7 +136,7 @@ def dequantize(q, scale, zero_point, axis=None):
     return scale * (q.astype(np.int64) - zero)
 
 
-def sqnr_db(reference, approximation):
+def sqnr_db(reference: np.ndarray, approximation: np.ndarray) -> float:
     """Signal-to-quantization-noise ratio in decibels:
     ``10 log10(sum(reference**2) / sum((reference - approximation)**2))``;
     ``inf`` when the two are equal."""
@@ -147,7 +155,9 @@ def sqnr_db(reference, approximation):
 
 
 # From Section 8.1, "Affine quantization from scratch" (chapters/quantized/affine.ipynb)
-def quantize_weight(weight, per_channel=True, bits=8):
+def quantize_weight(
+        weight: np.ndarray, per_channel: bool = True, bits: int = 8,
+) -> tuple[np.ndarray, float | np.ndarray]:
     """Symmetric int8 quantization of a convolution or linear weight (output
     channels on axis 0): ``(q, scale)``, with one scale per output channel or
     one for the whole tensor."""
@@ -165,7 +175,7 @@ def quantize_weight(weight, per_channel=True, bits=8):
                     bits), scale
 
 
-def channel_ranges(weight):
+def channel_ranges(weight: np.ndarray) -> np.ndarray:
     """``max |w|`` of every output channel of a weight (axis 0)."""
     w = checked_floats(weight, "weight")
     if w.ndim < 2:
@@ -174,7 +184,8 @@ def channel_ranges(weight):
 
 
 # From Section 8.2, "Why depthwise layers break per-tensor quantization" (chapters/quantized/depthwise_breaks.ipynb)
-def quantize_layer_weights(layers, per_channel=True, bits=8):
+def quantize_layer_weights(layers: list[dict], per_channel: bool = True,
+                           bits: int = 8) -> list[dict]:
     """A copy of a list of inference layers (``kind``, ``weight``, ...) whose
     convolution and linear weights are quantized and turned back into
     float32: what the network computes with int8 weights."""
@@ -203,8 +214,9 @@ def _integers(value, name, dtypes=("uint8", "int8")):
     return array
 
 
-def conv2d_int32(xq, x_zero_point, wq, w_zero_point=0, stride=1, padding=0,
-                 groups=1):
+def conv2d_int32(xq: np.ndarray, x_zero_point: int, wq: np.ndarray,
+                 w_zero_point: int = 0, stride=1, padding=0,
+                 groups: int = 1) -> np.ndarray:
     """The int32 sums ``(xq - x_zero_point) * (wq - w_zero_point)`` over every
     output's window; ``xq`` (N, C, H, W) and ``wq`` (O, C/groups, kH, kW) are
     uint8 or int8, ``w_zero_point`` one number or one per output channel.
@@ -235,7 +247,7 @@ def conv2d_int32(xq, x_zero_point, wq, w_zero_point=0, stride=1, padding=0,
 
 
 # From Section 8.3, "Integer-only inference, bit for bit" (chapters/quantized/integer_only.ipynb)
-def quantize_multiplier(multiplier):
+def quantize_multiplier(multiplier) -> tuple[np.ndarray, np.ndarray]:
     """``(m0, shift)`` with ``multiplier ≈ m0 * 2**(shift - 31)``, ``m0`` an
     int32 in ``[2**30, 2**31)``: the fixed-point form of a real multiplier
     (gemmlowp, TensorFlow Lite). Arrays give one pair per entry."""
@@ -249,7 +261,8 @@ def quantize_multiplier(multiplier):
     return m0, shift.astype(np.int64)
 
 
-def requantize_fixed_point(acc, m0, shift, zero_point, dtype="uint8"):
+def requantize_fixed_point(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray,
+                           zero_point: int, dtype: str = "uint8") -> np.ndarray:
     """int32 ``acc`` times ``m0 * 2**(shift - 31)``, rounded, plus
     ``zero_point``, saturated to ``dtype``, in integers only: TensorFlow Lite's
     ``MultiplyByQuantizedMultiplier`` (a rounding doubling high multiply, then
@@ -275,8 +288,9 @@ def requantize_fixed_point(acc, m0, shift, zero_point, dtype="uint8"):
 
 
 # From Section 8.3, "Integer-only inference, bit for bit" (chapters/quantized/integer_only.ipynb)
-def requantize_float32(acc, multiplier, zero_point, dtype="uint8",
-                       offset=None):
+def requantize_float32(acc: np.ndarray, multiplier: float | np.ndarray,
+                       zero_point: int, dtype: str = "uint8",
+                       offset: np.ndarray | None = None) -> np.ndarray:
     """int32 ``acc`` to ``dtype`` as PyTorch's x86 kernels and ONNX Runtime
     do it: ``(float32(acc) + offset) * multiplier`` in float32, rounded half
     to even, plus ``zero_point``, saturated. ``multiplier`` and ``offset`` (a
@@ -309,7 +323,7 @@ def _float32_scales(x_scale, w_scale, y_scale):
 
 def quantized_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point,
                      bias, y_scale, y_zero_point, stride=1, padding=0,
-                     groups=1):
+                     groups=1) -> np.ndarray:
     """What ``torch.ops.quantized.conv2d`` computes in FBGEMM, the library
     behind PyTorch's x86 engine (uint8 in and out, int8 weights): the int32
     sums, then ``requantize_float32`` with multiplier
@@ -332,7 +346,7 @@ def quantized_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point,
 
 def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point,
                  y_scale, y_zero_point, bias=None, stride=1, padding=0,
-                 groups=1, y_dtype="uint8"):
+                 groups=1, y_dtype="uint8") -> np.ndarray:
     """ONNX's ``QLinearConv`` as ONNX Runtime computes it: the int32 sums plus
     the int32 ``bias`` (in units of ``x_scale * w_scale``), then
     ``requantize_float32`` with multiplier ``x_scale * w_scale / y_scale``

@@ -9,11 +9,13 @@ __all__ = ['ARRAY_KINDS', 'ConvGeometry', 'FLOAT_DTYPES', 'MEMORY_LIMIT', 'Pair'
 
 # From Section 1.1, "Convolution from scratch" (chapters/conv2d/from_scratch.ipynb)
 import operator
+from collections.abc import Iterable, Mapping, Sequence
+from typing import SupportsIndex
 
 import numpy as np
 
 
-def checked_int(value, name, low=None):
+def checked_int(value: SupportsIndex, name: str, low: int | None = None) -> int:
     """``value`` as a Python int, or an error naming ``name`` and what came.
 
     Python ints and NumPy integers are accepted; bools (``stride=True``),
@@ -38,7 +40,8 @@ def checked_int(value, name, low=None):
 
 
 # From Section 1.1, "Convolution from scratch" (chapters/conv2d/from_scratch.ipynb)
-def conv_out_size(n, k, p=0, s=1, d=1):
+def conv_out_size(n: int, k: int, p: int | tuple[int, int] = 0, s: int = 1,
+                  d: int = 1) -> int:
     """Output length of a convolution along one axis.
 
     n: input length; k: kernel size; p: padding, an int for both sides or a
@@ -94,7 +97,7 @@ class ConvGeometry(NamedTuple):
     out_size: Pair
 
     @property
-    def output_shape(self):
+    def output_shape(self) -> tuple[int, ...]:
         """Shape of the output tensor, unbatched if the input was."""
         shape = (self.out_channels, *self.out_size)
         return shape if self.batch is None else (self.batch, *shape)
@@ -223,14 +226,14 @@ def _checked_shape(shape, what, first_may_be_zero=False, checked_later=()):
 
 
 def conv2d_geometry(
-    input_shape,
-    weight_shape,
-    stride=1,
-    padding=0,
-    dilation=1,
-    groups=1,
-    bias_shape=None,
-):
+    input_shape: Sequence[int],
+    weight_shape: Sequence[int],
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] | str = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    bias_shape: Sequence[int] | None = None,
+) -> ConvGeometry:
     """Check the arguments of a 2-D convolution and describe its result.
 
     Shapes follow PyTorch: input ``(N, C, H, W)`` or ``(C, H, W)``, weight
@@ -284,7 +287,7 @@ def conv2d_geometry(
         pads,
         dilation,
         groups,
-        tuple(out_size),
+        (out_size[0], out_size[1]),
     )
 
 
@@ -296,7 +299,7 @@ import math
 MEMORY_LIMIT = 2**31  # bytes (2 GiB)
 
 
-def check_memory(nbytes, what, max_bytes=None):
+def check_memory(nbytes: int, what: str, max_bytes: int | None = None) -> None:
     """Raise ValueError, before anything is allocated, if ``what`` needs more
     than ``max_bytes`` bytes (default ``MEMORY_LIMIT``); the message says how
     to allow it."""
@@ -313,7 +316,8 @@ def check_memory(nbytes, what, max_bytes=None):
         )
 
 
-def check_conv_memory(g, itemsize, max_bytes=None):
+def check_conv_memory(g: ConvGeometry, itemsize: int,
+                      max_bytes: int | None = None) -> None:
     """Refuse, with ``check_memory``, the convolution of ConvGeometry ``g``
     if its padded input, its windows and its output need more than
     ``max_bytes`` bytes at ``itemsize`` bytes per element.
@@ -347,7 +351,7 @@ ARRAY_KINDS = {
 }
 
 
-def array_kind(value):
+def array_kind(value: object) -> str:
     """'numpy', 'torch', 'mxnet', 'te', 'tvm', or else the type's name."""
     if isinstance(value, np.ndarray):
         return "numpy"
@@ -357,7 +361,8 @@ def array_kind(value):
     return module[0] if module[0] in ARRAY_KINDS else type(value).__name__
 
 
-def check_array_kind(value, name, kinds):
+def check_array_kind(value: object, name: str,
+                     kinds: str | Iterable[str]) -> None:
     """TypeError unless ``value`` is an array of one of ``kinds``."""
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     got = array_kind(value)
@@ -368,7 +373,7 @@ def check_array_kind(value, name, kinds):
         )
 
 
-def dtype_name(value):
+def dtype_name(value: object) -> str:
     """The dtype of a NumPy, torch, MXNet or TVM array as a name: 'float32'."""
     raw = getattr(value, "dtype", None)
     if isinstance(raw, np.dtype) or (
@@ -387,7 +392,8 @@ def dtype_name(value):
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
-def checked_dtype(arrays, floating=FLOAT_DTYPES):
+def checked_dtype(arrays: Mapping[str, object | None],
+                  floating: Iterable[str] = FLOAT_DTYPES) -> str:
     """The one dtype name of ``arrays`` (a dict name -> array or None).
 
     TypeError if they differ (one dtype per call), or if it is not in
@@ -409,7 +415,8 @@ def checked_dtype(arrays, floating=FLOAT_DTYPES):
 
 
 # From Section 2.1, "What `groups` computes" (chapters/grouped/groups.ipynb)
-def channel_connections(in_channels, out_channels, groups=1):
+def channel_connections(in_channels: int, out_channels: int,
+                        groups: int = 1) -> np.ndarray:
     """Boolean ``(out_channels, in_channels)`` matrix: True where output ``o``
     reads input ``c``.
 
@@ -433,7 +440,7 @@ def channel_connections(in_channels, out_channels, groups=1):
 
 
 # From Section 3.1, "Depthwise as `groups == C`" (chapters/depthwise/depthwise_as_groups.ipynb)
-def depthwise_multiplier(in_channels, weight_shape):
+def depthwise_multiplier(in_channels: int, weight_shape: Sequence[int]) -> int:
     """Channel multiplier M of a depthwise weight ``(C*M, 1, kH, kW)`` for ``C =
     in_channels``.
 
@@ -476,9 +483,14 @@ def depthwise_multiplier(in_channels, weight_shape):
 
 
 # From Section 4.2, "Depthwise + pointwise as a layer" (chapters/separable/depthwise_pointwise.ipynb)
-def separable_geometry(input_shape, depthwise_shape, pointwise_shape, stride=1,
-                       padding=0, dilation=1, depthwise_bias_shape=None,
-                       pointwise_bias_shape=None):
+def separable_geometry(
+        input_shape: Sequence[int], depthwise_shape: Sequence[int],
+        pointwise_shape: Sequence[int], stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        depthwise_bias_shape: Sequence[int] | None = None,
+        pointwise_bias_shape: Sequence[int] | None = None,
+) -> tuple[ConvGeometry, ConvGeometry]:
     """Check a depthwise-separable convolution's shapes; returns the two stages'
     ConvGeometry.
 
@@ -517,8 +529,11 @@ def separable_geometry(input_shape, depthwise_shape, pointwise_shape, stride=1,
     return first, second
 
 
-def check_separable_layer(in_channels, out_channels, kernel_size, stride=1,
-                          padding=0, dilation=1, multiplier=1):
+def check_separable_layer(
+        in_channels: int, out_channels: int,
+        kernel_size: int | tuple[int, int], stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1, multiplier: int = 1) -> None:
     """Refuse the arguments of a separable layer before a framework sees them:
     channels and multiplier must be ints >= 1, and kernel, stride, padding and
     dilation what ``conv2d_geometry`` accepts (checked on an input large
@@ -526,9 +541,9 @@ def check_separable_layer(in_channels, out_channels, kernel_size, stride=1,
     c, _, m = (checked_int(value, name, 1) for value, name in [
         (in_channels, "in_channels"), (out_channels, "out_channels"),
         (multiplier, "multiplier")])
-    pair = isinstance(kernel_size, (tuple, list))
-    kernel = [checked_int(k, "kernel_size", 1)
-              for k in (kernel_size if pair else (kernel_size,) * 2)]
+    if not isinstance(kernel_size, (tuple, list)):
+        kernel_size = (kernel_size, kernel_size)
+    kernel = [checked_int(k, "kernel_size", 1) for k in kernel_size]
     if len(kernel) != 2:
         raise ValueError(f"kernel_size must be an int or a pair of ints, got "
                          f"{kernel_size!r}")
@@ -537,7 +552,8 @@ def check_separable_layer(in_channels, out_channels, kernel_size, stride=1,
 
 
 # From Section 7.2, "Transposed and grouped-transposed convolution" (chapters/beyond/transposed.ipynb)
-def conv_transpose_out_size(n, k, p=0, s=1, d=1, output_padding=0):
+def conv_transpose_out_size(n: int, k: int, p: int = 0, s: int = 1, d: int = 1,
+                            output_padding: int = 0) -> int:
     """Output length of a transposed convolution along one axis:
     ``(n - 1)*s - 2*p + d*(k - 1) + 1 + output_padding``, as in
     ``ConvTranspose2d``; ``output_padding`` must be below ``max(s, d)``."""

@@ -14,6 +14,7 @@ import math
 import numbers
 import statistics
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 
@@ -22,11 +23,11 @@ class Timing(NamedTuple):
     round's value."""
 
     median: float
-    samples: tuple
+    samples: tuple[float, ...]
     calls_per_sample: int
 
 
-def checked_float(value, name, low=None):
+def checked_float(value: float, name: str, low: float | None = None) -> float:
     """``value`` as a finite float, or an error naming ``name`` and what came.
 
     Ints, floats and NumPy reals are accepted; bools and everything else raise
@@ -42,12 +43,12 @@ def checked_float(value, name, low=None):
 
 
 def time_interleaved(
-    candidates,
-    repeat=7,
-    min_seconds=0.01,
-    timer=time.perf_counter,
-    settle_seconds=0.0,
-):
+    candidates: dict[str, Callable[[], object]],
+    repeat: int = 7,
+    min_seconds: float = 0.01,
+    timer: Callable[[], float] = time.perf_counter,
+    settle_seconds: float = 0.0,
+) -> dict[str, Timing]:
     """Time zero-argument callables side by side; returns ``{name: Timing}``.
 
     Each candidate is called once to warm up, then timed once more to choose how
@@ -82,7 +83,7 @@ def time_interleaved(
         calls[name] = max(
             1, math.ceil(min_seconds / max(timer() - start, 1e-9))
         )
-    samples = {name: [] for name in candidates}
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeat):
         for name, function in candidates.items():
             if settle_seconds:
@@ -99,7 +100,8 @@ def time_interleaved(
 
 
 # From Section 6.9, "On a GPU" (chapters/performance/gpu.ipynb)
-def time_cuda(run, number=100, repeat=5):
+def time_cuda(run: Callable[[], object], number: int = 100,
+              repeat: int = 5) -> float:
     """Median seconds per call of ``run()``, measured on the GPU with CUDA
     events.
 

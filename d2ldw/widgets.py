@@ -73,7 +73,7 @@ _serial = itertools.count(1)
 class _Explorer(anywidget.AnyWidget):
     """Base: deterministic model ids, checked controls, a readable repr."""
 
-    _CONTROLS = {}
+    _CONTROLS: dict = {}  # set by each explorer
 
     controls = traitlets.Dict().tag(sync=True)
 
