@@ -141,7 +141,7 @@ def built_book(tmp_path_factory):
     result = subprocess.run(
         [str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO),
          "--path-output", str(output), "-W", "-n", "--keep-going"],
-        capture_output=True, text=True, timeout=1800)
+        capture_output=True, text=True, timeout=3600)
     return SimpleNamespace(result=result, html=output / "_build" / "html")
 
 
