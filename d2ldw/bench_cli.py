@@ -12,6 +12,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 from d2ldw.hardware import available_cpus
 from d2ldw.shapes import check_memory
@@ -47,7 +50,7 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def positive_int(text):
+def positive_int(text: str) -> int:
     """argparse type: an int >= 1."""
     try:
         value = int(text)
@@ -58,7 +61,7 @@ def positive_int(text):
     return value
 
 
-def check_json_path(path):
+def check_json_path(path: str) -> str | None:
     """Why ``--json path`` cannot be written, or None."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
@@ -66,14 +69,14 @@ def check_json_path(path):
     return None
 
 
-def check_threads(threads):
+def check_threads(threads: int) -> str | None:
     """Why ``--threads`` is unreasonable here, or None."""
     if threads > 4 * available_cpus():
         return f"--threads: at most 4 x the {available_cpus()} available CPUs, got {threads}"
     return None
 
 
-def missing_packages(command, progress=False):
+def missing_packages(command: str, progress: bool = False) -> str | None:
     """Why ``command`` cannot run here (the packages it needs that are not installed, and
     the pip line that installs them), or None. Looked up without importing them."""
     import importlib.util
@@ -214,11 +217,9 @@ SUBCOMMANDS = {
 CACHE_VARIABLE = "D2LDW_BENCH_CACHE"
 
 
-def bench_cache_folder():
+def bench_cache_folder() -> Path:
     """Where :func:`cached_run` keeps its results: ``$D2LDW_BENCH_CACHE`` when set, else the
     checkout's ``_build/bench``, or ``~/.cache/d2ldw/bench`` for an installed package."""
-    from pathlib import Path
-
     named = os.environ.get(CACHE_VARIABLE)
     if named:
         return Path(named).expanduser().resolve()
@@ -228,7 +229,7 @@ def bench_cache_folder():
     return Path.home() / ".cache" / "d2ldw" / "bench"
 
 
-def measurement_modules(start=("bench", "bench_cli")):
+def measurement_modules(start: Iterable[str] = ("bench", "bench_cli")) -> list[str]:
     """Every d2ldw module a benchmark run can execute: the closure of ``start`` under
     imports (d2ldw._layout.d2ldw_imports: anywhere in a module, inside functions too).
     A change to any of them changes :func:`cached_run`'s key."""
@@ -244,7 +245,8 @@ def measurement_modules(start=("bench", "bench_cli")):
     return sorted(found)
 
 
-def cached_run(*arguments, folder=None):
+def cached_run(*arguments: str, folder: str | os.PathLike[str] | None = None
+               ) -> Any:
     """The JSON result of ``python -m d2ldw.bench <arguments> --json FILE``, run only when
     FILE is missing: the book's pages use it so that a rebuild reuses a measurement.
 
@@ -255,7 +257,6 @@ def cached_run(*arguments, folder=None):
     so changed code measures anew. The command's table is printed either way."""
     import hashlib
     import subprocess
-    from pathlib import Path
 
     if not all(isinstance(a, str) for a in arguments):
         raise TypeError(f"cached_run: expected command-line strings, got {arguments!r}")
@@ -285,7 +286,7 @@ def cached_run(*arguments, folder=None):
     return json.loads(path.read_text())
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(prog="python -m d2ldw.bench",
                      description="Benchmarks of the book's kernels. Each library runs in a "
                                  "process of its own with the same threads; times are "

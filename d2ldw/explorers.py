@@ -67,7 +67,7 @@ BYTES_PER_ELEMENT = (
 )
 
 
-def _check_int(name, value, low=1):
+def _check_int(name: str, value: int, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {value!r}")
     if value < low:
@@ -92,14 +92,14 @@ class ConvExploration(NamedTuple):
 
 
 def conv_layer_shapes(
-    size,
-    kernel_size,
-    in_channels,
-    out_channels,
-    groups=1,
-    depthwise=False,
-    multiplier=1,
-):
+    size: int,
+    kernel_size: int,
+    in_channels: int,
+    out_channels: int,
+    groups: int = 1,
+    depthwise: bool = False,
+    multiplier: int = 1,
+) -> tuple[tuple[int, int, int], tuple[int, int, int, int], int]:
     """Input shape, weight shape and groups of the layer the explorer's controls
     describe.
 
@@ -145,17 +145,17 @@ def conv_layer_shapes(
 
 
 def explore_conv(
-    size,
-    kernel_size,
-    stride=1,
-    padding=0,
-    dilation=1,
-    in_channels=1,
-    out_channels=1,
-    groups=1,
-    depthwise=False,
-    multiplier=1,
-):
+    size: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    in_channels: int = 1,
+    out_channels: int = 1,
+    groups: int = 1,
+    depthwise: bool = False,
+    multiplier: int = 1,
+) -> ConvExploration:
     """Output shape and cost, or the error, of one convolution, as explored.
 
     Parameters
@@ -207,7 +207,13 @@ def explore_conv(
     )
 
 
-def window_taps(position, kernel_size, stride=1, dilation=1, padding=0):
+def window_taps(
+    position: int,
+    kernel_size: int,
+    stride: int = 1,
+    dilation: int = 1,
+    padding: int = 0,
+) -> np.ndarray:
     """Input indices one output position reads along one axis.
 
     Parameters
@@ -269,8 +275,13 @@ def _stage(input_shape, weight_shape, stride, padding, groups):
 
 
 def layer_variants(
-    in_channels, out_channels, kernel_size, size, stride=1, groups=1
-):
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    size: int,
+    stride: int = 1,
+    groups: int = 1,
+) -> dict[str, LayerVariant]:
     """Full, grouped, depthwise and separable versions of one layer, counted.
 
     Parameters
@@ -331,7 +342,7 @@ def layer_variants(
     return variants
 
 
-def separable_ratio(out_channels, kernel_size):
+def separable_ratio(out_channels: int, kernel_size: int) -> Fraction:
     """``1/N + 1/k**2``: separable over full mult-adds (and parameters), as a
     Fraction."""
     _check_int("out_channels", out_channels)
@@ -349,7 +360,9 @@ class DepthwiseFilter(NamedTuple):
     index_in_channel: int  # m = o % M: it is w.reshape(C, M, kH, kW)[c, m]
 
 
-def depthwise_filters(in_channels, multiplier, kernel_size=3):
+def depthwise_filters(
+    in_channels: int, multiplier: int, kernel_size: int = 3
+) -> list[DepthwiseFilter]:
     """The filters of a depthwise weight in storage order, with the channel each
     reads.
 
@@ -376,7 +389,9 @@ def depthwise_filters(in_channels, multiplier, kernel_size=3):
     return [DepthwiseFilter(o, o // m, o % m) for o in range(shape[0])]
 
 
-def depthwise_memory_channels(in_channels, multiplier, kernel_size=3):
+def depthwise_memory_channels(
+    in_channels: int, multiplier: int, kernel_size: int = 3
+) -> np.ndarray:
     """Input channel of every element of a ``(C*M, 1, k, k)`` weight, in memory
     order.
 

@@ -10,11 +10,18 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from d2ldw.data import get_conv_data
 from d2ldw.shapes import checked_int
+
+if TYPE_CHECKING:  # the peers are imported lazily, when a function needs one
+    import onnx
+    import onnxruntime
+    import openvino
 
 __all__ = ["PEERS", "OPENVINO_CONFIG", "check_tvm_threads", "onnx_model", "onnx_session",
            "onnx_caller", "depthwise_onnx_model", "depthwise_onnx_session",
@@ -37,7 +44,7 @@ OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f
 
 
 # Harness for chapters/performance/results.ipynb
-def check_tvm_threads(threads):
+def check_tvm_threads(threads: int) -> None:
     """Refuse to time TVM with a thread pool of another size than the peers'.
 
     TVM sizes its pool once, from ``TVM_NUM_THREADS``, when it first runs a parallel
@@ -54,7 +61,9 @@ def check_tvm_threads(threads):
 
 
 # Harness for chapters/performance/results.ipynb
-def onnx_model(nodes, inputs, outputs, initializers):
+def onnx_model(nodes: Sequence[Any], inputs: Sequence[tuple[str, Sequence[int]]],
+               outputs: Sequence[tuple[str, Sequence[int]]],
+               initializers: dict[str, Any]) -> "onnx.ModelProto":
     """A checked ONNX model (opset 17) of a graph built with ``onnx.helper``.
 
     Parameters
@@ -85,7 +94,9 @@ def onnx_model(nodes, inputs, outputs, initializers):
 
 
 # Harness for chapters/performance/results.ipynb
-def onnx_session(model, threads, profile_prefix=None):
+def onnx_session(model: "onnx.ModelProto", threads: int,
+                 profile_prefix: str | os.PathLike[str] | None = None
+                 ) -> "onnxruntime.InferenceSession":
     """An ONNX Runtime session of ``model`` (``onnx_model``) with every graph optimisation
     on, on the CPU, with ``threads`` threads inside operators and one between them (the
     graphs are chains). ``profile_prefix`` turns the session's profiler on;
@@ -105,7 +116,8 @@ def onnx_session(model, threads, profile_prefix=None):
 
 
 # Harness for chapters/performance/results.ipynb
-def openvino_compiled(model, threads, profile=False):
+def openvino_compiled(model: "onnx.ModelProto", threads: int,
+                      profile: bool = False) -> "openvino.CompiledModel":
     """``model`` (``onnx_model``) compiled by OpenVINO's CPU plugin with ``threads``
     threads and ``OPENVINO_CONFIG``; ``profile`` turns on its per-node counters
     (``request.get_profiling_info()``)."""
@@ -119,7 +131,8 @@ def openvino_compiled(model, threads, profile=False):
 
 
 # Harness for chapters/performance/results.ipynb
-def openvino_caller(compiled, array):
+def openvino_caller(compiled: "openvino.CompiledModel", array: np.ndarray
+                    ) -> tuple[Callable[[], object], "openvino.InferRequest"]:
     """A zero-argument call of ``compiled`` (one input, one output) on ``array``, shared
     with OpenVINO rather than copied; returns (call, request). After a call,
     ``request.get_output_tensor().data`` holds the output."""
@@ -136,7 +149,8 @@ def openvino_caller(compiled, array):
 
 
 # Harness for chapters/performance/results.ipynb
-def onnx_caller(session, arrays):
+def onnx_caller(session: "onnxruntime.InferenceSession", arrays: dict[str, np.ndarray]
+                ) -> tuple[Callable[[], object], np.ndarray]:
     """A zero-argument call of ``session`` on ``arrays`` (input name: NumPy array) that
     writes into a preallocated output; returns (call, output)."""
     if not isinstance(arrays, dict):
@@ -158,7 +172,8 @@ def onnx_caller(session, arrays):
 
 
 # Harness for chapters/performance/results.ipynb
-def depthwise_onnx_model(x_shape, w, stride):
+def depthwise_onnx_model(x_shape: Sequence[int], w: np.ndarray,
+                         stride: int) -> "onnx.ModelProto":
     """A graph of one ONNX ``Conv`` node: depthwise 3x3, padding 1, weight ``w`` of shape
     (C, 1, 3, 3), on an input of shape ``x_shape`` (N, C, H, W)."""
     if len(x_shape) != 4 or np.shape(w) != (x_shape[1], 1, 3, 3):
@@ -174,7 +189,8 @@ def depthwise_onnx_model(x_shape, w, stride):
 
 
 # Harness for chapters/performance/results.ipynb
-def depthwise_onnx_session(x_shape, w, stride, threads):
+def depthwise_onnx_session(x_shape: Sequence[int], w: np.ndarray, stride: int,
+                           threads: int) -> "onnxruntime.InferenceSession":
     """An ONNX Runtime session of ``depthwise_onnx_model(x_shape, w, stride)``."""
     return onnx_session(depthwise_onnx_model(x_shape, w, stride), threads)
 
@@ -190,7 +206,8 @@ def _activation_nodes(kind, value, output):
 
 
 # Harness for chapters/performance/mobilenet_peers.ipynb
-def mobilenet_onnx_model(layers, input_shape):
+def mobilenet_onnx_model(layers: Sequence[dict[str, Any]],
+                         input_shape: Sequence[int]) -> "onnx.ModelProto":
     """The ONNX graph of ``d2ldw.torch.inference_layers``.
 
     Conv (with the folded bias), Add, Relu or Clip, GlobalAveragePool, Flatten and Gemm
@@ -237,12 +254,15 @@ def mobilenet_onnx_model(layers, input_shape):
 
 
 # Harness for chapters/performance/mobilenet_peers.ipynb
-def mobilenet_onnx_session(layers, input_shape, threads, profile_prefix=None):
+def mobilenet_onnx_session(layers: Sequence[dict[str, Any]], input_shape: Sequence[int],
+                           threads: int,
+                           profile_prefix: str | os.PathLike[str] | None = None
+                           ) -> "onnxruntime.InferenceSession":
     """An ONNX Runtime session of ``mobilenet_onnx_model(layers, input_shape)``."""
     return onnx_session(mobilenet_onnx_model(layers, input_shape), threads, profile_prefix)
 
 
-def _layer_of(node):
+def _layer_of(node: str) -> int | None:
     """The layer a profiled node computes, from the value names ``mobilenet_onnx_model``
     gives (``c5``, ``y5_...``, OpenVINO's ``c5/WithoutBiases``), or None for a node of no
     layer (a layout conversion the engine inserted, such as ``X_abcd_acdb_c0``)."""
@@ -251,7 +271,8 @@ def _layer_of(node):
 
 
 # Harness for chapters/performance/mobilenet_peers.ipynb
-def onnx_layer_seconds(layers, image, threads, passes):
+def onnx_layer_seconds(layers: Sequence[dict[str, Any]], image: np.ndarray, threads: int,
+                       passes: int) -> dict[int | None, float]:
     """Median seconds of ONNX Runtime's nodes over ``passes`` forward passes of
     ``mobilenet_onnx_session``, from its own profiler, by the layer they compute.
 
@@ -269,20 +290,21 @@ def onnx_layer_seconds(layers, image, threads, passes):
             call()
         with open(session.end_profiling()) as file:
             events = json.load(file)
-    runs = {}  # (node, layer): its durations, one per pass
+    runs: dict[tuple[str, int | None], list[float]] = {}  # (node, layer): a duration a pass
     for event in events:
         name = event.get("name", "")
         if event.get("cat") == "Node" and name.endswith("_kernel_time"):
             node = name[: -len("_kernel_time")]
             runs.setdefault((node, _layer_of(node)), []).append(event["dur"] * 1e-6)
-    seconds = {}
+    seconds: dict[int | None, float] = {}
     for (_, layer), durations in runs.items():
         seconds[layer] = seconds.get(layer, 0.0) + float(np.median(durations))
     return seconds
 
 
 # Harness for chapters/performance/mobilenet_peers.ipynb
-def openvino_layer_seconds(layers, image, threads, passes):
+def openvino_layer_seconds(layers: Sequence[dict[str, Any]], image: np.ndarray,
+                           threads: int, passes: int) -> dict[int | None, float]:
     """Median seconds of OpenVINO's executed nodes over ``passes`` forward passes of
     ``mobilenet_onnx_model``, from its own counters (``PERF_COUNT``), by the layer they
     compute; a node of no layer (a reorder it inserted) counts under ``None``."""
@@ -291,21 +313,22 @@ def openvino_layer_seconds(layers, image, threads, passes):
     compiled = openvino_compiled(mobilenet_onnx_model(layers, image.shape), threads,
                                  profile=True)
     call, request = openvino_caller(compiled, image)
-    runs = {}
+    runs: dict[tuple[str, int | None], list[float]] = {}
     for _ in range(passes):
         call()
         for info in request.get_profiling_info():
             if info.status.name == "EXECUTED":
                 runs.setdefault((info.node_name, _layer_of(info.node_name)), []).append(
                     info.real_time.total_seconds())
-    seconds = {}
+    seconds: dict[int | None, float] = {}
     for (_, layer), durations in runs.items():
         seconds[layer] = seconds.get(layer, 0.0) + float(np.median(durations))
     return seconds
 
 
 # Harness for chapters/performance/results.ipynb
-def depthwise_layer_data(layers, batch, seed):
+def depthwise_layer_data(layers: Iterable[tuple[int, int, int]], batch: int, seed: int
+                         ) -> Iterator[tuple[str, np.ndarray, np.ndarray, int]]:
     """(name, x, w, stride) per layer of ``layers`` ((channels, size, stride) triples):
     a seeded NCHW input of ``batch`` images and a depthwise 3x3 weight. The name,
     ``"channels/size/stride"``, keys every table of the depthwise benchmark."""
@@ -317,7 +340,8 @@ def depthwise_layer_data(layers, batch, seed):
 
 
 # Harness for chapters/performance/results.ipynb
-def depthwise_peer_call(peer, x, w, stride, threads):
+def depthwise_peer_call(peer: str, x: np.ndarray, w: np.ndarray, stride: int, threads: int
+                        ) -> tuple[Callable[[], object], Callable[[], np.ndarray]]:
     """A zero-argument call of one of ``PEERS`` on one depthwise 3x3 layer (padding 1), and
     a function that gives its output as an NCHW NumPy array.
 
@@ -336,7 +360,7 @@ def depthwise_peer_call(peer, x, w, stride, threads):
         if peer == "PyTorch channels_last":  # NHWC in memory, NCHW in shape
             xt = xt.contiguous(memory_format=torch.channels_last)
             wt = wt.contiguous(memory_format=torch.channels_last)
-        out = {}
+        out: dict[str, Any] = {}  # the output of the latest call
 
         def call():
             out["y"] = F.conv2d(xt, wt, stride=stride, padding=1, groups=channels)

@@ -10,6 +10,8 @@ peer at its fastest thread count.
 import math
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +36,7 @@ from d2ldw.cost import conv2d_cost
 from d2ldw.hardware import available_cpus, describe_cpu
 from d2ldw.isolated import report_progress, run_isolated
 from d2ldw.shapes import check_memory, checked_int
-from d2ldw.timing import time_interleaved
+from d2ldw.timing import Timing, time_interleaved
 
 __all__ = ["GRAPH_ENGINES", "time_depthwise_peer", "time_depthwise_te", "geometric_mean", "run_depthwise",
            "format_table", "LAYER_GROUPS", "layer_costs", "seconds_by_kind",
@@ -102,7 +104,8 @@ def _torch_depthwise(x, w, stride):
 # --- the nine depthwise layers of MobileNet v1 -------------------------------------------
 
 # Harness for chapters/performance/results.ipynb
-def time_depthwise_peer(peer, batch=1, threads=1, repeat=7, first_layers=None, seed=0):
+def time_depthwise_peer(peer: str, batch: int = 1, threads: int = 1, repeat: int = 7,
+                        first_layers: int | None = None, seed: int = 0) -> dict[str, Any]:
     """Median seconds per call of one of ``PEERS`` on each depthwise layer, in this process
     alone, and its largest difference from ``F.conv2d``. For ONNX Runtime also
     ``call_overhead``, and so for OpenVINO: the seconds of a graph that copies one number."""
@@ -122,7 +125,7 @@ def time_depthwise_peer(peer, batch=1, threads=1, repeat=7, first_layers=None, s
         errors[name] = float(np.abs(output() - _torch_depthwise(x, w, stride)).max())
         calls[name] = call
     report_progress(f"timing {len(calls)} layers, {repeat} rounds")
-    result = {"seconds": {k: t.median for k, t in
+    result: dict[str, Any] = {"seconds": {k: t.median for k, t in
                           time_interleaved(calls, repeat=repeat).items()},
               "max_error": errors}
     if peer in GRAPH_ENGINES:  # the fixed cost of one call: a graph that copies one number
@@ -144,7 +147,8 @@ def _nothing_call(engine, threads):
 
 
 # Harness for chapters/performance/results.ipynb
-def time_depthwise_te(batch=1, threads=1, repeat=7, first_layers=None, seed=0):
+def time_depthwise_te(batch: int = 1, threads: int = 1, repeat: int = 7,
+                      first_layers: int | None = None, seed: int = 0) -> dict[str, Any]:
     """Median seconds per call of the TE kernels (unscheduled, tuned) and of the
     conversions to and from NCHW[x]c on each depthwise layer, in this process alone, and
     the tuned kernel's largest difference from ``F.conv2d``."""
@@ -154,7 +158,8 @@ def time_depthwise_te(batch=1, threads=1, repeat=7, first_layers=None, seed=0):
 
     check_tvm_threads(threads)
     lanes = d2l_tvm.host_vector_lanes()
-    calls, errors = {}, {}
+    calls: dict[Any, Callable[[], object]] = {}  # (layer, part): call
+    errors = {}
     layers = depthwise_layers()[:first_layers]
     for k, (name, x, w, stride) in enumerate(depthwise_layer_data(layers, batch, seed)):
         report_progress(f"compiling layer {k + 1}/{len(layers)} ({name})")
@@ -162,15 +167,16 @@ def time_depthwise_te(batch=1, threads=1, repeat=7, first_layers=None, seed=0):
         calls.update({(name, part): f for part, f in candidates.items()})
         errors[name] = float(np.abs(d2l_tvm.from_nchwc(result.numpy())
                                     - _torch_depthwise(x, w, stride)).max())
-    seconds = {}
+    seconds: dict[str, dict[str, float]] = {}
     report_progress(f"timing {len(layers)} layers, {repeat} rounds")
-    for (name, part), timing in time_interleaved(calls, repeat=repeat).items():
+    timings: dict[Any, Timing] = time_interleaved(calls, repeat=repeat)
+    for (name, part), timing in timings.items():
         seconds.setdefault(name, {})[part] = timing.median
     return {"seconds": seconds, "max_error": errors, "lanes": lanes}
 
 
 # Harness for chapters/performance/results.ipynb
-def geometric_mean(values):
+def geometric_mean(values: Iterable[float]) -> float:
     """Geometric mean of positive numbers: the mean of ratios that treats a 2x gain and a
     2x loss as cancelling."""
     values = list(values)
@@ -220,7 +226,9 @@ def _depthwise_row(name, batch, peers, te, faster, faster_te, threads):
 
 
 # Harness for chapters/performance/results.ipynb
-def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None, progress=False):
+def run_depthwise(batch: int = 1, threads: int | None = None, repeat: int = 7,
+                  first_layers: int | None = None, progress: bool = False
+                  ) -> dict[str, Any]:
     """The per-layer benchmark: every peer and the TE kernels, each library in a process of
     its own, each with ``thread_counts(threads)``, the faster counting. Speedups are
     against the best peer of each layer. Returns a JSON-able dict. ``progress``: a line on
@@ -261,7 +269,7 @@ def run_depthwise(batch=1, threads=None, repeat=7, first_layers=None, progress=F
 
 
 # Harness for chapters/performance/results.ipynb
-def format_table(result):
+def format_table(result: Mapping[str, Any]) -> str:
     """``run_depthwise``'s result as text: microseconds per call of each configuration,
     and the tuned kernel's speedup over the best peer of each layer."""
     short = {"PyTorch": "torch", "PyTorch channels_last": "torch CL", "MXNet": "MXNet",
@@ -308,7 +316,8 @@ LAYER_GROUPS = {"full": "first conv", "depthwise": "depthwise", "pointwise": "po
 
 
 # Harness for chapters/performance/mobilenet_peers.ipynb
-def layer_costs(layers, input_shape):
+def layer_costs(layers: Sequence[Mapping[str, Any]], input_shape: Sequence[int]
+                ) -> list[dict[str, Any]]:
     """FLOPs and the least bytes moved (float32 input, weights and output once each) of
     every layer of ``inference_layers``, with its kind; sizes follow the layers."""
     if len(input_shape) != 4:
@@ -339,10 +348,11 @@ def _tvm_layer_seconds(network, passes):
 
 
 # Harness for chapters/performance/mobilenet_peers.ipynb
-def seconds_by_kind(layers, per_layer):
+def seconds_by_kind(layers: Sequence[Mapping[str, Any]],
+                    per_layer: Mapping[int | None, float]) -> dict[str, float]:
     """Sum per kind of layer of ``per_layer`` (layer index: seconds); the seconds of no
     layer (index ``None``) count as "other"."""
-    by_kind = {}
+    by_kind: dict[str, float] = {}
     for index, seconds in per_layer.items():
         kind = layers[index]["kind"] if index is not None else "other"
         by_kind[kind] = by_kind.get(kind, 0.0) + seconds
@@ -350,7 +360,8 @@ def seconds_by_kind(layers, per_layer):
 
 
 # Harness for chapters/performance/mobilenet_peers.ipynb
-def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
+def time_mobilenet_peer(peer: str, version: str = "v1", batch: int = 1, threads: int = 1,
+                        repeat: int = 7) -> dict[str, Any]:
     """Median seconds of one forward pass of one peer ("TVM" or one of
     ``MOBILENET_PEERS``) in this process alone, its logits' largest difference from the
     float64 PyTorch network's, and for TVM and the graph engines (ONNX Runtime, OpenVINO)
@@ -378,10 +389,11 @@ def time_mobilenet_peer(peer, version="v1", batch=1, threads=1, repeat=7):
     report_progress(f"set up in {setup:.1f} s; timing {repeat} passes")
     with torch.no_grad():
         exact = seeded_mobilenet(version).double()(image.double()).numpy()
-    result = {"seconds": time_interleaved({"network": call}, repeat=repeat)["network"].median,
-              "setup_seconds": setup,
-              "max_error": float(np.abs(np.asarray(logits) - exact).max()),
-              "largest_logit": float(np.abs(exact).max())}
+    result: dict[str, Any] = {
+        "seconds": time_interleaved({"network": call}, repeat=repeat)["network"].median,
+        "setup_seconds": setup,
+        "max_error": float(np.abs(np.asarray(logits) - exact).max()),
+        "largest_logit": float(np.abs(exact).max())}
     if peer in ("TVM", *GRAPH_ENGINES):  # each layer, inside the network
         report_progress(f"timing each layer inside the network, {10 * repeat} passes")
         layers = inference_layers(seeded_mobilenet(version))
@@ -423,7 +435,9 @@ def _groups(costs, by_kind):
 
 
 # Harness for chapters/performance/mobilenet_peers.ipynb
-def run_mobilenet(version="v1", batch=1, threads=None, repeat=7, rounds=2, progress=False):
+def run_mobilenet(version: str = "v1", batch: int = 1, threads: int | None = None,
+                  repeat: int = 7, rounds: int = 2, progress: bool = False
+                  ) -> dict[str, Any]:
     """The whole-network benchmark: the book's TVM network and every peer of
     ``MOBILENET_PEERS``, each in a process of its own, each with every count of
     ``thread_counts(threads)``, in ``rounds`` rounds (the peers in turn, the order reversed
@@ -438,7 +452,8 @@ def run_mobilenet(version="v1", batch=1, threads=None, repeat=7, rounds=2, progr
     from d2ldw.torch import inference_layers, seeded_mobilenet
 
     peers = ("TVM", *MOBILENET_PEERS)
-    tries = {peer: [] for peer in peers}  # (threads, result) of every run
+    tries: dict[str, list[tuple[int, dict[str, Any]]]] = {
+        peer: [] for peer in peers}  # (threads, result) of every run
     counts = thread_counts(threads)
     with _Progress(rounds * len(peers) * len(counts), f"MobileNet {version}, batch {batch}",
                    progress) as runner:
@@ -478,7 +493,7 @@ def run_mobilenet(version="v1", batch=1, threads=None, repeat=7, rounds=2, progr
 
 
 # Harness for chapters/performance/mobilenet_peers.ipynb
-def format_mobilenet_table(result):
+def format_mobilenet_table(result: Mapping[str, Any]) -> str:
     """``run_mobilenet``'s result as text."""
     counts = " and ".join(map(str, result["thread_counts"]))
     lines = [
@@ -556,8 +571,9 @@ def _checked_sweep_args(kernels, batch, channels, size, threads, repeat):
 
 
 # Harness for chapters/beyond/large_kernels.ipynb
-def run_kernel_sweep(kernels, batch=1, channels=64, size=28, threads=None,
-                     repeat=5, progress=False):
+def run_kernel_sweep(kernels: Iterable[int], batch: int = 1, channels: int = 64,
+                     size: int = 28, threads: int | None = None, repeat: int = 5,
+                     progress: bool = False) -> dict[str, Any]:
     """Depthwise kxk ('same', stride 1, float32) for each of ``kernels``:
     PyTorch and the tuned TE kernel, each timed in its own process
     (``run_isolated``), against this CPU's roofs (``best_roofs``). Returns a
@@ -591,7 +607,7 @@ def run_kernel_sweep(kernels, batch=1, channels=64, size=28, threads=None,
 
 
 # Harness for chapters/beyond/large_kernels.ipynb
-def format_kernel_sweep(result):
+def format_kernel_sweep(result: Mapping[str, Any]) -> str:
     """run_kernel_sweep's result as a table: GFLOP/s against the roof."""
     lines = [
         *result["cpu_description"].splitlines(),

@@ -12,6 +12,7 @@ reference links it there.
 """
 import math
 import numbers
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -28,7 +29,7 @@ __all__ = ["check_network_args", "check_calibration_args", "forward_or_refuse",
 
 
 # Harness for chapters/depthwise/mobilenets.ipynb
-def check_network_args(width_multiplier, num_classes):
+def check_network_args(width_multiplier: float, num_classes: int) -> None:
     """Refuse a width or class count that would build a broken or huge net.
 
     ``width_multiplier`` must be a positive finite real number (not a bool) and
@@ -48,12 +49,12 @@ def check_network_args(width_multiplier, num_classes):
                  f"a MobileNet of width {width_multiplier} with {num_classes} classes", None)
 
 
-def _batch_norms(model):
+def _batch_norms(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 # Harness for chapters/depthwise/mobilenets.ipynb
-def check_calibration_args(model, images):
+def check_calibration_args(model: nn.Module, images: torch.Tensor) -> None:
     """Refuse what ``calibrate_batchnorm(model, images)`` cannot calibrate.
 
     ``model`` must be an ``nn.Module`` with at least one BatchNorm layer; ``images``
@@ -81,7 +82,7 @@ def check_calibration_args(model, images):
 
 
 # Harness for chapters/depthwise/mobilenets.ipynb
-def checked_divisible_args(value, divisor):
+def checked_divisible_args(value: float, divisor: int) -> tuple[float, int]:
     """``(value, divisor)`` of ``make_divisible``, checked: a finite real number
     ``value >= 0`` (as a float) and an int ``divisor >= 1``; else ValueError or
     TypeError naming the argument and what came."""
@@ -89,7 +90,8 @@ def checked_divisible_args(value, divisor):
 
 
 # Harness for chapters/depthwise/mobilenets.ipynb
-def check_surgery_args(model, make_layer):
+def check_surgery_args(model: nn.Module,
+                       make_layer: Callable[[nn.Conv2d], nn.Module]) -> None:
     """Refuse what ``replace_depthwise(model, make_layer)`` cannot work with.
 
     ``model`` must be an ``nn.Module``; ``make_layer`` a function of one depthwise
@@ -111,7 +113,7 @@ def check_surgery_args(model, make_layer):
 
 
 # Harness for chapters/depthwise/mobilenets.ipynb
-def check_new_layers(names, layers):
+def check_new_layers(names: Iterable[str], layers: Iterable[object]) -> None:
     """Refuse, before any is put in, a replacement that is not an ``nn.Module``:
     TypeError naming the layer (``names[i]`` is the one ``layers[i]`` replaces)."""
     for name, layer in zip(names, layers):
@@ -121,7 +123,10 @@ def check_new_layers(names, layers):
 
 
 # Harness for chapters/depthwise/mobilenets.ipynb
-def check_depthwise_layer_args(weight, bias, stride, padding, dilation):
+def check_depthwise_layer_args(weight: torch.Tensor, bias: torch.Tensor | None,
+                               stride: int | Sequence[int],
+                               padding: int | Sequence[int] | str,
+                               dilation: int | Sequence[int]) -> None:
     """Refuse the arguments of a depthwise layer built from tensors.
 
     ``weight`` must be a floating ``torch.Tensor`` ``(C*M, 1, kH, kW)``, ``bias``
@@ -142,7 +147,7 @@ def check_depthwise_layer_args(weight, bias, stride, padding, dilation):
 
 
 # Harness for chapters/depthwise/mobilenets.ipynb
-def forward_or_refuse(model, inputs, refusal):
+def forward_or_refuse(model: nn.Module, inputs: torch.Tensor, refusal: str) -> torch.Tensor:
     """``model(inputs)`` without gradients; a failure becomes a ValueError.
 
     Whether inputs fit a network (the right channels, a large enough image) is
@@ -160,7 +165,10 @@ def forward_or_refuse(model, inputs, refusal):
 
 
 # Harness for chapters/separable/counting.ipynb
-def checked_count_args(model, input_size, max_bytes=None, elementwise=(), known=()):
+def checked_count_args(model: nn.Module, input_size: Sequence[int], max_bytes: int | None = None,
+                       elementwise: Sequence[type[nn.Module]] = (),
+                       known: Sequence[type[nn.Module]] = ()
+                       ) -> tuple[tuple[int, ...], torch.dtype, tuple[type[nn.Module], ...]]:
     """The arguments of ``count_cost``, checked: ``(size, dtype, elementwise)``.
 
     ``size`` is ``input_size`` as a tuple of 3 or 4 positive ints (ValueError
@@ -201,8 +209,9 @@ def checked_count_args(model, input_size, max_bytes=None, elementwise=(), known=
     return size, dtype, elementwise
 
 
+# ``layer`` below: a SeparableConv2d, unannotated since convolutions imports this module
 # Harness for chapters/separable/depthwise_pointwise.ipynb
-def separable_weight_shapes(layer):
+def separable_weight_shapes(layer) -> tuple[dict[str, tuple[tuple[int, ...], str]], int, int]:
     """The shapes a ``SeparableConv2d``'s weights were built with.
 
     Returns ``({name: (shape, what it is)}, C, M)``: the parameter names
@@ -222,7 +231,8 @@ def separable_weight_shapes(layer):
 
 
 # Harness for chapters/separable/depthwise_pointwise.ipynb
-def check_separable_weights(layer, tensors):
+def check_separable_weights(layer,
+                            tensors: Mapping[str, torch.Tensor]) -> None:
     """Refuse weights ``{parameter name: tensor}`` that do not fit ``layer``.
 
     ValueError names the parameter, the formula and shape it must have, and, when
@@ -243,7 +253,7 @@ def check_separable_weights(layer, tensors):
 
 
 # Harness for chapters/separable/depthwise_pointwise.ipynb
-def check_separable_call(layer, input):
+def check_separable_call(layer, input: torch.Tensor) -> None:
     """Refuse a forward pass of ``layer`` (a ``SeparableConv2d``) that would fail.
 
     The parameters are checked too, since they can be reassigned from outside

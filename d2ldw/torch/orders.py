@@ -14,6 +14,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["depthwise_dispatch", "survey_depthwise_orders"]
 
@@ -23,7 +28,9 @@ SURVEY_TIMEOUT = 600
 
 
 # Harness for chapters/numerics/bitwise.ipynb
-def survey_depthwise_orders(cases, environment=None, threads=2):
+def survey_depthwise_orders(cases: Mapping[str, Sequence[Any]],
+                            environment: Mapping[str, object] | None = None,
+                            threads: int = 2) -> list[dict[str, Any]]:
     """Which summation order ``F.conv2d(groups=C)`` and ``depthwise_conv2d_unfold`` follow.
 
     ``cases`` maps a name to ``(M, k, kwargs)``: a depthwise convolution of 16 channels with
@@ -60,7 +67,7 @@ def survey_depthwise_orders(cases, environment=None, threads=2):
     return list(_survey_results(child.stdout))
 
 
-def _onednn_exec(line):
+def _onednn_exec(line: str) -> dict[str, str] | None:
     """One primitive oneDNN ran, from a line of its log (``ONEDNN_VERBOSE=1``), or None.
 
     A line reads ``onednn_verbose,v1,primitive,exec,cpu,<primitive>,<implementation>,
@@ -83,7 +90,7 @@ def _onednn_exec(line):
     return found
 
 
-def _survey_results(log):
+def _survey_results(log: str) -> Iterator[dict[str, Any]]:
     """The survey's results from the child's output, each with the first oneDNN kernel
     logged between its CASE and RESULT lines."""
     kernel = None
@@ -99,7 +106,7 @@ def _survey_results(log):
                    "unfold": tuple(unfold), "probe": probe}
 
 
-def _survey():
+def _survey() -> None:
     """The child of survey_depthwise_orders: one CASE line, oneDNN's log, one RESULT line
     per case, on standard output."""
     import torch
@@ -111,7 +118,7 @@ def _survey():
     spec = json.loads(sys.argv[1])
     torch.set_num_threads(spec["threads"])
 
-    def conv(x, w, **kwargs):
+    def conv(x: "np.ndarray", w: "np.ndarray", **kwargs: Any) -> "np.ndarray":
         return F.conv2d(torch.from_numpy(x), torch.from_numpy(w), groups=x.shape[1],
                         **kwargs).numpy()
 
@@ -128,7 +135,9 @@ def _survey():
 
 
 # Harness for chapters/performance/results.ipynb
-def depthwise_dispatch(channels, size, stride=1, threads=1, environment=None):
+def depthwise_dispatch(channels: int, size: int, stride: int = 1, threads: int = 1,
+                       environment: Mapping[str, object] | None = None
+                       ) -> dict[str, dict[str, Any]]:
     """What PyTorch runs for one float32 depthwise 3x3 layer (padding 1) on this CPU.
 
     In a fresh process with oneDNN's log on (``ONEDNN_VERBOSE=1``, ``environment`` changing
@@ -156,9 +165,10 @@ def depthwise_dispatch(channels, size, stride=1, threads=1, environment=None):
     return _dispatch_results(child.stdout)
 
 
-def _dispatch_results(log):
+def _dispatch_results(log: str) -> dict[str, dict[str, Any]]:
     """The probe's results: each LAYOUT line opens a layout, oneDNN's lines follow."""
-    results, current = {}, None
+    results: dict[str, dict[str, Any]] = {}
+    current: dict[str, Any] | None = None
     for line in log.splitlines():
         if line.startswith("LAYOUT"):
             name, backend = json.loads(line[len("LAYOUT"):])
@@ -168,7 +178,7 @@ def _dispatch_results(log):
     return results
 
 
-def _dispatch():
+def _dispatch() -> None:
     """The child of depthwise_dispatch: per layout one LAYOUT line, then oneDNN's log."""
     import torch
     from torch.nn import functional as F
