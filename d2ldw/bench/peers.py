@@ -64,16 +64,9 @@ def check_tvm_threads(threads: int) -> None:
 def onnx_model(nodes: Sequence[Any], inputs: Sequence[tuple[str, Sequence[int]]],
                outputs: Sequence[tuple[str, Sequence[int]]],
                initializers: dict[str, Any]) -> "onnx.ModelProto":
-    """A checked ONNX model (opset 17) of a graph built with ``onnx.helper``.
-
-    Parameters
-    ----------
-    nodes : list of onnx.NodeProto
-    inputs, outputs : list of (name, shape)
-        The graph's float32 tensors.
-    initializers : dict
-        Name: NumPy array, the weights.
-    """
+    """A checked ONNX model (opset 17) of a graph built with ``onnx.helper``:
+    ``nodes`` (``onnx.NodeProto``), the graph's float32 ``inputs`` and ``outputs`` as
+    (name, shape) pairs, and ``initializers``, a dict of name: NumPy array (the weights)."""
     if not isinstance(initializers, dict):
         raise TypeError(f"initializers must be a dict of name: array, got "
                         f"{type(initializers).__name__}")
