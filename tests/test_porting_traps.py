@@ -27,20 +27,7 @@ from d2ldw.torch import (  # noqa: E402
     torch_depthwise_to_tflite,
 )
 
-
-def nchw(a):
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2)
-
-
-def nhwc(t):
-    return t.detach().permute(0, 2, 3, 1).numpy()
-
-
-def seeded_layer(layer, input_shape, rng):
-    layer.build(input_shape)
-    layer.set_weights([rng.standard_normal(w.shape).astype("float32")
-                       for w in layer.get_weights()])
-    return layer
+from test_porting import nchw, nhwc, seeded_layer  # noqa: E402  (the layout helpers)
 
 
 # --- TensorFlow's 'same' padding ---------------------------------------------------------
