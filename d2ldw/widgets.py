@@ -18,7 +18,7 @@ from importlib import resources
 
 from d2ldw._requires import require
 
-require("anywidget", "anywidget==0.11.0", module="d2ldw.widgets", extra="book")
+require("anywidget", "anywidget>=0.11.0", module="d2ldw.widgets", extra="book")
 
 import anywidget  # noqa: E402
 import traitlets  # noqa: E402

@@ -297,6 +297,7 @@ def test_chapter_runs_in_colab_from_its_setup_cell_alone(colab_world, page):
     start = time.perf_counter()
     try:
         nb, restarted = run_all(path, kernels, env)
+        first_setup = outputs_text(nb.cells[0])  # what the first run installed or replaced
         if restarted:  # it must be the setup cell that ended the runtime, nothing after it
             assert nb.cells[0].execution_count is not None, page
             assert all(cell.get("execution_count") is None for cell in nb.cells[1:]), page
@@ -310,7 +311,7 @@ def test_chapter_runs_in_colab_from_its_setup_cell_alone(colab_world, page):
     # Only a page with MXNet replaces NumPy 2, which is loaded, so only it restarts, and
     # only where it installs: in an environment its requirements already made, it finds
     # the record of the install and restarts nothing.
-    assert restarted == (needs_numpy_1 and fresh), page
+    assert restarted == (needs_numpy_1 and fresh), (page, first_setup)
     setup_output = outputs_text(nb.cells[0])
     expected = "installing" if fresh and not restarted else "already installed"
     assert f"Colab setup: {expected}" in setup_output, setup_output

@@ -353,4 +353,4 @@ def test_widgets_without_anywidget_name_the_pip_package():
                             text=True)
     assert result.returncode != 0
     assert "d2ldw.widgets needs the Python package 'anywidget'" in result.stderr
-    assert "pip install anywidget==0.11.0" in result.stderr
+    assert "pip install 'd2ldw[book]'   (that is: anywidget>=0.11.0)" in result.stderr

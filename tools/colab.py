@@ -79,7 +79,9 @@ def _colab_setup(extras, packages):
         file.write(str(requirements))
     importlib.invalidate_caches()
     owners = metadata.packages_distributions()
-    loaded = {{d.lower().replace("_", "-") for m in list(sys.modules)
+    loaded = {{d.lower().replace("_", "-")
+              for m, module in list(sys.modules.items())
+              if getattr(module, "__file__", None)  # not a namespace: google
               for d in owners.get(m, [])}}
     replaced = sorted(n for n in loaded if before.get(n) != after.get(n))
     if replaced:
