@@ -58,6 +58,8 @@ MODULES = {
                       ("targets", "Targets, building and running, and what the CPU offers."),
                       ("nchwc", "The NCHW[x]c layout and the schedules of the fast kernels."),
                       ("network", "A whole MobileNet as one Relax module."),
+                      ("int8", "int8 kernels (VNNI where the CPU has it) and the int8 "
+                               "MobileNet as one module."),
                   )),
     "torch": Module("PyTorch implementations.", requires=("torch", "torch>=2.13", "torch"),
                     parts=(

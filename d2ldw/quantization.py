@@ -6,7 +6,7 @@ chapters. Do not edit: change the chapter and regenerate.
 
 from d2ldw.shapes import checked_int, conv2d_geometry
 
-__all__ = ['QUANTIZED_RANGES', 'along_axis', 'channel_ranges', 'checked_floats', 'conv2d_int32', 'dequantize', 'qlinear_conv', 'quantization_params', 'quantize', 'quantize_layer_weights', 'quantize_multiplier', 'quantize_weight', 'quantized_conv2d', 'quantized_range', 'requantize_fixed_point', 'requantize_float32', 'sqnr_db']
+__all__ = ['ACTIVATION_NAMES', 'CONVOLUTION_KINDS', 'QUANTIZED_RANGES', 'REQUANTIZE_LIMIT', 'activation_bounds', 'along_axis', 'channel_ranges', 'checked_floats', 'conv2d_int32', 'dequantize', 'qlinear_conv', 'quantization_params', 'quantize', 'quantize_image', 'quantize_layer_weights', 'quantize_multiplier', 'quantize_network', 'quantize_weight', 'quantized_conv2d', 'quantized_range', 'requantize_fixed_point', 'requantize_float32', 'requantize_sum', 'run_quantized_layers', 'sqnr_db']
 
 
 # From Section 8.1, "Affine quantization from scratch" (chapters/quantized/affine.ipynb)
@@ -366,3 +366,163 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point,
     _, multiplier = _float32_scales(x_scale, w_scale, y_scale)
     return requantize_float32(acc.astype(np.int32), multiplier, y_zero_point,
                               y_dtype)
+
+
+# From Section 8.4, "Fast int8 kernels in TE" (chapters/quantized/int8_kernels.ipynb)
+def quantize_image(image: np.ndarray, scale: float,
+                   zero_point: int) -> np.ndarray:
+    """uint8 ``clip(round(image * (1 / scale)) + zero_point, 0, 255)``, all in
+    float32, rounding half to even: the int8 network's first step. (One
+    multiplication by the reciprocal is cheaper than a division; the TE
+    kernel does the same, so the two agree bit for bit.)"""
+    x = np.asarray(image)
+    if x.dtype != np.float32:
+        raise TypeError(f"image must be float32, got {x.dtype}")
+    if not checked_floats(scale, "scale") > 0:
+        raise ValueError(f"scale must be positive, got {scale!r}")
+    zero = checked_int(zero_point, "zero_point")
+    if not 0 <= zero <= 255:
+        raise ValueError(f"zero_point must be 0 to 255, got {zero}")
+    inverse = np.float32(1) / np.float32(scale)
+    v = np.clip(np.rint(x * inverse), -zero, 255 - zero)
+    return (v.astype(np.int32) + zero).astype(np.uint8)
+
+
+ACTIVATION_NAMES = (None, "relu", "relu6")
+
+
+def activation_bounds(activation: str | None, y_scale: float,
+                      y_zero: int) -> tuple[int, int]:
+    """The uint8 bounds that apply ``activation`` to an output quantized with
+    ``y_scale`` and ``y_zero``: ReLU clips at the zero point (real 0), ReLU6
+    also at ``y_zero + round(6 / y_scale)`` (real 6)."""
+    if activation not in ACTIVATION_NAMES:
+        raise ValueError(f"activation must be one of {ACTIVATION_NAMES}, got "
+                         f"{activation!r}")
+    low = max(0, checked_int(y_zero, "y_zero")) if activation else 0
+    high = 255
+    if activation == "relu6":
+        high = int(min(255, y_zero + np.rint(6.0 / y_scale)))
+    return low, high
+
+
+# From Section 8.4, "Fast int8 kernels in TE" (chapters/quantized/int8_kernels.ipynb)
+REQUANTIZE_LIMIT = 2.0**24  # values are clipped to +-this before a cast
+
+
+def requantize_sum(acc: np.ndarray, multiplier: np.ndarray, zero_point: int,
+                   low: int, high: int, residual: np.ndarray | None = None,
+                   residual_zero: int = 0,
+                   residual_multiplier: float | None = None) -> np.ndarray:
+    """uint8 outputs of the int32 sums ``acc`` (N, C, H, W; bias included):
+    ``round(float32(acc) * multiplier)`` (one multiplier per channel), plus,
+    with a ``residual`` (uint8, acc's shape), ``round(float32(residual -
+    residual_zero) * residual_multiplier)``, plus ``zero_point``, clipped to
+    ``[low, high]``. Each rounding (half to even) follows one product, so no
+    compiler can fuse a multiply-add and round differently."""
+    acc = np.asarray(acc)
+    if acc.dtype != np.int32:
+        raise TypeError(f"acc must be int32, got {acc.dtype}")
+    m = np.asarray(checked_floats(multiplier, "multiplier"), np.float32)
+    if acc.ndim != 4 or m.shape not in ((), (acc.shape[1],)):
+        raise ValueError(f"expected acc (N, C, H, W) and one multiplier or C, "
+                         f"got shapes {acc.shape} and {m.shape}")
+    limit = REQUANTIZE_LIMIT
+    t = np.clip(np.rint(acc.astype(np.float32) * m.reshape(-1, 1, 1)),
+                -limit, limit).astype(np.int64)
+    if residual is not None:
+        residual = np.asarray(residual)
+        if residual.dtype != np.uint8 or residual.shape != acc.shape:
+            raise ValueError(f"residual must be uint8 of shape {acc.shape}, "
+                             f"got {residual.dtype} {residual.shape}")
+        r = (residual.astype(np.int32) - residual_zero).astype(np.float32)
+        u = np.rint(r * np.float32(residual_multiplier))
+        t = t + np.clip(u, -limit, limit).astype(np.int64)
+    return np.clip(t + zero_point, low, high).astype(np.uint8)
+
+
+# From Section 8.4, "Fast int8 kernels in TE" (chapters/quantized/int8_kernels.ipynb)
+CONVOLUTION_KINDS = ("full", "depthwise", "pointwise")
+
+
+def quantize_network(layers: list[dict], calibration: np.ndarray,
+                     outputs: list[np.ndarray]) -> list[dict]:
+    """The int8 version of a list of inference layers (``inference_layers``):
+    per convolution, int8 weights with one scale per output channel
+    (symmetric), an int32 bias, the float32 multipliers ``x_scale * w_scale /
+    y_scale``, and uint8 activations whose scale and zero point cover the
+    range each layer's output takes on the ``calibration`` images
+    (``outputs``: every layer's float output on them, e.g. from
+    ``run_layers``). The pooling and the classifier stay in float32: the
+    pooling reads the last convolution's output dequantized."""
+    if not isinstance(layers, (list, tuple)) or not all(
+            isinstance(layer, dict) and "kind" in layer for layer in layers):
+        raise TypeError("layers must be a list of dicts with a 'kind' each")
+    if len(outputs) != len(layers):
+        raise ValueError(f"expected one output per layer ({len(layers)}), "
+                         f"got {len(outputs)}")
+    calibration = checked_floats(calibration, "calibration")
+    scale, zero = quantization_params(calibration.min(), calibration.max())
+    inputs = [(np.float32(scale), zero)]  # inputs[k]: layer k's input's
+    quantized = []
+    for layer, out in zip(layers, outputs):
+        q = {k: v for k, v in layer.items() if k not in ("weight", "bias")}
+        if inputs[-1] is not None:  # a uint8 input: its scale, zero point
+            q["x_scale"], q["x_zero"] = inputs[-1]
+        if layer["kind"] in CONVOLUTION_KINDS:
+            wq, w_scale = quantize_weight(layer["weight"])
+            product = q["x_scale"] * np.asarray(w_scale, np.float32)
+            y_scale, y_zero = quantization_params(out.min(), out.max())
+            y_scale = np.float32(y_scale)
+            bias = np.rint(layer["bias"] / product.astype(np.float64))
+            q.update(weight=wq, w_scale=np.asarray(w_scale, np.float32),
+                     bias=bias.astype(np.int32), y_scale=y_scale,
+                     multiplier=product / y_scale, y_zero=y_zero)
+            q["low"], q["high"] = activation_bounds(layer["activation"],
+                                                    y_scale, y_zero)
+            if layer["residual"] is not None:
+                r_scale, q["r_zero"] = inputs[layer["residual"]]
+                q["r_multiplier"] = r_scale / y_scale
+            inputs.append((y_scale, y_zero))
+        else:
+            if layer["kind"] == "linear":
+                q.update(weight=layer["weight"], bias=layer["bias"])
+            inputs.append(None)
+        quantized.append(q)
+    return quantized
+
+
+def run_quantized_layers(qlayers: list[dict],
+                         image: np.ndarray) -> list[np.ndarray]:
+    """Every layer's output of ``quantize_network``'s network on a float32
+    image batch (N, 3, H, W): uint8 NCHW for the convolutions, computed in
+    integers as the TE kernels compute them, then the float32 pooling and
+    logits."""
+    image = np.asarray(image)
+    if image.ndim != 4:
+        raise ValueError(f"image must be 4-D (N, C, H, W), got shape "
+                         f"{image.shape}")
+    values = [quantize_image(image, qlayers[0]["x_scale"],
+                             qlayers[0]["x_zero"])]  # values[k]: k's input
+    for q in qlayers:
+        kind, x = q["kind"], values[-1]
+        if kind in CONVOLUTION_KINDS:
+            groups = x.shape[1] if kind == "depthwise" else 1
+            acc = conv2d_int32(x, q["x_zero"], q["weight"], 0, q["stride"],
+                               q["padding"], groups).astype(np.int64)
+            acc = acc + q["bias"].reshape(-1, 1, 1)
+            if np.abs(acc).max() > 2**31 - 1:
+                raise OverflowError("a sum plus bias does not fit in int32")
+            r = q["residual"]
+            y = requantize_sum(
+                acc.astype(np.int32), q["multiplier"], q["y_zero"], q["low"],
+                q["high"], None if r is None else values[r], q.get("r_zero", 0),
+                q.get("r_multiplier"))
+        elif kind == "pool":
+            total = x.astype(np.int32).sum(axis=(2, 3)).astype(np.float32)
+            mean = total / np.float32(x.shape[2] * x.shape[3])
+            y = (mean - np.float32(q["x_zero"])) * np.float32(q["x_scale"])
+        else:
+            y = x @ q["weight"].T + q["bias"]
+        values.append(y)
+    return values[1:]
