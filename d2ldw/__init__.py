@@ -21,7 +21,7 @@ quantize             ``d2ldw.quantization_params``, ``d2ldw.quantize``,
                      ``d2ldw.qlinear_conv`` (ONNX Runtime's ``QLinearConv``)
 port weights         ``d2ldw.torch.keras_depthwise_to_torch``,
                      ``torch_depthwise_to_keras``, ``keras_conv2d_to_torch``
-benchmark            ``python -m d2ldw.bench depthwise|mobilenet|kernels``
+benchmark            ``python -m d2ldw.bench depthwise|mobilenet|kernels|int8``
 ===================  ==============================================================
 
 The modules and their dependency order are listed in ``d2ldw._layout.MODULES``.

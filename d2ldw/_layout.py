@@ -85,7 +85,7 @@ MODULES = {
     "isolated": Module("Run a function in a process of its own, with given threads.",
                        generated=False),
     "bench": Module("Benchmarks of the book's kernels: python -m d2ldw.bench "
-                    "depthwise|mobilenet|kernels.", package=True, parts=(
+                    "depthwise|mobilenet|kernels|int8.", package=True, parts=(
                         ("separable", "Timing a separable layer in each framework."),
                         ("peers", "The peers set up and called alike: ONNX Runtime and "
                                   "OpenVINO sessions and profilers, PyTorch and MXNet "
@@ -100,7 +100,9 @@ MODULES = {
                         ("kernels", "Large depthwise kernels swept against the roofline."),
                         ("runs", "The runners and tables: each library in its own process, "
                                  "the fastest counting."),
-                    ), written=("peers", "runs")),
+                        ("int8", "The int8 MobileNet against PyTorch's, ONNX Runtime's and "
+                                 "OpenVINO's int8 paths."),
+                    ), written=("peers", "runs", "int8")),
     "bench_cli": Module("The command line of python -m d2ldw.bench.", generated=False),
     "explorers": Module("The arithmetic of the live explorers, in Python.", generated=False),
     "widgets": Module("The live explorers: anywidget widgets for the book's pages.",

@@ -31,7 +31,8 @@ PACKAGES = {"torch": ("torch", "torch"), "tvm": ("apache-tvm", "tvm"),
 # what each subcommand imports, in its own process or in this one
 REQUIREMENTS = {"depthwise": ("torch", "tvm", "mxnet", "onnx", "onnxruntime", "openvino"),
                 "mobilenet": ("torch", "tvm", "onnx", "onnxruntime", "openvino"),
-                "kernels": ("torch", "tvm")}
+                "kernels": ("torch", "tvm"),
+                "int8": ("torch", "tvm", "onnx", "onnxruntime", "openvino")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -165,6 +166,41 @@ def _mobilenet_run(args):
     return result
 
 
+# int8: the book's int8 MobileNet against PyTorch's, ONNX Runtime's and OpenVINO's int8 paths
+
+def _int8_arguments(parser):
+    parser.add_argument("--model", choices=("v1", "v2"), default="v2",
+                        help="MobileNet v1 or v2")
+    parser.add_argument("--threads", type=positive_int, default=available_cpus(),
+                        help="threads per engine; each also runs with one thread, and the "
+                             f"faster counts (default: the {available_cpus()} CPUs available "
+                             "here)")
+    parser.add_argument("--repeat", type=positive_int, default=7,
+                        help="timed passes per run; the median counts")
+    parser.add_argument("--rounds", type=positive_int, default=2,
+                        help="rounds over every engine, the order reversed every other "
+                             "round; the fastest run counts")
+    parser.add_argument("--json", type=str, default=None,
+                        help="also write the result to this file, as JSON (default: only print it)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                        default=sys.stderr.isatty(),
+                        help="show on stderr which process runs and how far it got "
+                             "(default: when stderr is a terminal)")
+
+
+def _int8_check(args):
+    return None  # batch 1, one image: nothing to size
+
+
+def _int8_run(args):
+    from d2ldw import bench
+
+    result = bench.run_int8(args.model, args.threads, args.repeat, args.rounds,
+                            progress=args.progress)
+    print(bench.format_int8_table(result))
+    return result
+
+
 # kernels: one depthwise layer over kernel sizes, PyTorch and the TE kernel (Chapter 7)
 
 def _kernels_arguments(parser):
@@ -209,6 +245,9 @@ SUBCOMMANDS = {
     "kernels": ("one depthwise layer over kernel sizes k = 3..31: PyTorch and the book's "
                 "TE kernel against the roofline", _kernels_arguments, _kernels_check,
                 _kernels_run),
+    "int8": ("the book's int8 MobileNet (v1 or v2, batch 1) in TVM against PyTorch's, "
+             "ONNX Runtime's and OpenVINO's int8 paths, and against TVM's float32 network",
+             _int8_arguments, _int8_check, _int8_run),
 }
 
 
