@@ -109,14 +109,6 @@ def test_openvino_runs_the_qdq_model_in_int8():
     assert set(precisions) == {"u8"}, precisions
 
 
-def _has_tvm_int8():
-    from d2ldw import quantization, tvm
-
-    return hasattr(tvm, "CompiledInt8Network") and hasattr(quantization, "quantize_network")
-
-
-@pytest.mark.skipif(not _has_tvm_int8(), reason="d2ldw.tvm.CompiledInt8Network and "
-                    "d2ldw.quantization.quantize_network are not written yet (Chapter 8)")
 def test_the_book_int8_network_computes_the_network_to_a_few_bits():
     call, logits = int8.int8_peer_call("TVM int8", "v1", seeded_image(1),
                                        int8.calibration_images(), 1)
@@ -332,8 +324,6 @@ def test_the_int8_command_refuses_bad_flags_before_anything_runs(argv, message, 
 def test_the_whole_benchmark_runs_end_to_end(tmp_path):
     """A whole run_int8 (one round, one thread): every engine in its own process. Minutes:
     TVM compiles two networks."""
-    if not _has_tvm_int8():
-        pytest.skip("d2ldw.tvm.CompiledInt8Network is not written yet (Chapter 8)")
     result = int8.run_int8("v1", threads=1, repeat=1, rounds=1)
     print(int8.format_int8_table(result))
     assert set(result["ms"]) | set(result["errors"]) == set(int8.INT8_ENGINES)

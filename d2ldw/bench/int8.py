@@ -45,13 +45,13 @@ if TYPE_CHECKING:  # imported lazily, when a function needs them
 __all__ = ["INT8_PEERS", "INT8_ENGINES", "calibration_images", "int8_onnx_model",
            "int8_peer_call", "time_int8_peer", "run_int8", "format_int8_table"]
 
-# Harness for chapters/quantized/int8_fast.ipynb
+# Harness for chapters/quantized/int8_engines.ipynb
 # The int8 paths of the peers, each quantized post-training from the same calibration images;
 # every one is timed, and the fastest counts as the best peer.
 INT8_PEERS = ("PyTorch int8", "PyTorch int8 channels_last", "ONNX Runtime int8",
               "OpenVINO int8")
 
-# Harness for chapters/quantized/int8_fast.ipynb
+# Harness for chapters/quantized/int8_engines.ipynb
 # Every engine the int8 benchmark times: the book's int8 and float32 TVM networks, then the peers.
 INT8_ENGINES = ("TVM int8", "TVM fp32", *INT8_PEERS)
 
@@ -78,7 +78,7 @@ def _checked_images(array: object, name: str, count: int | None = None) -> np.nd
     return array
 
 
-# Harness for chapters/quantized/int8_fast.ipynb
+# Harness for chapters/quantized/int8_engines.ipynb
 def calibration_images(count: int = 4, seed: int = 1) -> np.ndarray:
     """The images every int8 engine calibrates its activation ranges on: ``count`` seeded
     normal float32 NCHW 224x224 images (``torch.randn`` with a generator seeded ``seed``, as
@@ -101,7 +101,7 @@ class _Reader:
         return next(self._batches, None)
 
 
-# Harness for chapters/quantized/int8_fast.ipynb
+# Harness for chapters/quantized/int8_engines.ipynb
 def int8_onnx_model(version: str, calibration: np.ndarray) -> "onnx.ModelProto":
     """The seeded MobileNet ``version``'s float32 ONNX graph (``mobilenet_onnx_model``, batch
     1) quantized by ONNX Runtime's post-training static quantization: QuantizeLinear and
@@ -164,26 +164,17 @@ def _tvm_int8_network(version, calibration):
     on ``calibration``, compiled by TVM."""
     import torch
 
-    from d2ldw import quantization as d2l_q
-    from d2ldw import tvm as d2l_tvm
+    from d2ldw.quantization import quantize_network
     from d2ldw.torch import inference_layers, run_layers, seeded_mobilenet
+    from d2ldw.tvm import CompiledInt8Network
 
-    # looked up by name: the int8 network is the book's newest code, and a d2ldw without it
-    # gives an error that says so, which run_int8 reports
-    api = {"quantize_network": d2l_q, "CompiledInt8Network": d2l_tvm}
-    missing = [f"{module.__name__}.{name}" for name, module in api.items()
-               if not hasattr(module, name)]
-    if missing:
-        raise ImportError(f"this d2ldw has no {' and no '.join(missing)} (the book's int8 "
-                          f"network)")
-    quantize_network, compiled_int8_network = (getattr(module, name)
-                                               for name, module in api.items())
     layers = inference_layers(seeded_mobilenet(version))
     outputs = run_layers(layers, torch.from_numpy(calibration))
-    return compiled_int8_network(quantize_network(layers, outputs), _SHAPE)
+    qlayers = quantize_network(layers, calibration, outputs)
+    return CompiledInt8Network(qlayers, _SHAPE)
 
 
-# Harness for chapters/quantized/int8_fast.ipynb
+# Harness for chapters/quantized/int8_engines.ipynb
 def int8_peer_call(peer: str, version: str, image: "torch.Tensor", calibration: np.ndarray,
                    threads: int) -> tuple[Callable[[], object], np.ndarray]:
     """A zero-argument call of one engine of ``INT8_ENGINES`` on the seeded network
@@ -247,7 +238,7 @@ def _error_message(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-# Harness for chapters/quantized/int8_fast.ipynb
+# Harness for chapters/quantized/int8_engines.ipynb
 def time_int8_peer(peer: str, version: str = "v2", threads: int = 1, repeat: int = 7
                    ) -> dict[str, Any]:
     """Median seconds of one forward pass of one engine of ``INT8_ENGINES`` (batch 1) in
@@ -314,7 +305,7 @@ def _has_vnni() -> bool:
         return False
 
 
-# Harness for chapters/quantized/int8_fast.ipynb
+# Harness for chapters/quantized/int8_engines.ipynb
 def run_int8(version: str = "v2", threads: int | None = None, repeat: int = 7,
              rounds: int = 2, progress: bool = False) -> dict[str, Any]:
     """The int8 benchmark: every engine of ``INT8_ENGINES`` on the seeded MobileNet
@@ -383,7 +374,7 @@ def _verdict(speedup: float) -> str:
     return "as fast"
 
 
-# Harness for chapters/quantized/int8_fast.ipynb
+# Harness for chapters/quantized/int8_engines.ipynb
 def format_int8_table(result: Mapping[str, Any]) -> str:
     """``run_int8``'s result as text: the CPU, each engine's milliseconds, TVM int8's
     speedup over it and its logits' SQNR, TVM int8's milliseconds per layer group (and TVM
