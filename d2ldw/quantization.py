@@ -453,8 +453,9 @@ def quantize_network(layers: list[dict], calibration: np.ndarray,
     y_scale``, and uint8 activations whose scale and zero point cover the
     range each layer's output takes on the ``calibration`` images
     (``outputs``: every layer's float output on them, e.g. from
-    ``run_layers``). The pooling and the classifier stay in float32: the
-    pooling reads the last convolution's output dequantized."""
+    ``run_layers``). The pooling and the classifier compute in float32: the
+    pooling reads the last convolution's output dequantized, the classifier
+    has int8 weights with a scale per output."""
     if not isinstance(layers, (list, tuple)) or not all(
             isinstance(layer, dict) and "kind" in layer for layer in layers):
         raise TypeError("layers must be a list of dicts with a 'kind' each")
@@ -485,8 +486,10 @@ def quantize_network(layers: list[dict], calibration: np.ndarray,
                 q["r_multiplier"] = r_scale / y_scale
             inputs.append((y_scale, y_zero))
         else:
-            if layer["kind"] == "linear":
-                q.update(weight=layer["weight"], bias=layer["bias"])
+            if layer["kind"] == "linear":  # int8 weights, float32 arithmetic
+                wq, w_scale = quantize_weight(layer["weight"])
+                q.update(weight=wq, w_scale=np.asarray(w_scale, np.float32),
+                         bias=layer["bias"])
             inputs.append(None)
         quantized.append(q)
     return quantized
@@ -523,6 +526,7 @@ def run_quantized_layers(qlayers: list[dict],
             mean = total / np.float32(x.shape[2] * x.shape[3])
             y = (mean - np.float32(q["x_zero"])) * np.float32(q["x_scale"])
         else:
-            y = x @ q["weight"].T + q["bias"]
+            y = (x @ q["weight"].T.astype(np.float32)) * q["w_scale"]
+            y = y + q["bias"]
         values.append(y)
     return values[1:]

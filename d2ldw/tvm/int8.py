@@ -9,7 +9,7 @@ from d2ldw.shapes import conv2d_geometry
 from d2ldw.tvm.network import CompiledNetwork
 from d2ldw.tvm.operators import static_shape
 
-__all__ = ['CompiledInt8Network', 'VPDPBUSD', 'depthwise_conv2d_int8', 'first_conv2d_int8', 'float32_const', 'global_pool_int8', 'int8_layer_call', 'int8_layer_kernel', 'int8_network_module', 'int8_weights', 'pointwise_conv2d_int8', 'pointwise_int8_vnni', 'quantize_image_nchw', 'requantize_nchwc', 'requantized', 'target_has_vnni']
+__all__ = ['CompiledInt8Network', 'VPDPBUSD', 'conv2d_int8_vnni', 'depthwise_conv2d_int8', 'first_conv2d_int8', 'float32_const', 'global_pool_int8', 'int8_layer_call', 'int8_layer_kernel', 'int8_network_module', 'int8_weights', 'linear_int8_weight', 'pointwise_conv2d_int8', 'quantize_image_blocked', 'quantize_image_nchw', 'requantize_nchwc', 'requantized', 'schedule_classifier', 'target_has_vnni']
 
 
 # From Section 8.4, "Fast int8 kernels in TE" (chapters/quantized/int8_kernels.ipynb)
@@ -111,6 +111,28 @@ def quantize_image_nchw(X, scale, zero):
     return te.compute(X.shape, value, name="Q")
 
 
+def quantize_image_blocked(X, scale, zero, padding=0, lanes=4):
+    """The values of ``quantize_image_nchw`` in (N, 1, H + 2 padding, W + 2
+    padding, lanes): channels innermost, and the borders and the channels
+    beyond C holding ``zero``: the input of a first layer that
+    ``conv2d_int8_vnni`` runs."""
+    n, c, h, w = static_shape(X)
+    inverse = float32_const(np.float32(1) / np.float32(scale))
+    p = padding
+
+    def value(b, z, i, j, l):
+        inside = tvm.tirx.all(l < c, i >= p, i < h + p, j >= p, j < w + p)
+        # clamped indices: in bounds whichever branch the code computes
+        x = X[b, te.min(l, c - 1), te.max(te.min(i - p, h - 1), 0),
+              te.max(te.min(j - p, w - 1), 0)]
+        v = tvm.tirx.nearbyint(x * inverse)
+        v = te.max(te.min(v, float32_const(255 - zero)), float32_const(-zero))
+        q = (v.astype("int32") + zero).astype("uint8")
+        return te.if_then_else(inside, q, tvm.tirx.const(zero, "uint8"))
+
+    return te.compute((n, 1, h + 2 * p, w + 2 * p, lanes), value, name="Q")
+
+
 # From Section 8.4, "Fast int8 kernels in TE" (chapters/quantized/int8_kernels.ipynb)
 def depthwise_conv2d_int8(X, K, zero, stride, padding):
     """int32 sums of a depthwise convolution in NCHW[x]c: ``X`` uint8 (N,
@@ -184,8 +206,7 @@ def int8_weights(q, lanes, vnni=False):
     multipliers in the kernels' layouts, blocks of ``channel_block(O,
     lanes)`` channels. The sums read the uint8 inputs as they are, so the
     zero point's share, ``x_zero`` times the sum of each filter, is taken off
-    the bias here, once. ``vnni``: a pointwise weight for
-    ``pointwise_int8_vnni``."""
+    the bias here, once. ``vnni``: the layout of ``conv2d_int8_vnni``."""
     from d2ldw.tvm.nchwc import channel_block, depthwise_weight_to_nchwc
 
     w, kind = q["weight"], q["kind"]
@@ -198,8 +219,11 @@ def int8_weights(q, lanes, vnni=False):
     multiplier = np.asarray(q["multiplier"], np.float32).reshape(o // y, y)
     if kind == "depthwise":
         k = depthwise_weight_to_nchwc(w, y)
-    elif kind == "pointwise" and vnni:
-        k = w[:, :, 0, 0].reshape(o // y, y, -1, 4).transpose(0, 2, 1, 3)
+    elif vnni:  # (O/y, C/4 kH kW, y, 4); C padded to a multiple of 4
+        c, kh, kw = w.shape[1:]
+        w = np.pad(w, ((0, 0), (0, -c % 4), (0, 0), (0, 0)))
+        k = w.reshape(o // y, y, -1, 4, kh, kw).transpose(0, 2, 4, 5, 1, 3)
+        k = k.reshape(o // y, -1, y, 4)
     elif kind == "pointwise":
         k = w[:, :, 0, 0].reshape(o // y, y, -1).transpose(0, 2, 1)
     else:
@@ -207,13 +231,57 @@ def int8_weights(q, lanes, vnni=False):
     return [np.ascontiguousarray(k), bias, multiplier]
 
 
+def linear_int8_weight(P, W, S, B):
+    """``P @ (W * S).T + B``: the classifier with int8 weights ``W`` (K/x, C,
+    x), one float32 scale per output in ``S``, converted to float32 as they
+    are read. At batch 1 the classifier only streams its weights, so a
+    quarter of the bytes is most of its time."""
+    n, c = static_shape(P)
+    blocks, k_c, x = static_shape(W)
+    rc = te.reduce_axis((0, c), name="rc")
+    Y = te.compute((n, blocks * x), lambda b, o: te.sum(
+        P[b, rc] * W[o // x, rc, o % x].astype("float32"), axis=rc), name="Y")
+    return te.compute((n, blocks * x), lambda b, o: Y[b, o] * S[o] + B[o],
+                      name="Z")
+
+
+def schedule_classifier(module, lanes, registers):
+    """The classifier's schedule: outputs in vectors of up to ``lanes``, as
+    many vectors (up to half the ``registers``) accumulated side by side as
+    divide the outputs, so that their multiply-adds do not wait for each
+    other, as one vector's chain of 1280 would."""
+    from d2ldw.tvm.nchwc import channel_block
+
+    sch = tvm.s_tir.Schedule(module)
+    conv, out = sch.get_sblock("Y"), sch.get_sblock("Z")
+    n, o, rc = sch.get_loops(conv)
+    outputs = int(sch.get(o).extent)
+    width = channel_block(outputs, lanes)
+    groups = outputs // width
+    side = max(b for b in range(1, registers // 2 + 1) if groups % b == 0)
+    outer, block, lane = sch.split(o, [None, side, width])
+    outer = sch.fuse(n, outer)
+    sch.parallel(outer)
+    sch.reorder(outer, rc, block, lane)
+    sch.unroll(block)
+    sch.vectorize(lane)
+    sch.set_scope(conv, 0, "local")
+    sch.reverse_compute_at(out, outer)
+    sch.vectorize(sch.get_loops(out)[-1])
+    init = sch.decompose_reduction(conv, rc)
+    sch.vectorize(sch.get_loops(init)[-1])
+    return sch.mod
+
+
 # From Section 8.4, "Fast int8 kernels in TE" (chapters/quantized/int8_kernels.ipynb)
 def int8_layer_kernel(q, shape, target=None, vnni=None):
     """One scheduled kernel (an IRModule) for the quantized layer ``q`` whose
-    input has ``shape``, and the arrays of its weights: the convolutions in
-    uint8 NCHW[16]c (8 channels where 16 do not divide), pointwise layers
-    with ``vpdpbusd`` where ``vnni`` (default: the target has it)."""
-    from d2ldw.tvm.nchwc import (channel_block, linear, register_tile,
+    input has ``shape``, and the arrays of its weights. The convolutions run
+    in uint8 NCHW[16]c (8 channels where 16 do not divide); with ``vnni``
+    (default: whether the target has it) the pointwise layers and the first
+    layer run ``conv2d_int8_vnni``, the first reading
+    ``quantize_image_blocked``'s layout."""
+    from d2ldw.tvm.nchwc import (channel_block, register_tile,
                                  schedule_conv_nchwc, schedule_head,
                                  vector_registers)
     from d2ldw.tvm.targets import prim_module
@@ -228,11 +296,14 @@ def int8_layer_kernel(q, shape, target=None, vnni=None):
         k, c = q["weight"].shape
         x = channel_block(k, lanes)
         weight = q["weight"].reshape(k // x, x, c).transpose(0, 2, 1)
-        X, B = te.placeholder(shape, name="X"), te.placeholder((k,), name="B")
-        W = te.placeholder(weight.shape, name="W")
-        module = prim_module([X, W, B, linear(X, W, B)])
-        return schedule_head(module, lanes), [weight.copy(), q["bias"]]
-    fast = vnni and kind == "pointwise"
+        X, W = te.placeholder(shape, name="X"), te.placeholder(
+            weight.shape, "int8", name="W")
+        S, B = te.placeholder((k,), name="S"), te.placeholder((k,), name="B")
+        module = prim_module([X, W, S, B, linear_int8_weight(X, W, S, B)])
+        module = schedule_classifier(module, lanes, vector_registers(target))
+        return module, [
+            weight.copy(), q["w_scale"], q["bias"]]
+    fast = vnni and kind != "depthwise"
     weights = int8_weights(q, lanes, fast)
     epilogue = (q["y_zero"], q["low"], q["high"])
     residual = q["residual"] is not None
@@ -240,9 +311,11 @@ def int8_layer_kernel(q, shape, target=None, vnni=None):
     blocks, y = weights[1].shape
     registers = vector_registers(target)
     if fast:
-        tile = register_tile(shape[3], blocks, registers)
-        module = pointwise_int8_vnni(shape, blocks, y, *epilogue, *tile,
-                                     residual, *extra)
+        k, s = q["weight"].shape[2], q["stride"]
+        width = (shape[3] - k) // s + 1
+        tile = register_tile(width, blocks, registers)
+        module = conv2d_int8_vnni(shape, blocks, y, *epilogue, *tile, k, s,
+                                  residual, *extra)
         return module, weights
     X = te.placeholder(shape, "uint8", name="X")
     K = te.placeholder(weights[0].shape, "int8", name="K")
@@ -280,13 +353,17 @@ def int8_layer_call(q, x, residual=None, target=None, vnni=None):
         raise ValueError(f"expected a convolution, got {q['kind']!r}")
     if (residual is None) != (q["residual"] is None):
         raise ValueError("pass a residual exactly when the layer adds one")
-    lanes = 16
-    if q["kind"] != "full":
-        x = to_nchwc(x, channel_block(x.shape[1], lanes))
+    vnni = target_has_vnni(target) if vnni is None else vnni
+    if q["kind"] == "full" and vnni:  # quantize_image_blocked's layout
+        p, c = q["padding"], x.shape[1]
+        x = np.pad(x, ((0, 0), (0, -c % 4), (p, p), (p, p)),
+                   constant_values=q["x_zero"]).transpose(0, 2, 3, 1)[:, None]
+    elif q["kind"] != "full":
+        x = to_nchwc(x, channel_block(x.shape[1], 16))
     module, weights = int8_layer_kernel(q, x.shape, target, vnni)
     function = build(module, target)
     result = module["main"].params[-1]  # the output buffer
-    arrays = [x, *weights]
+    arrays = [np.ascontiguousarray(x), *weights]
     if residual is not None:
         arrays.append(to_nchwc(residual, weights[1].shape[1]))
     arrays.append(np.zeros([int(d) for d in result.shape], "uint8"))
@@ -315,45 +392,51 @@ VPDPBUSD = {16: "llvm.x86.avx512.vpdpbusd.512",
             8: "llvm.x86.avx512.vpdpbusd.256"}
 
 
-def pointwise_int8_vnni(x_shape, out_blocks, lanes, zero, low, high, tile,
-                        blocks, residual=False, residual_zero=0,
-                        residual_multiplier=None):
-    """A pointwise int8 layer and its epilogue as TensorIR that calls
-    ``vpdpbusd``: ``X`` uint8 ``x_shape`` (N, C/x, H, W, x), ``K`` int8
-    (O/y, C/4, y, 4) with ``y = lanes`` (16 or 8), ``B``, ``M`` and,
-    with ``residual``, ``R`` as in ``requantize_nchwc``. A tile of ``tile``
-    columns times ``blocks`` output blocks accumulates in registers."""
+def conv2d_int8_vnni(x_shape, out_blocks, lanes, zero, low, high, tile,
+                     blocks, kernel=1, stride=1, residual=False,
+                     residual_zero=0, residual_multiplier=None):
+    """A convolution (groups 1) and its epilogue as TensorIR that calls
+    ``vpdpbusd``: ``X`` uint8 ``x_shape`` (N, C/x, H, W, x), already padded;
+    ``K`` int8 (O/y, C/4 * kernel * kernel, y, 4) with ``y = lanes`` (16 or
+    8); ``B``, ``M`` and, with ``residual``, ``R`` as in
+    ``requantize_nchwc``. A tile of ``tile`` output columns times ``blocks``
+    output blocks accumulates in registers. ``kernel=1``: a pointwise
+    layer."""
     from tvm.script import tirx as T
 
     n, in_blocks, h, w, x = (int(d) for d in x_shape)
-    if lanes not in VPDPBUSD or x % 4 or w % tile or out_blocks % blocks:
+    oh, ow = (h - kernel) // stride + 1, (w - kernel) // stride + 1
+    if lanes not in VPDPBUSD or x % 4 or ow % tile or out_blocks % blocks:
         raise ValueError(
             f"expected lanes 8 or 16, input lanes a multiple of 4, a tile "
-            f"dividing {w} and blocks dividing {out_blocks}; got lanes "
+            f"dividing {ow} and blocks dividing {out_blocks}; got lanes "
             f"{lanes}, input lanes {x}, tile {tile}, blocks {blocks}")
     groups, per_block = in_blocks * x // 4, x // 4
-    rows = n * (out_blocks // blocks) * h  # (image, block group, row)
+    rows = n * (out_blocks // blocks) * oh  # (image, block group, row)
+    taps = groups * kernel * kernel
     v32, v8 = f"int32x{lanes}", f"int8x{4 * lanes}"
-    out = (n, out_blocks, h, w, lanes)
+    out = (n, out_blocks, oh, ow, lanes)
 
     @T.macro
     def body(X, K, B, M, R, Z):
         for p in T.parallel(rows):
             image = T.meta_var(p // (rows // n))
-            b0 = T.meta_var(p // h % (out_blocks // blocks) * blocks)
-            for j0 in range(w // tile):
+            b0 = T.meta_var(p // oh % (out_blocks // blocks) * blocks)
+            i = T.meta_var(p % oh)
+            for j0 in range(ow // tile):
                 acc = T.sblock_alloc_buffer((blocks, tile, lanes), "int32",
                                             scope="local")
                 for b in T.unroll(blocks):
                     for t in T.unroll(tile):
                         for l in T.vectorized(lanes):
                             acc[b, t, l] = 0
-                for g in range(groups):  # four input channels at a time
+                for g, ri, rj in T.grid(groups, kernel, kernel):
                     for b in T.unroll(blocks):
                         for t in T.unroll(tile):
-                            four = X.vload([image, g // per_block, p % h,
-                                            j0 * tile + t, g % per_block * 4],
-                                           "uint8x4")
+                            four = X.vload(  # four input channels
+                                [image, g // per_block, i * stride + ri,
+                                 (j0 * tile + t) * stride + rj,
+                                 g % per_block * 4], "uint8x4")
                             acc[b, t, T.ramp(0, 1, lanes)] = (
                                 T.call_llvm_pure_intrin(
                                     T.llvm_lookup_intrinsic_id(
@@ -362,23 +445,24 @@ def pointwise_int8_vnni(x_shape, out_blocks, lanes, zero, low, high, tile,
                                     T.reinterpret(T.broadcast(T.reinterpret(
                                         four, dtype="int32"), lanes),
                                         dtype=v8),
-                                    K.vload([b0 + b, g, 0, 0], v8),
+                                    K.vload([b0 + b, (g * kernel + ri)
+                                             * kernel + rj, 0, 0], v8),
                                     dtype=v32))
                 for b in T.unroll(blocks):
                     for t in T.unroll(tile):
                         for l in T.vectorized(lanes):
-                            Z[image, b0 + b, p % h, j0 * tile + t, l] = (
+                            Z[image, b0 + b, i, j0 * tile + t, l] = (
                                 requantized(
                                     acc[b, t, l] + B[b0 + b, l],
                                     M[b0 + b, l], zero, low, high,
-                                    R[image, b0 + b, p % h, j0 * tile + t, l]
+                                    R[image, b0 + b, i, j0 * tile + t, l]
                                     if residual else None,
                                     residual_zero, residual_multiplier))
 
     if residual:
         @T.prim_func(s_tir=True)
         def main(X: T.Buffer(x_shape, "uint8"),
-                 K: T.Buffer((out_blocks, groups, lanes, 4), "int8"),
+                 K: T.Buffer((out_blocks, taps, lanes, 4), "int8"),
                  B: T.Buffer((out_blocks, lanes), "int32"),
                  M: T.Buffer((out_blocks, lanes), "float32"),
                  R: T.Buffer(out, "uint8"), Z: T.Buffer(out, "uint8")):
@@ -387,7 +471,7 @@ def pointwise_int8_vnni(x_shape, out_blocks, lanes, zero, low, high, tile,
     else:
         @T.prim_func(s_tir=True)
         def main(X: T.Buffer(x_shape, "uint8"),
-                 K: T.Buffer((out_blocks, groups, lanes, 4), "int8"),
+                 K: T.Buffer((out_blocks, taps, lanes, 4), "int8"),
                  B: T.Buffer((out_blocks, lanes), "int32"),
                  M: T.Buffer((out_blocks, lanes), "float32"),
                  Z: T.Buffer(out, "uint8")):
@@ -406,21 +490,27 @@ def int8_network_module(qlayers, input_shape, target=None, vnni=None):
 
     from d2ldw.tvm.targets import prim_module
 
+    vnni = target_has_vnni(target) if vnni is None else vnni
     builder, kernels, calls = relax.BlockBuilder(), {}, []
     image = relax.Var("image", relax.TensorType(input_shape, "float32"))
     with builder.function("main", [image]):
         with builder.dataflow():
             X = te.placeholder(input_shape, "float32", name="X")
             first = qlayers[0]
-            sch = tvm.s_tir.Schedule(prim_module(
-                [X, quantize_image_nchw(X, first["x_scale"], first["x_zero"])]))
+            args = (X, first["x_scale"], first["x_zero"])
+            if vnni and first["kind"] == "full":  # for conv2d_int8_vnni
+                Q = quantize_image_blocked(*args, first["padding"])
+            else:
+                Q = quantize_image_nchw(*args)
+            sch = tvm.s_tir.Schedule(prim_module([X, Q]))
             *outer, inner = sch.get_loops(sch.get_sblock("Q"))
-            sch.parallel(sch.fuse(*outer))
+            sch.parallel(sch.fuse(*outer[:3]))
             sch.vectorize(inner)
             function = sch.mod["main"].with_attr("global_symbol", "quantize")
             quantize = builder.add_func(function, "quantize")
+            shape = [int(d) for d in Q.shape]
             values = [builder.emit(relax.call_tir(
-                quantize, [image], relax.TensorType(input_shape, "uint8")))]
+                quantize, [image], relax.TensorType(shape, "uint8")))]
             calls.append("quantize")
             for q in qlayers:
                 shape = tuple(int(d) for d in values[-1].ty.shape)
