@@ -9,7 +9,7 @@ from d2ldw.shapes import conv2d_geometry
 from d2ldw.tvm.network import CompiledNetwork
 from d2ldw.tvm.operators import static_shape
 
-__all__ = ['CompiledInt8Network', 'VPDPBUSD', 'conv2d_int8_vnni', 'depthwise_conv2d_int8', 'first_conv2d_int8', 'float32_const', 'global_pool_int8', 'int8_layer_call', 'int8_layer_kernel', 'int8_network_module', 'int8_weights', 'linear_int8_weight', 'pointwise_conv2d_int8', 'quantize_image_blocked', 'quantize_image_nchw', 'requantize_nchwc', 'requantized', 'schedule_classifier', 'target_has_vnni']
+__all__ = ['CompiledInt8Network', 'VPDPBUSD', 'conv2d_int8_vnni', 'depthwise_conv2d_int8', 'first_conv2d_int8', 'float32_const', 'global_pool_int8', 'int8_layer_call', 'int8_layer_kernel', 'int8_network_module', 'int8_weights', 'linear_int8_weight', 'pointwise_conv2d_int8', 'quantize_image_nchw', 'quantize_image_padded', 'requantize_nchwc', 'requantized', 'schedule_classifier', 'target_has_vnni']
 
 
 # From Section 8.4, "Fast int8 kernels in TE" (chapters/quantized/int8_kernels.ipynb)
@@ -111,26 +111,27 @@ def quantize_image_nchw(X, scale, zero):
     return te.compute(X.shape, value, name="Q")
 
 
-def quantize_image_blocked(X, scale, zero, padding=0, lanes=4):
-    """The values of ``quantize_image_nchw`` in (N, 1, H + 2 padding, W + 2
-    padding, lanes): channels innermost, and the borders and the channels
-    beyond C holding ``zero``: the input of a first layer that
-    ``conv2d_int8_vnni`` runs."""
+def quantize_image_padded(X, scale, zero, padding, extra=1):
+    """The values of ``quantize_image_nchw``, padded with ``zero`` by
+    ``padding`` all round and ``extra`` more columns on the right: the input
+    of a first layer that ``conv2d_int8_vnni`` runs, reading four columns at
+    a time."""
     n, c, h, w = static_shape(X)
     inverse = float32_const(np.float32(1) / np.float32(scale))
     p = padding
 
-    def value(b, z, i, j, l):
-        inside = tvm.tirx.all(l < c, i >= p, i < h + p, j >= p, j < w + p)
+    def value(b, ci, i, j):
+        inside = tvm.tirx.all(i >= p, i < h + p, j >= p, j < w + p)
         # clamped indices: in bounds whichever branch the code computes
-        x = X[b, te.min(l, c - 1), te.max(te.min(i - p, h - 1), 0),
+        x = X[b, ci, te.max(te.min(i - p, h - 1), 0),
               te.max(te.min(j - p, w - 1), 0)]
         v = tvm.tirx.nearbyint(x * inverse)
         v = te.max(te.min(v, float32_const(255 - zero)), float32_const(-zero))
         q = (v.astype("int32") + zero).astype("uint8")
         return te.if_then_else(inside, q, tvm.tirx.const(zero, "uint8"))
 
-    return te.compute((n, 1, h + 2 * p, w + 2 * p, lanes), value, name="Q")
+    shape = (n, c, h + 2 * p, w + 2 * p + extra)
+    return te.compute(shape, value, name="Q")
 
 
 # From Section 8.4, "Fast int8 kernels in TE" (chapters/quantized/int8_kernels.ipynb)
@@ -219,6 +220,9 @@ def int8_weights(q, lanes, vnni=False):
     multiplier = np.asarray(q["multiplier"], np.float32).reshape(o // y, y)
     if kind == "depthwise":
         k = depthwise_weight_to_nchwc(w, y)
+    elif vnni and kind == "full":  # (O/y, C kH, y, 4): kW padded to 4
+        k = np.pad(w, ((0, 0), (0, 0), (0, 0), (0, 4 - w.shape[3])))
+        k = k.reshape(o // y, y, -1, 4).transpose(0, 2, 1, 3)
     elif vnni:  # (O/y, C/4 kH kW, y, 4); C padded to a multiple of 4
         c, kh, kw = w.shape[1:]
         w = np.pad(w, ((0, 0), (0, -c % 4), (0, 0), (0, 0)))
@@ -280,7 +284,7 @@ def int8_layer_kernel(q, shape, target=None, vnni=None):
     in uint8 NCHW[16]c (8 channels where 16 do not divide); with ``vnni``
     (default: whether the target has it) the pointwise layers and the first
     layer run ``conv2d_int8_vnni``, the first reading
-    ``quantize_image_blocked``'s layout."""
+    ``quantize_image_padded``'s layout."""
     from d2ldw.tvm.nchwc import (channel_block, register_tile,
                                  schedule_conv_nchwc, schedule_head,
                                  vector_registers)
@@ -312,7 +316,7 @@ def int8_layer_kernel(q, shape, target=None, vnni=None):
     registers = vector_registers(target)
     if fast:
         k, s = q["weight"].shape[2], q["stride"]
-        width = (shape[3] - k) // s + 1
+        width = (shape[3] - (4 if kind == "full" else k)) // s + 1
         tile = register_tile(width, blocks, registers)
         module = conv2d_int8_vnni(shape, blocks, y, *epilogue, *tile, k, s,
                                   residual, *extra)
@@ -354,10 +358,10 @@ def int8_layer_call(q, x, residual=None, target=None, vnni=None):
     if (residual is None) != (q["residual"] is None):
         raise ValueError("pass a residual exactly when the layer adds one")
     vnni = target_has_vnni(target) if vnni is None else vnni
-    if q["kind"] == "full" and vnni:  # quantize_image_blocked's layout
-        p, c = q["padding"], x.shape[1]
-        x = np.pad(x, ((0, 0), (0, -c % 4), (p, p), (p, p)),
-                   constant_values=q["x_zero"]).transpose(0, 2, 3, 1)[:, None]
+    if q["kind"] == "full" and vnni:  # quantize_image_padded's layout
+        p = q["padding"]
+        x = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p + 1)),
+                   constant_values=q["x_zero"])
     elif q["kind"] != "full":
         x = to_nchwc(x, channel_block(x.shape[1], 16))
     module, weights = int8_layer_kernel(q, x.shape, target, vnni)
@@ -396,24 +400,33 @@ def conv2d_int8_vnni(x_shape, out_blocks, lanes, zero, low, high, tile,
                      blocks, kernel=1, stride=1, residual=False,
                      residual_zero=0, residual_multiplier=None):
     """A convolution (groups 1) and its epilogue as TensorIR that calls
-    ``vpdpbusd``: ``X`` uint8 ``x_shape`` (N, C/x, H, W, x), already padded;
-    ``K`` int8 (O/y, C/4 * kernel * kernel, y, 4) with ``y = lanes`` (16 or
-    8); ``B``, ``M`` and, with ``residual``, ``R`` as in
-    ``requantize_nchwc``. A tile of ``tile`` output columns times ``blocks``
-    output blocks accumulates in registers. ``kernel=1``: a pointwise
-    layer."""
+    ``vpdpbusd``. ``X`` is uint8 and already padded: (N, C/x, H, W, x),
+    summed four channels at a time, with ``K`` int8 (O/y, C/4 kernel kernel,
+    y, 4); or, for a first layer, (N, C, H, W), summed four columns at a
+    time, with ``K`` (O/y, C kernel, y, 4) (kernel at most 4, the taps beyond
+    it zero). ``y = lanes`` (16 or 8); ``B``, ``M`` and, with ``residual``,
+    ``R`` as in ``requantize_nchwc``. A tile of ``tile`` output columns times
+    ``blocks`` output blocks accumulates in registers. ``kernel=1``: a
+    pointwise layer."""
     from tvm.script import tirx as T
 
-    n, in_blocks, h, w, x = (int(d) for d in x_shape)
-    oh, ow = (h - kernel) // stride + 1, (w - kernel) // stride + 1
-    if lanes not in VPDPBUSD or x % 4 or ow % tile or out_blocks % blocks:
+    columns = len(x_shape) == 4  # the first layer's padded image
+    n, in_blocks, h, w, x = (*(int(d) for d in x_shape), *([4] if columns
+                                                           else []))
+    oh, ow = (h - kernel) // stride + 1, (w - max(kernel, 4 * columns)) // (
+        stride) + 1
+    if (lanes not in VPDPBUSD or x % 4 or ow % tile or out_blocks % blocks
+            or columns and kernel > 4):
         raise ValueError(
-            f"expected lanes 8 or 16, input lanes a multiple of 4, a tile "
-            f"dividing {ow} and blocks dividing {out_blocks}; got lanes "
-            f"{lanes}, input lanes {x}, tile {tile}, blocks {blocks}")
+            f"expected lanes 8 or 16, input lanes a multiple of 4 (or an "
+            f"image and a kernel of at most 4), a tile dividing {ow} and "
+            f"blocks dividing {out_blocks}; got lanes {lanes}, input lanes "
+            f"{x}, kernel {kernel}, tile {tile}, blocks {blocks}")
     groups, per_block = in_blocks * x // 4, x // 4
+    if columns:  # a group: four columns of one channel and kernel row
+        groups, per_block = in_blocks, 1
     rows = n * (out_blocks // blocks) * oh  # (image, block group, row)
-    taps = groups * kernel * kernel
+    taps = groups * kernel * (1 if columns else kernel)
     v32, v8 = f"int32x{lanes}", f"int8x{4 * lanes}"
     out = (n, out_blocks, oh, ow, lanes)
 
@@ -430,10 +443,13 @@ def conv2d_int8_vnni(x_shape, out_blocks, lanes, zero, low, high, tile,
                     for t in T.unroll(tile):
                         for l in T.vectorized(lanes):
                             acc[b, t, l] = 0
-                for g, ri, rj in T.grid(groups, kernel, kernel):
+                for g, ri, rj in T.grid(groups, kernel,
+                                        1 if columns else kernel):
                     for b in T.unroll(blocks):
                         for t in T.unroll(tile):
-                            four = X.vload(  # four input channels
+                            four = X.vload(  # four channels, or columns
+                                [image, g, i * stride + ri,
+                                 (j0 * tile + t) * stride] if columns else
                                 [image, g // per_block, i * stride + ri,
                                  (j0 * tile + t) * stride + rj,
                                  g % per_block * 4], "uint8x4")
@@ -445,7 +461,8 @@ def conv2d_int8_vnni(x_shape, out_blocks, lanes, zero, low, high, tile,
                                     T.reinterpret(T.broadcast(T.reinterpret(
                                         four, dtype="int32"), lanes),
                                         dtype=v8),
-                                    K.vload([b0 + b, (g * kernel + ri)
+                                    K.vload([b0 + b, g * kernel + ri if
+                                             columns else (g * kernel + ri)
                                              * kernel + rj, 0, 0], v8),
                                     dtype=v32))
                 for b in T.unroll(blocks):
@@ -499,12 +516,12 @@ def int8_network_module(qlayers, input_shape, target=None, vnni=None):
             first = qlayers[0]
             args = (X, first["x_scale"], first["x_zero"])
             if vnni and first["kind"] == "full":  # for conv2d_int8_vnni
-                Q = quantize_image_blocked(*args, first["padding"])
+                Q = quantize_image_padded(*args, first["padding"])
             else:
                 Q = quantize_image_nchw(*args)
             sch = tvm.s_tir.Schedule(prim_module([X, Q]))
             *outer, inner = sch.get_loops(sch.get_sblock("Q"))
-            sch.parallel(sch.fuse(*outer[:3]))
+            sch.parallel(sch.fuse(*outer))
             sch.vectorize(inner)
             function = sch.mod["main"].with_attr("global_symbol", "quantize")
             quantize = builder.add_func(function, "quantize")
