@@ -391,7 +391,7 @@ def quantize_image(image: np.ndarray, scale: float,
 ACTIVATION_NAMES = (None, "relu", "relu6")
 
 
-def activation_bounds(activation: str | None, y_scale: float,
+def activation_bounds(activation: str | None, y_scale: float | np.floating,
                       y_zero: int) -> tuple[int, int]:
     """The uint8 bounds that apply ``activation`` to an output quantized with
     ``y_scale`` and ``y_zero``: ReLU clips at the zero point (real 0), ReLU6
