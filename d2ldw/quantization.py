@@ -464,17 +464,20 @@ def quantize_network(layers: list[dict], calibration: np.ndarray,
                          f"got {len(outputs)}")
     calibration = checked_floats(calibration, "calibration")
     scale, zero = quantization_params(calibration.min(), calibration.max())
-    inputs = [(np.float32(scale), zero)]  # inputs[k]: layer k's input's
+    # inputs[k]: the scale and zero point of layer k's input, if uint8
+    inputs: list[tuple[np.float32, int] | None] = [(np.float32(scale),
+                                                    int(zero))]
     quantized = []
     for layer, out in zip(layers, outputs):
         q = {k: v for k, v in layer.items() if k not in ("weight", "bias")}
-        if inputs[-1] is not None:  # a uint8 input: its scale, zero point
-            q["x_scale"], q["x_zero"] = inputs[-1]
+        known = inputs[-1]
+        if known is not None:  # a uint8 input: its scale, zero point
+            q["x_scale"], q["x_zero"] = known
         if layer["kind"] in CONVOLUTION_KINDS:
             wq, w_scale = quantize_weight(layer["weight"])
             product = q["x_scale"] * np.asarray(w_scale, np.float32)
-            y_scale, y_zero = quantization_params(out.min(), out.max())
-            y_scale = np.float32(y_scale)
+            scale, zero = quantization_params(out.min(), out.max())
+            y_scale, y_zero = np.float32(scale), int(zero)
             bias = np.rint(layer["bias"] / product.astype(np.float64))
             q.update(weight=wq, w_scale=np.asarray(w_scale, np.float32),
                      bias=bias.astype(np.int32), y_scale=y_scale,
@@ -482,7 +485,11 @@ def quantize_network(layers: list[dict], calibration: np.ndarray,
             q["low"], q["high"] = activation_bounds(layer["activation"],
                                                     y_scale, y_zero)
             if layer["residual"] is not None:
-                r_scale, q["r_zero"] = inputs[layer["residual"]]
+                source = inputs[layer["residual"]]
+                if source is None:
+                    raise ValueError("a residual sum must add the input of a "
+                                     "convolution")
+                r_scale, q["r_zero"] = source
                 q["r_multiplier"] = r_scale / y_scale
             inputs.append((y_scale, y_zero))
         else:

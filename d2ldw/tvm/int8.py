@@ -411,8 +411,7 @@ def conv2d_int8_vnni(x_shape, out_blocks, lanes, zero, low, high, tile,
     from tvm.script import tirx as T
 
     columns = len(x_shape) == 4  # the first layer's padded image
-    n, in_blocks, h, w, x = (*(int(d) for d in x_shape), *([4] if columns
-                                                           else []))
+    n, in_blocks, h, w, x = [int(d) for d in x_shape] + [4] * columns
     oh, ow = (h - kernel) // stride + 1, (w - max(kernel, 4 * columns)) // (
         stride) + 1
     if (lanes not in VPDPBUSD or x % 4 or ow % tile or out_blocks % blocks
