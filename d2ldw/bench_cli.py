@@ -91,8 +91,9 @@ def missing_packages(command: str, progress: bool = False) -> str | None:
             f"pip install 'd2ldw[{','.join(extras)}]'")
 
 
-def _common_arguments(parser):
-    parser.add_argument("--batch", type=positive_int, default=1, help="images per call")
+def _common_arguments(parser, batch=True):
+    if batch:  # the int8 benchmark times one image
+        parser.add_argument("--batch", type=positive_int, default=1, help="images per call")
     parser.add_argument("--threads", type=positive_int, default=available_cpus(),
                         help="threads per library; each also runs with one thread, and the "
                              f"faster counts (default: the {available_cpus()} CPUs available "
@@ -169,23 +170,12 @@ def _mobilenet_run(args):
 # int8: the book's int8 MobileNet against PyTorch's, ONNX Runtime's and OpenVINO's int8 paths
 
 def _int8_arguments(parser):
+    _common_arguments(parser, batch=False)
     parser.add_argument("--model", choices=("v1", "v2"), default="v2",
                         help="MobileNet v1 or v2")
-    parser.add_argument("--threads", type=positive_int, default=available_cpus(),
-                        help="threads per engine; each also runs with one thread, and the "
-                             f"faster counts (default: the {available_cpus()} CPUs available "
-                             "here)")
-    parser.add_argument("--repeat", type=positive_int, default=7,
-                        help="timed passes per run; the median counts")
     parser.add_argument("--rounds", type=positive_int, default=2,
                         help="rounds over every engine, the order reversed every other "
                              "round; the fastest run counts")
-    parser.add_argument("--json", type=str, default=None,
-                        help="also write the result to this file, as JSON (default: only print it)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction,
-                        default=sys.stderr.isatty(),
-                        help="show on stderr which process runs and how far it got "
-                             "(default: when stderr is a terminal)")
 
 
 def _int8_check(args):
