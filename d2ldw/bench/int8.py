@@ -297,14 +297,6 @@ def _ms_by_group(by_kind: Mapping[str, float]) -> dict[str, float]:
     return groups
 
 
-def _has_vnni() -> bool:
-    try:
-        with open("/proc/cpuinfo") as info:
-            return any(line.startswith("flags") and " avx512_vnni" in line for line in info)
-    except OSError:
-        return False
-
-
 # Harness for chapters/quantized/int8_engines.ipynb
 def run_int8(version: str = "v2", threads: int | None = None, repeat: int = 7,
              rounds: int = 2, progress: bool = False) -> dict[str, Any]:
@@ -318,6 +310,7 @@ def run_int8(version: str = "v2", threads: int | None = None, repeat: int = 7,
     version = _checked_version(version)
     _, threads, repeat, _ = _checked_run_args(1, threads, repeat)
     rounds = checked_int(rounds, "rounds", 1)
+    from d2ldw.tvm import target_has_vnni
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
     engines = INT8_ENGINES
@@ -359,7 +352,7 @@ def run_int8(version: str = "v2", threads: int | None = None, repeat: int = 7,
         "tvm_fp32_ms_by_group": (_ms_by_group(ran["TVM fp32"]["seconds_by_kind"])
                                  if "TVM fp32" in ran else {}),
         "deprecations": deprecations,
-        "vnni": _has_vnni(),
+        "vnni": bool(target_has_vnni()),  # what the book's int8 build used
         "cpu_description": str(describe_cpu()),
     }
 
