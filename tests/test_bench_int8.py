@@ -216,6 +216,8 @@ def test_the_runner_times_every_engine_in_its_own_process_and_keeps_the_fastest(
         {"first conv": 0.1, "depthwise": 0.5, "pointwise": 1.0, "the rest": 0.06})
     assert result["deprecations"] == ["torch.ao.quantization is deprecated"]
     assert isinstance(result["vnni"], bool)
+    assert isinstance(result["depthwise_vpdpbusd"], bool)
+    assert result["vnni"] or not result["depthwise_vpdpbusd"]
     import json
 
     assert json.loads(json.dumps(result))["model"] == "v1"  # JSON-able
@@ -238,6 +240,7 @@ def test_the_runner_says_why_the_book_network_did_not_run(monkeypatch):
 def _result(speedup_vs_best_peer, speedup_vs_fp32):
     return {
         "cpu_description": "CPU: a test\nsecond line", "vnni": True, "model": "v2",
+        "depthwise_vpdpbusd": False,
         "batch": 1, "threads": 2, "thread_counts": [1, 2], "rounds": 2, "repeat": 7,
         "ms": {"TVM int8": 2.0, "TVM fp32": 2.0 * speedup_vs_fp32,
                "OpenVINO int8": 2.0 * speedup_vs_best_peer},
@@ -256,7 +259,8 @@ def _result(speedup_vs_best_peer, speedup_vs_fp32):
 
 def test_the_table_reads_its_result_and_words_the_verdict_by_the_numbers():
     lines = int8.format_int8_table(_result(1.5, 2.0)).splitlines()
-    assert lines[:3] == ["CPU: a test", "second line", "AVX-512 VNNI: yes"]
+    assert lines[:3] == ["CPU: a test", "second line", "AVX-512 VNNI: yes; depthwise "
+                         "layers with vpdpbusd (VNNI and VBMI): no"]
     assert "int8 MobileNet v2, batch 1" in lines[3] and "1 and 2 threads" in lines[3]
     rows = [line for line in lines if line.endswith(" dB")]
     assert [row.split()[0:2] for row in rows] == [["TVM", "int8"], ["OpenVINO", "int8"],

@@ -13,9 +13,16 @@ import pytest
 from d2ldw import quantization as q
 from d2ldw.tvm import (
     CompiledInt8Network,
+    build,
     conv2d_int8_vnni,
+    instruction_counts,
     int8_layer_call,
+    depthwise_conv2d_int8_vnni,
+    depthwise_vnni_applies,
+    int8_layer_kernel,
     pointwise_conv2d_int8,
+    requantized_vector,
+    target_features,
     target_has_vnni,
 )
 
@@ -64,6 +71,9 @@ CASES = [  # kind, channels, out, stride, kernel, activation, residual, size
     ("depthwise", 48, 48, 2, 3, "relu", False, 11),
     ("depthwise", 16, 16, 1, 5, None, False, 8),
     ("depthwise", 24, 24, 2, 3, "relu6", False, 10),  # blocks of 8
+    ("depthwise", 16, 16, 1, 3, "relu", False, 4),  # the narrowest row vpermb takes
+    ("depthwise", 32, 32, 2, 3, None, False, 4),
+    ("depthwise", 16, 16, 2, 3, "relu6", False, 5),
     ("pointwise", 32, 64, 1, 1, "relu", False, 7),
     ("pointwise", 64, 24, 1, 1, None, True, 6),  # 8-lane output, a residual sum
     ("pointwise", 24, 48, 1, 1, "relu6", False, 5),  # 8-lane input
@@ -209,6 +219,81 @@ def test_requantize_sum_rounds_each_product_then_adds():
         q.requantize_sum(acc, m, 0, 0, 255, residual[:, :2])
 
 
+def _requantize_kernel(size, lanes, zero, low, high, residual, r_zero, r_multiplier):
+    """A module applying ``requantized_vector`` to ``size`` sums, ``lanes`` at a time."""
+    import tvm
+    from tvm.script import tirx as T
+
+    v32, f32, u8 = f"int32x{lanes}", f"float32x{lanes}", f"uint8x{lanes}"
+
+    @T.prim_func(s_tir=True)
+    def main(A: T.Buffer((size,), "int32"), M: T.Buffer((size,), "float32"),
+             R: T.Buffer((size,), "uint8"), Z: T.Buffer((size,), "uint8")):
+        for i in range(size // lanes):
+            Z[T.ramp(i * lanes, 1, lanes)] = requantized_vector(
+                A.vload([i * lanes], v32), M.vload([i * lanes], f32), zero, low, high,
+                lanes, R.vload([i * lanes], u8) if residual else None, r_zero,
+                r_multiplier)
+
+    return tvm.IRModule({"main": main})
+
+
+# 16 lanes take the AVX-512 conversion with its own rounding: only where the target has it
+VECTOR_LANES = [8, *([16] if "avx512f" in target_features() else [])]
+
+
+@pytest.mark.parametrize("lanes", VECTOR_LANES)
+@pytest.mark.parametrize("residual", [False, True])
+def test_the_vector_epilogue_equals_requantize_sum_at_ties_and_extremes(lanes, residual):
+    """The shorter epilogue clips before it rounds and converts with vcvtps2dq {rn-sae}:
+    exact ties (odd sums times 0.5 or 1.5), sums that overflow int32 once multiplied, and
+    both clips must come out as NumPy's ``requantize_sum``."""
+    import tvm
+
+    rng = np.random.default_rng(7)
+    size = 64 * 16
+    ties = 2 * rng.integers(-400, 400, size // 4) + 1
+    acc = np.concatenate([ties, rng.integers(-2**31 + 1, 2**31 - 1, size // 4),
+                          rng.integers(-3000, 3000, size // 2)]).astype(np.int32)
+    m = np.concatenate([rng.choice([0.5, 1.5], size // 4),
+                        rng.uniform(1e-3, 4.0, size // 4),
+                        rng.uniform(1e-3, 0.3, size // 2)]).astype(np.float32)
+    r = rng.integers(0, 256, size).astype(np.uint8)
+    zero, low, high, r_zero, r_multiplier = 7, 7, 200, 131, np.float32(0.75)
+    expected = q.requantize_sum(acc.reshape(1, -1, 1, 1), m, zero, low, high,
+                                r.reshape(1, -1, 1, 1) if residual else None, r_zero,
+                                r_multiplier).ravel()
+    function = build(_requantize_kernel(size, lanes, zero, low, high, residual, r_zero,
+                                        r_multiplier))
+    arrays = [tvm.runtime.tensor(a) for a in (acc, m, r, np.zeros(size, np.uint8))]
+    function(*arrays)
+    got = arrays[-1].numpy()
+    assert (expected == low).any() and (expected == high).any()  # both clips taken
+    assert np.array_equal(got, expected), np.flatnonzero(got != expected)[:10]
+
+
+def test_instruction_counts_reads_the_kernels_assembly():
+    rng = np.random.default_rng(3)
+    layer = _layer(rng, "pointwise", 32, 32, activation="relu6")
+    module, _ = int8_layer_kernel(layer, (1, 2, 4, 4, 16))
+    counts = instruction_counts(module, ["vpdpbusd", "retq"])  # AT&T syntax
+    assert counts["retq"] >= 1
+    assert (counts["vpdpbusd"] > 0) == target_has_vnni()
+    # the depthwise kernel calls vpdpbusd exactly where it applies: VNNI and VBMI
+    depthwise = _layer(rng, "depthwise", 32, 32, kernel=3)
+    shape = (1, 2, 6, 6, 16)
+    applies = depthwise_vnni_applies(depthwise, shape)
+    assert applies == ({"avx512vnni", "avx512vbmi"} <= target_features())
+    module, _ = int8_layer_kernel(depthwise, shape)
+    counts = instruction_counts(module, ["vpdpbusd", "vpermb"])
+    assert (counts["vpdpbusd"] > 0) == applies and (counts["vpermb"] > 0) == applies
+    assert not depthwise_vnni_applies(depthwise, (1, 2, 6, 3, 16))  # too narrow
+    assert not depthwise_vnni_applies(_layer(rng, "depthwise", 16, 16, kernel=5),
+                                      (1, 1, 6, 6, 16))
+    with pytest.raises(TypeError, match="list of instruction names"):
+        instruction_counts(module, "vpdpbusd")
+
+
 def test_the_int8_kernels_refuse_what_they_cannot_compute():
     from tvm import te
 
@@ -220,6 +305,10 @@ def test_the_int8_kernels_refuse_what_they_cannot_compute():
         conv2d_int8_vnni((1, 2, 4, 4, 16), 2, 4, 0, 0, 255, 4, 1)
     with pytest.raises(ValueError, match="tile"):
         conv2d_int8_vnni((1, 2, 5, 5, 16), 2, 16, 0, 0, 255, 4, 1)
+    with pytest.raises(ValueError, match="at least 4 columns"):
+        depthwise_conv2d_int8_vnni((1, 2, 5, 3, 16), 0, 1, 0, 0, 255)
+    with pytest.raises(ValueError, match="blocks of 16"):
+        depthwise_conv2d_int8_vnni((1, 2, 5, 5, 8), 0, 1, 0, 0, 255)
     rng = np.random.default_rng(0)
     layer = _layer(rng, "pointwise", 32, 32)
     x = np.zeros((1, 32, 4, 4), np.uint8)

@@ -310,7 +310,7 @@ def run_int8(version: str = "v2", threads: int | None = None, repeat: int = 7,
     version = _checked_version(version)
     _, threads, repeat, _ = _checked_run_args(1, threads, repeat)
     rounds = checked_int(rounds, "rounds", 1)
-    from d2ldw.tvm import target_has_vnni
+    from d2ldw.tvm import target_features, target_has_vnni
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
     engines = INT8_ENGINES
@@ -353,6 +353,9 @@ def run_int8(version: str = "v2", threads: int | None = None, repeat: int = 7,
                                  if "TVM fp32" in ran else {}),
         "deprecations": deprecations,
         "vnni": bool(target_has_vnni()),  # what the book's int8 build used
+        # VNNI and VBMI's vpermb: the 3x3 depthwise layers ran vpdpbusd too
+        "depthwise_vpdpbusd": bool(target_has_vnni()
+                                   and "avx512vbmi" in target_features()),
         "cpu_description": str(describe_cpu()),
     }
 
@@ -386,7 +389,8 @@ def format_int8_table(result: Mapping[str, Any]) -> str:
     rounds = result.get("rounds", 1)
     lines = [
         *str(result["cpu_description"]).splitlines(),
-        f"AVX-512 VNNI: {'yes' if result.get('vnni') else 'no'}",
+        f"AVX-512 VNNI: {'yes' if result.get('vnni') else 'no'}; depthwise layers with "
+        f"vpdpbusd (VNNI and VBMI): {'yes' if result.get('depthwise_vpdpbusd') else 'no'}",
         f"int8 MobileNet {result['model']}, batch {result.get('batch', 1)}, each engine in "
         f"its own process, the fastest of {counts} thread{'s' if thread_list != [1] else ''} "
         f"in {rounds} round{'s' if rounds != 1 else ''}; median ms of "

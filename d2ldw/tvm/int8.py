@@ -9,7 +9,7 @@ from d2ldw.shapes import conv2d_geometry
 from d2ldw.tvm.network import CompiledNetwork
 from d2ldw.tvm.operators import static_shape
 
-__all__ = ['CompiledInt8Network', 'VPDPBUSD', 'conv2d_int8_vnni', 'depthwise_conv2d_int8', 'first_conv2d_int8', 'float32_const', 'global_pool_int8', 'int8_layer_call', 'int8_layer_kernel', 'int8_network_module', 'int8_weights', 'linear_int8_weight', 'pointwise_conv2d_int8', 'quantize_image_nchw', 'quantize_image_padded', 'requantize_nchwc', 'requantized', 'schedule_classifier', 'target_has_vnni']
+__all__ = ['CVTPS2DQ_RN', 'CompiledInt8Network', 'VPDPBUSD', 'conv2d_int8_vnni', 'depthwise_conv2d_int8', 'depthwise_conv2d_int8_vnni', 'depthwise_vnni_applies', 'first_conv2d_int8', 'float32_const', 'global_pool_int8', 'instruction_counts', 'int8_layer_call', 'int8_layer_kernel', 'int8_network_module', 'int8_weights', 'linear_int8_weight', 'pointwise_conv2d_int8', 'quantize_image_nchw', 'quantize_image_padded', 'requantize_nchwc', 'requantized', 'requantized_vector', 'rounded_int32_vector', 'schedule_classifier', 'target_has_vnni']
 
 
 # From Section 8.4, "Fast int8 kernels in TE" (chapters/quantized/int8_kernels.ipynb)
@@ -34,8 +34,9 @@ def _rounded(value):
 def requantized(acc, multiplier, zero, low, high, residual=None,
                 residual_zero=0, residual_multiplier=None):
     """The uint8 output of one int32 sum ``acc`` (bias included): the
-    expression every int8 kernel below ends with, ``requantize_sum`` of
-    NumPy, operation for operation."""
+    expression the TE kernels below end with, ``requantize_sum`` of
+    NumPy, operation for operation (``requantized_vector`` is its
+    shorter twin on whole vectors)."""
     t = _rounded(acc.astype("float32") * multiplier)
     if residual is not None:
         r = (residual.astype("int32") - residual_zero).astype("float32")
@@ -207,7 +208,8 @@ def int8_weights(q, lanes, vnni=False):
     multipliers in the kernels' layouts, blocks of ``channel_block(O,
     lanes)`` channels. The sums read the uint8 inputs as they are, so the
     zero point's share, ``x_zero`` times the sum of each filter, is taken off
-    the bias here, once. ``vnni``: the layout of ``conv2d_int8_vnni``."""
+    the bias here, once. ``vnni``: the layouts of ``conv2d_int8_vnni`` and
+    ``depthwise_conv2d_int8_vnni``."""
     from d2ldw.tvm.nchwc import channel_block, depthwise_weight_to_nchwc
 
     w, kind = q["weight"], q["kind"]
@@ -218,7 +220,10 @@ def int8_weights(q, lanes, vnni=False):
         raise OverflowError("a bias does not fit in int32")
     bias = bias.astype(np.int32).reshape(o // y, y)
     multiplier = np.asarray(q["multiplier"], np.float32).reshape(o // y, y)
-    if kind == "depthwise":
+    if kind == "depthwise" and vnni:  # (C/16, 3, 16, 4): each row's 3 taps, 0
+        k = np.pad(w[:, 0], ((0, 0), (0, 0), (0, 1)))
+        k = k.reshape(o // y, y, 3, 4).transpose(0, 2, 1, 3)
+    elif kind == "depthwise":
         k = depthwise_weight_to_nchwc(w, y)
     elif vnni and kind == "full":  # (O/y, C kH, y, 4): kW padded to 4
         k = np.pad(w, ((0, 0), (0, 0), (0, 0), (0, 4 - w.shape[3])))
@@ -284,7 +289,8 @@ def int8_layer_kernel(q, shape, target=None, vnni=None):
     in uint8 NCHW[16]c (8 channels where 16 do not divide); with ``vnni``
     (default: whether the target has it) the pointwise layers and the first
     layer run ``conv2d_int8_vnni``, the first reading
-    ``quantize_image_padded``'s layout."""
+    ``quantize_image_padded``'s layout, and the 3x3 depthwise layers run
+    ``depthwise_conv2d_int8_vnni`` where ``depthwise_vnni_applies``."""
     from d2ldw.tvm.nchwc import (channel_block, register_tile,
                                  schedule_conv_nchwc, schedule_head,
                                  vector_registers)
@@ -307,13 +313,18 @@ def int8_layer_kernel(q, shape, target=None, vnni=None):
         module = schedule_classifier(module, lanes, vector_registers(target))
         return module, [
             weight.copy(), q["w_scale"], q["bias"]]
-    fast = vnni and kind != "depthwise"
+    fast = vnni and (kind != "depthwise"
+                     or depthwise_vnni_applies(q, shape, target))
     weights = int8_weights(q, lanes, fast)
     epilogue = (q["y_zero"], q["low"], q["high"])
     residual = q["residual"] is not None
     extra = (q.get("r_zero", 0), q.get("r_multiplier"))
     blocks, y = weights[1].shape
     registers = vector_registers(target)
+    if fast and kind == "depthwise":
+        module = depthwise_conv2d_int8_vnni(shape, q["x_zero"], q["stride"],
+                                            *epilogue)
+        return module, weights
     if fast:
         k, s = q["weight"].shape[2], q["stride"]
         width = (shape[3] - (4 if kind == "full" else k)) // s + 1
@@ -392,6 +403,57 @@ def target_has_vnni(target=None):
 
 
 # From Section 8.4, "Fast int8 kernels in TE" (chapters/quantized/int8_kernels.ipynb)
+CVTPS2DQ_RN = "llvm.x86.avx512.mask.cvtps2dq.512"  # with a rounding operand
+
+
+def rounded_int32_vector(value, lanes):
+    """A float32 vector rounded half to even to int32: one ``vcvtps2dq
+    {rn-sae}`` for 16 lanes, else ``nearbyint`` and a conversion. In range
+    values only (the callers clip first)."""
+    from tvm.script import tirx as T
+
+    if lanes == 16:
+        return T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id(CVTPS2DQ_RN), value,
+            T.Broadcast(T.int32(0), lanes), T.int16(-1),
+            T.int32(8),  # _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC
+            dtype=f"int32x{lanes}")
+    return T.Cast(f"int32x{lanes}", tvm.tirx.nearbyint(value))
+
+
+def requantized_vector(acc, multiplier, zero, low, high, lanes,
+                       residual=None, residual_zero=0,
+                       residual_multiplier=None):
+    """``requantized`` on vectors of ``lanes`` outputs, in fewer
+    instructions and with equal results: ``acc`` (int32, bias included),
+    ``multiplier`` (float32) and ``residual`` (uint8) are vectors."""
+    from tvm.script import tirx as T
+
+    def splat(value, dtype):
+        return T.Broadcast(tvm.tirx.const(value, dtype), lanes)
+
+    def clipped(v, a, b):
+        return T.max(T.min(v, b), a)
+
+    t = T.Cast(f"float32x{lanes}", acc) * multiplier
+    if residual is None:  # clip, then round: no guard needed
+        t = clipped(t, splat(float(low - zero), "float32"),
+                    splat(float(high - zero), "float32"))
+        t = rounded_int32_vector(t, lanes) + splat(zero, "int32")
+        return T.Cast(f"uint8x{lanes}", t)
+    limit = float(REQUANTIZE_LIMIT)
+    guard = (splat(-limit, "float32"), splat(limit, "float32"))
+    r = T.Cast(f"int32x{lanes}", residual) - splat(residual_zero, "int32")
+    r = T.Cast(f"float32x{lanes}", r) * splat(
+        float(np.float32(residual_multiplier)), "float32")
+    t = (rounded_int32_vector(clipped(t, *guard), lanes)
+         + rounded_int32_vector(clipped(r, *guard), lanes)
+         + splat(zero, "int32"))
+    t = clipped(t, splat(low, "int32"), splat(high, "int32"))
+    return T.Cast(f"uint8x{lanes}", t)
+
+
+# From Section 8.4, "Fast int8 kernels in TE" (chapters/quantized/int8_kernels.ipynb)
 VPDPBUSD = {16: "llvm.x86.avx512.vpdpbusd.512",
             8: "llvm.x86.avx512.vpdpbusd.256"}
 
@@ -406,8 +468,8 @@ def conv2d_int8_vnni(x_shape, out_blocks, lanes, zero, low, high, tile,
     time, with ``K`` (O/y, C kernel, y, 4) (kernel at most 4, the taps beyond
     it zero). ``y = lanes`` (16 or 8); ``B``, ``M`` and, with ``residual``,
     ``R`` as in ``requantize_nchwc``. A tile of ``tile`` output columns times
-    ``blocks`` output blocks accumulates in registers. ``kernel=1``: a
-    pointwise layer."""
+    ``blocks`` output blocks accumulates in registers, from the bias, and
+    ends with ``requantized_vector``. ``kernel=1``: a pointwise layer."""
     from tvm.script import tirx as T
 
     columns = len(x_shape) == 4  # the first layer's padded image
@@ -441,7 +503,7 @@ def conv2d_int8_vnni(x_shape, out_blocks, lanes, zero, low, high, tile,
                 for b in T.unroll(blocks):
                     for t in T.unroll(tile):
                         for l in T.vectorized(lanes):
-                            acc[b, t, l] = 0
+                            acc[b, t, l] = B[b0 + b, l]  # the bias
                 for g, ri, rj in T.grid(groups, kernel,
                                         1 if columns else kernel):
                     for b in T.unroll(blocks):
@@ -466,14 +528,16 @@ def conv2d_int8_vnni(x_shape, out_blocks, lanes, zero, low, high, tile,
                                     dtype=v32))
                 for b in T.unroll(blocks):
                     for t in T.unroll(tile):
-                        for l in T.vectorized(lanes):
-                            Z[image, b0 + b, i, j0 * tile + t, l] = (
-                                requantized(
-                                    acc[b, t, l] + B[b0 + b, l],
-                                    M[b0 + b, l], zero, low, high,
-                                    R[image, b0 + b, i, j0 * tile + t, l]
-                                    if residual else None,
-                                    residual_zero, residual_multiplier))
+                        j = T.meta_var(j0 * tile + t)
+                        Z[image, b0 + b, i, j, T.ramp(0, 1, lanes)] = (
+                            requantized_vector(
+                                acc.vload([b, t, 0], v32),
+                                M.vload([b0 + b, 0], f"float32x{lanes}"),
+                                zero, low, high, lanes,
+                                R.vload([image, b0 + b, i, j, 0],
+                                        f"uint8x{lanes}")
+                                if residual else None,
+                                residual_zero, residual_multiplier))
 
     if residual:
         @T.prim_func(s_tir=True)
@@ -494,6 +558,118 @@ def conv2d_int8_vnni(x_shape, out_blocks, lanes, zero, low, high, tile,
             T.func_attr({"tirx.noalias": True})
             body(X, K, B, M, None, Z)
     return tvm.IRModule({"main": main})
+
+
+# From Section 8.4, "Fast int8 kernels in TE" (chapters/quantized/int8_kernels.ipynb)
+def depthwise_vnni_applies(q, shape, target=None):
+    """Can ``depthwise_conv2d_int8_vnni`` run the quantized layer ``q`` on an
+    input of NCHW[x]c ``shape``: a 3x3 depthwise layer with padding 1 and
+    stride 1 or 2, blocks of 16 channels, rows of at least 4 columns, and a
+    target with VNNI and VBMI's ``vpermb``?"""
+    from d2ldw.tvm.targets import target_features
+
+    return (q["kind"] == "depthwise" and q["weight"].shape[2:] == (3, 3)
+            and q["padding"] in (1, (1, 1)) and q["stride"] in (1, 2)
+            and len(shape) == 5 and shape[4] == 16 and shape[3] >= 4
+            and {"avx512vnni", "avx512vbmi"} <= target_features(target))
+
+
+def depthwise_conv2d_int8_vnni(x_shape, zero, stride, y_zero, low, high):
+    """A 3x3 depthwise convolution (padding 1, holding ``zero``) and its
+    epilogue as TensorIR that calls ``vpdpbusd`` once per kernel row: ``X``
+    uint8 (N, C/16, H, W, 16), ``K`` int8 (C/16, 3, 16, 4) (each row's three
+    taps and a zero), ``B`` and ``M`` as in ``requantize_nchwc``."""
+    from tvm import tirx
+    from tvm.script import tirx as T
+
+    n, blocks, h, w, lanes = [int(d) for d in x_shape]
+    if lanes != 16 or w < 4 or stride not in (1, 2):
+        raise ValueError(f"expected blocks of 16 channels, rows of at least "
+                         f"4 columns and stride 1 or 2; got x_shape "
+                         f"{tuple(x_shape)}, stride {stride}")
+    s = stride
+    oh, ow = (h - 1) // s + 1, (w - 1) // s + 1
+    rows = n * blocks * oh
+    inside = (w - 3) // s + 1  # columns 1 .. inside - 1: windows in the row
+    v32, v8 = "int32x16", "int8x64"
+    zeros = tirx.Broadcast(tirx.const(zero, "uint8"), 64)
+
+    order = [t * 16 + l for l in range(16) for t in range(4)]  # 4l + t
+
+    def window(j):
+        """(first column loaded, byte order) of border column ``j``: the four
+        columns nearest its window and, past the border, bytes of ``zeros``
+        (index 64 + l)."""
+        first = j * s - 1
+        start = min(max(first, 0), w - 4)
+        return start, [(first + t - start) * 16 + l if 0 <= first + t < w
+                       else 64 + l for l in range(16) for t in range(4)]
+
+    def sums(X, K, B, image, c, i, j, edge):
+        """The int32 sums of output column ``j`` (bias first) as one
+        expression; ``edge``: ``window(j)`` of a border column, else None."""
+        acc = B.vload([c, 0], v32)
+        for ri in range(3):
+            row = i * s + ri - 1
+            if edge is None:  # the four columns from j s - 1 are in the row
+                four = tirx.Shuffle([X.vload([image, c, row, j * s - 1, 0],
+                                             "uint8x64")], order)
+            else:
+                four = tirx.Shuffle([X.vload([image, c, row, edge[0], 0],
+                                             "uint8x64"), zeros], edge[1])
+            four = tirx.if_then_else(tirx.all(row >= 0, row < h), four, zeros)
+            acc = tirx.call_llvm_pure_intrin(
+                v32, VPDPBUSD[16], acc, tirx.reinterpret(v8, four),
+                K.vload([c, ri, 0, 0], v8))
+        return acc
+
+    def output(X, K, B, M, image, c, i, j, edge):
+        """The 16 uint8 outputs of column ``j``: the sums, requantized."""
+        return requantized_vector(sums(X, K, B, image, c, i, j, edge),
+                                  M.vload([c, 0], "float32x16"), y_zero, low,
+                                  high, 16)
+
+    @T.prim_func(s_tir=True)
+    def main(X: T.Buffer(x_shape, "uint8"),
+             K: T.Buffer((blocks, 3, 16, 4), "int8"),
+             B: T.Buffer((blocks, 16), "int32"),
+             M: T.Buffer((blocks, 16), "float32"),
+             Z: T.Buffer((n, blocks, oh, ow, 16), "uint8")):
+        T.func_attr({"tirx.noalias": True})
+        for p in T.parallel(rows):  # (image, channel block, output row)
+            image = T.meta_var(p // (blocks * oh))
+            c = T.meta_var(p // oh % blocks)
+            i = T.meta_var(p % oh)
+            Z[image, c, i, 0, T.ramp(0, 1, 16)] = output(
+                X, K, B, M, image, c, i, 0, window(0))
+            for j in range(1, inside):
+                Z[image, c, i, j, T.ramp(0, 1, 16)] = output(
+                    X, K, B, M, image, c, i, j, None)
+            if ow > inside:
+                Z[image, c, i, inside, T.ramp(0, 1, 16)] = output(
+                    X, K, B, M, image, c, i, inside, window(inside))
+            if ow > inside + 1:
+                Z[image, c, i, inside + 1, T.ramp(0, 1, 16)] = output(
+                    X, K, B, M, image, c, i, inside + 1, window(inside + 1))
+    return tvm.IRModule({"main": main})
+
+
+# From Section 8.4, "Fast int8 kernels in TE" (chapters/quantized/int8_kernels.ipynb)
+def instruction_counts(module, mnemonics, target=None):
+    """How many times each of ``mnemonics`` (e.g. ``"vpdpbusd"``) appears in
+    the x86 assembly of ``module`` compiled for ``target`` (default: the
+    host), as a dict; each unrolled copy counts once."""
+    from d2ldw.tvm.targets import build
+
+    if isinstance(mnemonics, str) or not all(
+            isinstance(m, str) for m in mnemonics):
+        raise TypeError(f"mnemonics must be a list of instruction names, "
+                        f"got {mnemonics!r}")
+    assembly = build(module, target).mod.inspect_source("asm")
+    words = [line.split()[0] for line in assembly.splitlines()
+             if line.strip() and not line.lstrip().startswith((".", "#"))
+             and not line.rstrip().endswith(":")]
+    return {m: words.count(m) for m in mnemonics}
 
 
 # From Section 8.4, "Fast int8 kernels in TE" (chapters/quantized/int8_kernels.ipynb)
