@@ -57,6 +57,8 @@ MODULES = {
                       ("operators", "Convolutions as tensor expressions: the definitions."),
                       ("targets", "Targets, building and running, and what the CPU offers."),
                       ("nchwc", "The NCHW[x]c layout and the schedules of the fast kernels."),
+                      ("fused", "A depthwise layer fused with the pointwise layer after "
+                                "it, one output row at a time."),
                       ("network", "A whole MobileNet as one Relax module."),
                       ("int8", "int8 kernels (VNNI where the CPU has it) and the int8 "
                                "MobileNet as one module."),
@@ -102,7 +104,9 @@ MODULES = {
                                  "the fastest counting."),
                         ("int8", "The int8 MobileNet against PyTorch's, ONNX Runtime's and "
                                  "OpenVINO's int8 paths."),
-                    ), written=("peers", "runs", "int8")),
+                        ("fusion", "A MobileNet's depthwise + pointwise pairs, fused and not, "
+                                   "timed side by side."),
+                    ), written=("peers", "runs", "int8", "fusion")),
     "bench_cli": Module("The command line of python -m d2ldw.bench.", generated=False),
     "explorers": Module("The arithmetic of the live explorers, in Python.", generated=False),
     "widgets": Module("The live explorers: anywidget widgets for the book's pages.",

@@ -11,7 +11,7 @@ import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["CpuDescription", "available_cpus", "describe_cpu", "isa_name"]
+__all__ = ["CpuDescription", "available_cpus", "cpu_caches", "describe_cpu", "isa_name"]
 
 
 def available_cpus() -> int:
@@ -24,6 +24,38 @@ def available_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def cpu_caches(cpu: int = 0) -> dict[str, int]:
+    """The data caches that CPU ``cpu`` sees, as ``{"L1d": bytes, "L2": bytes, ...}``, read
+    from Linux's ``/sys/devices/system/cpu``; empty where that is not available. A cache
+    shared by several cores counts whole (L3 usually is)."""
+    if isinstance(cpu, bool) or not isinstance(cpu, int) or cpu < 0:
+        raise ValueError(f"cpu must be a CPU number (an int >= 0), got {cpu!r}")
+    caches = {}
+    folder = f"/sys/devices/system/cpu/cpu{cpu}/cache"
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError:
+        return {}
+    units = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+    for entry in entries:
+        if not entry.startswith("index"):
+            continue
+        try:
+            with open(f"{folder}/{entry}/level") as f:
+                level = f.read().strip()
+            with open(f"{folder}/{entry}/type") as f:
+                kind = f.read().strip()
+            with open(f"{folder}/{entry}/size") as f:
+                size = f.read().strip()
+        except OSError:
+            continue
+        if kind == "Instruction" or not size:
+            continue
+        number = int(size.rstrip("KMG")) * units.get(size[-1], 1)
+        caches[f"L{level}{'d' if kind == 'Data' else ''}"] = number
+    return caches
 
 
 def isa_name(features: Iterable[str]) -> str:

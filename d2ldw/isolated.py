@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["ENVIRONMENT", "thread_environment", "isolated_environment", "run_isolated",
+__all__ = ["ENVIRONMENT", "bind_beside_pinned_threads", "thread_environment", "isolated_environment", "run_isolated",
            "report_progress", "describe_process"]
 
 # Freed memory is reused instead of returned to the system: without this, the page faults of
@@ -155,6 +155,42 @@ def run_isolated(function: Callable[..., Any], threads: int,
                                f"{''.join(kept)[-3000:]}")
         with open(out) as result:
             return json.load(result)
+
+
+def _pinned_cpus() -> set[int]:
+    """The CPUs that some other thread of this process is bound to alone (Linux)."""
+    pinned = set()
+    me = threading.get_native_id()
+    for task in os.listdir("/proc/self/task"):
+        if int(task) == me:
+            continue
+        try:
+            cpus = os.sched_getaffinity(int(task))
+        except OSError:  # the thread ended meanwhile
+            continue
+        if len(cpus) == 1:
+            pinned |= cpus
+    return pinned
+
+
+def bind_beside_pinned_threads() -> frozenset[int]:
+    """Bind the calling thread to this process's CPUs that no other of its threads is bound
+    to alone; return the CPUs it may now run on.
+
+    TVM's thread pool (``TVM_BIND_THREADS=1``) binds each worker to one CPU and leaves the
+    thread that launches the kernels, which does the first share of every parallel loop
+    itself, free to move: measured on a 2-core VM, that thread sometimes landed on the
+    worker's CPU, and two kernels run back to back took twice as long as in other processes.
+    Call this after the pool has started (``check_tvm_threads`` does). Threads created later
+    inherit the binding. Where every CPU is taken, or off Linux, nothing changes."""
+    if not hasattr(os, "sched_setaffinity") or not os.path.isdir("/proc/self/task"):
+        return frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else frozenset()
+    allowed = os.sched_getaffinity(0)
+    free = allowed - _pinned_cpus()
+    if free and free != allowed:
+        os.sched_setaffinity(0, free)
+    return frozenset(os.sched_getaffinity(0))
 
 
 def describe_process(threads: int) -> dict[str, Any]:

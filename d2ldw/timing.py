@@ -99,7 +99,7 @@ def time_interleaved(
     }
 
 
-# From Section 6.9, "On a GPU" (chapters/performance/gpu.ipynb)
+# From Section 6.10, "On a GPU" (chapters/performance/gpu.ipynb)
 def time_cuda(run: Callable[[], object], number: int = 100,
               repeat: int = 5) -> float:
     """Median seconds per call of ``run()``, measured on the GPU with CUDA

@@ -210,12 +210,15 @@ def test_the_mobilenet_table_reads_its_result():
         "best_peer": "ONNX Runtime", "speedup_vs_best_peer": 1.5,
         "tvm_by_group": {"pointwise": {"ms": 1.0, "gflop": 0.5, "mbytes": 4.0}},
         "onnx_ms_by_group": {"pointwise": 2.0},
+        "tvm_configurations_ms": {"separate kernels": 2.5, "depthwise + pointwise fused": 2.0},
     }
     text = bench.format_mobilenet_table(result)
+    assert ("two configurations interleaved in its fastest run: separate kernels 2.50 ms, "
+            "depthwise + pointwise fused 2.00 ms") in text
     assert "MobileNet v2, batch 1" in text
     assert "TVM vs the best peer (ONNX Runtime): 1.50x" in text
     assert "torch.compile          did not run: RuntimeError: no compiler" in text
-    (pointwise,) = [line for line in text.splitlines() if "pointwise" in line]
+    (pointwise,) = [line for line in text.splitlines() if line.startswith("  pointwise")]
     assert pointwise.split() == ["pointwise", "1.00", "(500.0)", "2.00", "(250.0)", "2.00x"]
     rows = [line.split()[0] for line in text.splitlines()[3:5]]
     assert rows == ["TVM", "ONNX"]  # fastest first

@@ -322,6 +322,10 @@ def test_tvm_peer_reports_its_logits_error_and_a_breakdown():
     result = isolated.run_isolated(bench.time_mobilenet_peer, 1, peer="TVM", version="v1",
                                    repeat=1)
     assert result["max_error"] < 1e-3 * result["largest_logit"]
+    # both configurations of the network timed, the faster counting
+    configurations = result["configurations_ms"]
+    assert set(configurations) == set(bench.TVM_CONFIGURATIONS)
+    assert result["seconds"] * 1e3 == min(configurations.values())
     assert set(result["seconds_by_kind"]) == {"full", "depthwise", "pointwise", "pool",
                                               "linear"}
     assert 0 < sum(result["seconds_by_kind"].values())

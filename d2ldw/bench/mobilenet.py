@@ -9,7 +9,7 @@ from d2ldw.bench.peers import mobilenet_onnx_model, onnx_caller, onnx_session, o
 __all__ = ['MOBILENET_PEERS', 'mobilenet_peer_call']
 
 
-# From Section 6.8, "A whole MobileNet against its peers" (chapters/performance/mobilenet_peers.ipynb)
+# From Section 6.9, "A whole MobileNet against its peers" (chapters/performance/mobilenet_peers.ipynb)
 # The whole-network peers, each with its fastest configuration
 MOBILENET_PEERS = ("PyTorch", "PyTorch channels_last", "torch.compile",
                    "ONNX Runtime", "OpenVINO")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from d2ldw.isolated import bind_beside_pinned_threads
 from d2ldw.data import get_conv_data
 from d2ldw.shapes import checked_int
 
@@ -45,10 +46,13 @@ OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f
 
 # Harness for chapters/performance/results.ipynb
 def check_tvm_threads(threads: int) -> None:
-    """Refuse to time TVM with a thread pool of another size than the peers'.
+    """Refuse to time TVM with a thread pool of another size than the peers'; then bind
+    the calling thread beside TVM's workers (``bind_beside_pinned_threads``).
 
     TVM sizes its pool once, from ``TVM_NUM_THREADS``, when it first runs a parallel
-    kernel; ``d2ldw.isolated.run_isolated`` sets that variable for the child process.
+    kernel; ``d2ldw.isolated.run_isolated`` sets that variable for the child process. TVM
+    binds each worker to a CPU but not the calling thread, which runs the first share of
+    every parallel loop: left free, it can share a worker's CPU.
     """
     threads = checked_int(threads, "threads", 1)
     import tvm
@@ -58,6 +62,7 @@ def check_tvm_threads(threads: int) -> None:
         raise RuntimeError(
             f"TVM's thread pool runs {running} threads, not {threads}: set "
             f"TVM_NUM_THREADS={threads} before using TVM (run_isolated does)")
+    bind_beside_pinned_threads()
 
 
 # Harness for chapters/performance/results.ipynb

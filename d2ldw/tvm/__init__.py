@@ -5,6 +5,7 @@ Its parts, each a module of its own, in dependency order:
 - ``d2ldw.tvm.operators``: Convolutions as tensor expressions: the definitions.
 - ``d2ldw.tvm.targets``: Targets, building and running, and what the CPU offers.
 - ``d2ldw.tvm.nchwc``: The NCHW[x]c layout and the schedules of the fast kernels.
+- ``d2ldw.tvm.fused``: A depthwise layer fused with the pointwise layer after it, one output row at a time.
 - ``d2ldw.tvm.network``: A whole MobileNet as one Relax module.
 - ``d2ldw.tvm.int8``: int8 kernels (VNNI where the CPU has it) and the int8 MobileNet as one module.
 
@@ -67,6 +68,10 @@ from d2ldw.tvm.nchwc import (  # noqa: E402
     to_nchwc,
     vector_registers,
 )
+from d2ldw.tvm.fused import (  # noqa: E402
+    depthwise_pointwise_nchwc,
+    schedule_depthwise_pointwise,
+)
 from d2ldw.tvm.network import (  # noqa: E402
     CompiledNetwork,
     network_module,
@@ -99,4 +104,4 @@ from d2ldw.tvm.int8 import (  # noqa: E402
     target_has_vnni,
 )
 
-__all__ = ['ACTIVATIONS', 'CVTPS2DQ_RN', 'CompiledInt8Network', 'CompiledNetwork', 'VPDPBUSD', 'add_bias', 'bias_activation_nchwc', 'build', 'build_and_run', 'causal_depthwise_conv1d', 'channel_block', 'check_te_memory', 'column_tile', 'conv2d', 'conv2d_int8_vnni', 'conv_transpose2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'depthwise_conv2d_int8', 'depthwise_conv2d_int8_vnni', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_vnni_applies', 'depthwise_weight_to_nchwc', 'element_size', 'first_conv2d_int8', 'first_conv2d_nchwc', 'float32_const', 'from_nchwc', 'global_pool_int8', 'global_pool_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'instruction_counts', 'int8_layer_call', 'int8_layer_kernel', 'int8_network_module', 'int8_weights', 'layout_shape', 'linear', 'linear_int8_weight', 'lower', 'network_module', 'pad', 'pointwise_conv2d', 'pointwise_conv2d_int8', 'pointwise_conv2d_nchwc', 'prim_module', 'quantize_image_nchw', 'quantize_image_padded', 'register_tile', 'requantize_nchwc', 'requantized', 'requantized_vector', 'rounded_int32_vector', 'schedule_classifier', 'schedule_conv_nchwc', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'schedule_head', 'separable_conv2d', 'spread_gradient', 'static_shape', 'target_features', 'target_has_vnni', 'target_with_fma', 'te_inputs', 'to_nchwc', 'vector_registers']
+__all__ = ['ACTIVATIONS', 'CVTPS2DQ_RN', 'CompiledInt8Network', 'CompiledNetwork', 'VPDPBUSD', 'add_bias', 'bias_activation_nchwc', 'build', 'build_and_run', 'causal_depthwise_conv1d', 'channel_block', 'check_te_memory', 'column_tile', 'conv2d', 'conv2d_int8_vnni', 'conv_transpose2d', 'cpu_has_fma', 'depthwise_conv2d', 'depthwise_conv2d_grad_input', 'depthwise_conv2d_grad_weight', 'depthwise_conv2d_int8', 'depthwise_conv2d_int8_vnni', 'depthwise_conv2d_interleaved', 'depthwise_conv2d_nchwc', 'depthwise_pointwise_nchwc', 'depthwise_vnni_applies', 'depthwise_weight_to_nchwc', 'element_size', 'first_conv2d_int8', 'first_conv2d_nchwc', 'float32_const', 'from_nchwc', 'global_pool_int8', 'global_pool_nchwc', 'group_conv2d', 'host_target', 'host_vector_lanes', 'instruction_counts', 'int8_layer_call', 'int8_layer_kernel', 'int8_network_module', 'int8_weights', 'layout_shape', 'linear', 'linear_int8_weight', 'lower', 'network_module', 'pad', 'pointwise_conv2d', 'pointwise_conv2d_int8', 'pointwise_conv2d_nchwc', 'prim_module', 'quantize_image_nchw', 'quantize_image_padded', 'register_tile', 'requantize_nchwc', 'requantized', 'requantized_vector', 'rounded_int32_vector', 'schedule_classifier', 'schedule_conv_nchwc', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'schedule_depthwise_pointwise', 'schedule_head', 'separable_conv2d', 'spread_gradient', 'static_shape', 'target_features', 'target_has_vnni', 'target_with_fma', 'te_inputs', 'to_nchwc', 'vector_registers']

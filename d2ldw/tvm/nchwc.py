@@ -326,7 +326,7 @@ def schedule_conv_nchwc(module, tile=None, blocks=1):
     return sch.mod
 
 
-# From Section 6.7, "A whole MobileNet, one module" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.8, "A whole MobileNet, one module" (chapters/performance/mobilenet_fast.ipynb)
 def global_pool_nchwc(X):
     """Global average pooling from NCHW[x]c to a plain ``(N, C)`` matrix."""
     n, blocks, h, w, x = static_shape(X)
@@ -381,7 +381,7 @@ def schedule_head(module, lanes):
     return sch.mod
 
 
-# From Section 6.9, "On a GPU" (chapters/performance/gpu.ipynb)
+# From Section 6.10, "On a GPU" (chapters/performance/gpu.ipynb)
 def schedule_depthwise_cuda(module, threads_per_block=128):
     """Schedule the NCHW ``depthwise_conv2d`` definition for CUDA: one thread
     per output."""

@@ -8,6 +8,7 @@ import numpy as np
 import tvm
 from tvm import te
 
+from d2ldw.tvm.fused import depthwise_pointwise_nchwc, schedule_depthwise_pointwise
 from d2ldw.tvm.nchwc import bias_activation_nchwc, channel_block, depthwise_conv2d_nchwc, depthwise_weight_to_nchwc, first_conv2d_nchwc, from_nchwc, global_pool_nchwc, host_vector_lanes, linear, pointwise_conv2d_nchwc, register_tile, schedule_conv_nchwc, schedule_head, vector_registers
 from d2ldw.tvm.operators import static_shape
 from d2ldw.tvm.targets import host_target, prim_module
@@ -15,7 +16,7 @@ from d2ldw.tvm.targets import host_target, prim_module
 __all__ = ['CompiledNetwork', 'network_module']
 
 
-# From Section 6.7, "A whole MobileNet, one module" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.8, "A whole MobileNet, one module" (chapters/performance/mobilenet_fast.ipynb)
 def _blocked_weight(layer, block):
     """A layer's weight and bias in the layouts of the kernels above."""
     w, b = layer["weight"], layer["bias"]
@@ -71,12 +72,52 @@ def _layer_tensors(layer, shape, lanes):
     return tensors, [weight, bias], schedule
 
 
-def network_module(layers, input_shape, target=None):
+def _pair_tensors(depthwise, pointwise, shape, lanes):
+    """As ``_layer_tensors``, for a depthwise layer and the pointwise layer
+    after it as one fused kernel (``depthwise_pointwise_nchwc``)."""
+    X = te.placeholder(shape, name="X")
+    weights = [
+        *_blocked_weight(depthwise, channel_block(shape[1] * shape[4], lanes)),
+        *_blocked_weight(
+            pointwise, channel_block(pointwise["weight"].shape[0], lanes)
+        ),
+    ]
+    Kd, Bd, Kp, Bp = (
+        te.placeholder(w.shape, name=name)
+        for w, name in zip(weights, ("Kd", "Bd", "Kp", "Bp"))
+    )
+    Y = depthwise_pointwise_nchwc(
+        X, Kd, Bd, Kp, depthwise["stride"], depthwise["padding"],
+        depthwise["activation"],
+    )
+    R = (
+        te.placeholder(Y.shape, name="R")
+        if pointwise["residual"] is not None
+        else None
+    )
+    Z = bias_activation_nchwc(Y, Bp, pointwise["activation"], R)
+    tensors = [X, Kd, Bd, Kp, Bp, *([R] if R is not None else []), Z]
+    return tensors, weights, "fused"
+
+
+def _fusable(layers, k):
+    """Whether layer ``k`` is a depthwise layer that a pointwise one follows."""
+    return (
+        k + 1 < len(layers)
+        and layers[k]["kind"] == "depthwise"
+        and layers[k + 1]["kind"] == "pointwise"
+    )
+
+
+# From Section 6.8, "A whole MobileNet, one module" (chapters/performance/mobilenet_fast.ipynb)
+def network_module(layers, input_shape, target=None, fuse=False):
     """The whole network as one IRModule: one hand-scheduled kernel (a TensorIR
     function) per distinct layer, and a Relax function ``main`` that calls
     them in order on the image, the weights bound as constants.
 
-    Identical layers share one kernel. Returns the module and, per layer, the
+    Identical layers share one kernel. With ``fuse``, each depthwise layer
+    and the pointwise layer after it are one kernel
+    (``depthwise_pointwise_nchwc``). Returns the module and, per layer, the
     name of the kernel it calls."""
     from tvm import relax
 
@@ -86,23 +127,36 @@ def network_module(layers, input_shape, target=None):
     with builder.function("main", [image]):
         with builder.dataflow():
             values = [image]  # values[k]: the input of layer k
-            for layer in layers:
-                shape = tuple(int(d) for d in values[-1].ty.shape)
-                tensors, weights, schedule = _layer_tensors(layer, shape, lanes)
+            while len(values) <= len(layers):
+                layer = last = layers[len(values) - 1]
+                source = values[-1]
+                shape = tuple(int(d) for d in source.ty.shape)
+                if fuse and _fusable(layers, len(values) - 1):
+                    last = layers[len(values)]
+                    tensors, weights, schedule = _pair_tensors(
+                        layer, last, shape, lanes
+                    )
+                    values.append(None)  # the depthwise result: in the kernel
+                    calls.append(None)
+                else:
+                    tensors, weights, schedule = _layer_tensors(
+                        layer, shape, lanes
+                    )
                 key = (
                     repr([(t.shape, t.name) for t in tensors]),
-                    layer["kind"],
+                    schedule,
                     layer.get("stride"),
                     layer.get("activation"),
+                    last.get("activation"),
                 )
                 if key not in kernels:
                     name = f"{layer['kind']}{len(kernels)}"
                     kernels[key] = _add_kernel(
                         builder, tensors, schedule, name, target
                     )
-                arguments = [values[-1], *map(relax.const, weights)]
-                if layer.get("residual") is not None:
-                    arguments.append(values[layer["residual"]])
+                arguments = [source, *map(relax.const, weights)]
+                if last.get("residual") is not None:
+                    arguments.append(values[last["residual"]])
                 shape = [int(d) for d in tensors[-1].shape]
                 output = relax.TensorType(shape, "float32")
                 values.append(
@@ -111,6 +165,7 @@ def network_module(layers, input_shape, target=None):
                     )
                 )
                 calls.append(kernels[key].name_hint)
+            calls = [c or calls[k + 1] for k, c in enumerate(calls)]
             logits = builder.emit_output(values[-1])
         builder.emit_func_output(logits)
     return builder.get(), calls
@@ -121,19 +176,20 @@ def _add_kernel(builder, tensors, schedule, name, target):
     module = prim_module(tensors)
     if schedule == "head":
         module = schedule_head(module, host_vector_lanes(target))
-    elif schedule == "pointwise":
+    elif schedule in ("pointwise", "fused"):
         n, out_blocks, h, width, y = static_shape(tensors[-1])
-        registers = vector_registers(target)
-        module = schedule_conv_nchwc(
-            module, *register_tile(width, out_blocks, registers)
-        )
+        tile = register_tile(width, out_blocks, vector_registers(target))
+        if schedule == "fused":
+            module = schedule_depthwise_pointwise(module, *tile)
+        else:
+            module = schedule_conv_nchwc(module, *tile)
     else:
         module = schedule_conv_nchwc(module)
     function = module["main"].with_attr("global_symbol", name)
     return builder.add_func(function, name)
 
 
-# From Section 6.7, "A whole MobileNet, one module" (chapters/performance/mobilenet_fast.ipynb)
+# From Section 6.8, "A whole MobileNet, one module" (chapters/performance/mobilenet_fast.ipynb)
 class CompiledNetwork:
     """A network from ``inference_layers`` compiled by TVM into one module:
     hand-scheduled kernels, NCHW[x]c from the first convolution to the
@@ -142,12 +198,21 @@ class CompiledNetwork:
     ``network(image)`` takes an NCHW float32 NumPy batch and returns the
     logits; ``network.run()`` repeats the forward pass on the last image (for
     timing), one call from Python; ``layer_seconds()`` and ``layer_outputs()``
-    look inside one more pass."""
+    look inside one more pass. With ``fuse``, each depthwise layer and the
+    pointwise layer after it run as one kernel: faster where the fused kernel
+    is, but with no depthwise results to look at."""
 
-    def __init__(self, layers, input_shape, target=None):
+    fused = False
+
+    def __init__(self, layers, input_shape, target=None, fuse=False):
         from tvm import relax
 
-        module, self._calls = network_module(layers, tuple(input_shape), target)
+        if not isinstance(fuse, bool):
+            raise TypeError(f"fuse must be a bool, got {type(fuse).__name__}")
+        self.fused = fuse
+        module, self._calls = network_module(
+            layers, tuple(input_shape), target, fuse
+        )
         self.kinds = [layer["kind"] for layer in layers]
         self.kernels = len(set(self._calls))
         self._executable = tvm.compile(module, target=target or host_target())
@@ -182,6 +247,11 @@ class CompiledNetwork:
         return [from_nchwc(o) if o.ndim == 5 else o for o in outputs]
 
     def _watch(self, keep_outputs):
+        if self.fused:
+            raise ValueError(
+                "a network compiled with fuse=True keeps no depthwise results "
+                "to time or copy: compile it with fuse=False to look inside"
+            )
         if self._watched is None:
             self._seen = {}
             self._watched = _watching_machine(
