@@ -108,7 +108,7 @@ def test_the_fused_definition_and_schedule_refuse_bad_inputs():
     Kd = te.placeholder((2, 3, 3, 8), name="Kd")
     Bd = te.placeholder((2, 8), name="Bd")
     Kp = te.placeholder((3, 16, 8), name="Kp")
-    with pytest.raises(ValueError, match=r"Kd must have shape \(2, kH, kW, 8\)"):
+    with pytest.raises(ValueError, match=r"Kd must have shape \(2, kH, kW, 8\) to match X"):
         d2l_tvm.depthwise_pointwise_nchwc(X, te.placeholder((2, 3, 3, 4), name="Kd"), Bd, Kp)
     with pytest.raises(ValueError, match=r"Bd must have shape \(2, 8\), got \(8, 2\)"):
         d2l_tvm.depthwise_pointwise_nchwc(X, Kd, te.placeholder((8, 2), name="Bd"), Kp)

@@ -7,8 +7,7 @@ chapters. Do not edit: change the chapter and regenerate.
 import tvm
 from tvm import te
 
-from d2ldw.shapes import conv2d_geometry
-from d2ldw.tvm.nchwc import ACTIVATIONS, column_tile, layout_shape, pointwise_conv2d_nchwc
+from d2ldw.tvm.nchwc import ACTIVATIONS, depthwise_nchwc_geometry, pointwise_conv2d_nchwc, schedule_conv_nchwc
 from d2ldw.tvm.operators import static_shape
 
 __all__ = ['depthwise_pointwise_nchwc', 'schedule_depthwise_pointwise']
@@ -26,13 +25,9 @@ def depthwise_pointwise_nchwc(X, Kd, Bd, Kp, stride=1, padding=1,
     ``Y``, ``(N, O/y, H_out, W_out, y)``, for ``bias_activation_nchwc``. The
     depthwise result ``D`` in between is an intermediate tensor: the schedule
     below keeps one output row of it in cache instead of writing it out."""
-    n, blocks, h, w, x = layout_shape(X, "X", "(N, C/x, H, W, x)", "te")
-    k_blocks, kh, kw, k_x = layout_shape(Kd, "Kd", "(C/x, kH, kW, x)", "te")
-    if (k_blocks, k_x) != (blocks, x):
-        raise ValueError(
-            f"Kd must have shape ({blocks}, kH, kW, {x}) to match X of shape "
-            f"{(n, blocks, h, w, x)}, got {(k_blocks, kh, kw, k_x)}"
-        )
+    g = depthwise_nchwc_geometry(X, Kd, stride, padding, name="Kd")
+    n, blocks, h, w, x = static_shape(X)
+    kh, kw = static_shape(Kd)[1:3]
     if static_shape(Bd) != (blocks, x):
         raise ValueError(
             f"Bd must have shape {(blocks, x)}, got {static_shape(Bd)}"
@@ -41,10 +36,6 @@ def depthwise_pointwise_nchwc(X, Kd, Bd, Kp, stride=1, padding=1,
         raise ValueError(
             f"activation must be one of {ACTIVATIONS}, got {activation!r}"
         )
-    g = conv2d_geometry(
-        (n, blocks * x, h, w), (blocks * x, 1, kh, kw), stride, padding,
-        groups=blocks * x,
-    )
     (top, _), (left, _) = g.padding
     (sh, sw), (oh, ow) = g.stride, g.out_size
     zero = tvm.tirx.const(0.0, X.dtype)
@@ -72,36 +63,16 @@ def depthwise_pointwise_nchwc(X, Kd, Bd, Kp, stride=1, padding=1,
 
 # From Section 6.7, "Fusing the depthwise layer into the next one" (chapters/performance/fusion.ipynb)
 def schedule_depthwise_pointwise(module, tile=None, blocks=1):
-    """Schedule ``depthwise_pointwise_nchwc`` and its epilogue ``Z``: parallel
-    over (batch, output row); in each row, first the depthwise result ``D``
-    of that row for every channel, lanes vectorised, into a buffer of
-    ``C * W_out`` floats, then the pointwise convolution reading it while it
-    is in cache, scheduled as ``schedule_conv_nchwc`` does: ``tile`` output
-    columns times ``blocks`` output channel blocks in registers, the epilogue
-    applied before the one write."""
-    sch = tvm.s_tir.Schedule(module)
-    conv, out = sch.get_sblock("Y"), sch.get_sblock("Z")
-    n, b, i, j, lane, *reduction = sch.get_loops(conv)
-    tile = tile or column_tile(int(sch.get(j).extent))
-    if int(sch.get(b).extent) % blocks:
-        raise ValueError(
-            f"blocks ({blocks}) must divide the {sch.get(b).extent} output "
-            "channel blocks"
-        )
-    b, in_blocks = sch.split(b, [None, blocks])
-    sch.reorder(n, i, b)
-    rows = sch.fuse(n, i)  # not the channel blocks: each row's D serves all
-    sch.parallel(rows)
-    columns, in_tile = sch.split(j, [None, tile])
-    sch.reorder(rows, b, columns, *reduction, in_blocks, in_tile, lane)
-    sch.unroll(in_blocks)
-    sch.unroll(in_tile)
-    sch.vectorize(lane)
-    sch.set_scope(conv, 0, "local")
-    sch.reverse_compute_at(out, columns)
-    sch.vectorize(sch.get_loops(out)[-1])
-    init = sch.decompose_reduction(conv, reduction[0])
-    sch.vectorize(sch.get_loops(init)[-1])
+    """Schedule ``depthwise_pointwise_nchwc`` and its epilogue ``Z``: the
+    pointwise convolution as ``schedule_conv_nchwc`` schedules it, parallel
+    over (batch, output row) only; then, at the start of each row, the
+    depthwise result ``D`` of that row for every channel, lanes vectorised,
+    into a buffer of ``C * W_out`` floats that the row's pointwise sums read
+    while it is in cache."""
+    sch = tvm.s_tir.Schedule(
+        schedule_conv_nchwc(module, tile, blocks, channels_in_parallel=False)
+    )
+    rows = sch.get_loops(sch.get_sblock("Z"))[0]
     depthwise = sch.get_sblock("D")
     sch.compute_at(depthwise, rows)  # one row of D, every channel
     sch.vectorize(sch.get_loops(depthwise)[-1])

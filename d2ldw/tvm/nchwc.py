@@ -13,7 +13,7 @@ from d2ldw.shapes import checked_int, conv2d_geometry
 from d2ldw.tvm.operators import static_shape
 from d2ldw.tvm.targets import target_features
 
-__all__ = ['ACTIVATIONS', 'bias_activation_nchwc', 'channel_block', 'column_tile', 'depthwise_conv2d_nchwc', 'depthwise_weight_to_nchwc', 'first_conv2d_nchwc', 'from_nchwc', 'global_pool_nchwc', 'host_vector_lanes', 'layout_shape', 'linear', 'pointwise_conv2d_nchwc', 'register_tile', 'schedule_conv_nchwc', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'schedule_head', 'to_nchwc', 'vector_registers']
+__all__ = ['ACTIVATIONS', 'bias_activation_nchwc', 'channel_block', 'column_tile', 'depthwise_conv2d_nchwc', 'depthwise_nchwc_geometry', 'depthwise_weight_to_nchwc', 'first_conv2d_nchwc', 'from_nchwc', 'global_pool_nchwc', 'host_vector_lanes', 'layout_shape', 'linear', 'pointwise_conv2d_nchwc', 'register_tile', 'schedule_conv_nchwc', 'schedule_depthwise_cuda', 'schedule_depthwise_nchwc', 'schedule_head', 'to_nchwc', 'vector_registers']
 
 
 # From Section 6.2, "Scheduling depthwise convolution in TensorIR" (chapters/performance/scheduling.ipynb)
@@ -75,6 +75,22 @@ def depthwise_weight_to_nchwc(w, lanes):
 
 
 # From Section 6.2, "Scheduling depthwise convolution in TensorIR" (chapters/performance/scheduling.ipynb)
+def depthwise_nchwc_geometry(X, K, stride=1, padding=0, dilation=1, name="K"):
+    """Check that ``X``, ``(N, C/x, H, W, x)``, and a depthwise weight ``K``,
+    ``(C/x, kH, kW, x)`` (called ``name`` in errors), match; the layer's
+    ``conv2d_geometry``."""
+    n, blocks, h, w, lanes = layout_shape(X, "X", "(N, C/x, H, W, x)", "te")
+    k_blocks, kh, kw, k_lanes = layout_shape(K, name, "(C/x, kH, kW, x)", "te")
+    if (k_blocks, k_lanes) != (blocks, lanes):
+        raise ValueError(
+            f"{name} must have shape ({blocks}, kH, kW, {lanes}) to match X "
+            f"of shape {static_shape(X)}, got {static_shape(K)}"
+        )
+    channels = blocks * lanes
+    return conv2d_geometry((n, channels, h, w), (channels, 1, kh, kw),
+                           stride, padding, dilation, groups=channels)
+
+
 def depthwise_conv2d_nchwc(X, K, stride=1, padding=0, dilation=1):
     """TE depthwise convolution (multiplier 1) in NCHW[x]c.
 
@@ -82,21 +98,9 @@ def depthwise_conv2d_nchwc(X, K, stride=1, padding=0, dilation=1):
     padding and dilation as in ``F.conv2d``. Returns ``Y`` of shape ``(N, C/x,
     H_out, W_out, x)``.
     """
-    n, blocks, h, w, lanes = layout_shape(X, "X", "(N, C/x, H, W, x)", "te")
-    k_blocks, kh, kw, k_lanes = layout_shape(K, "K", "(C/x, kH, kW, x)", "te")
-    if (k_blocks, k_lanes) != (blocks, lanes):
-        raise ValueError(
-            f"K must have shape ({blocks}, kH, kW, {lanes}) to match X of "
-            f"shape {static_shape(X)}, got {static_shape(K)}"
-        )
-    g = conv2d_geometry(
-        (n, blocks * lanes, h, w),
-        (blocks * lanes, 1, kh, kw),
-        stride,
-        padding,
-        dilation,
-        groups=blocks * lanes,
-    )
+    g = depthwise_nchwc_geometry(X, K, stride, padding, dilation)
+    n, blocks, h, w, lanes = static_shape(X)
+    kh, kw = static_shape(K)[1:3]
     (top, bottom), (left, right) = g.padding
     (sh, sw), (dh, dw), (oh, ow) = g.stride, g.dilation, g.out_size
     PaddedX = te.compute(
@@ -284,13 +288,15 @@ def vector_registers(target=None):
     return 32 if "avx512f" in target_features(target) else 16
 
 
-def schedule_conv_nchwc(module, tile=None, blocks=1):
+def schedule_conv_nchwc(module, tile=None, blocks=1, channels_in_parallel=True):
     """Schedule a convolution ``Y`` in NCHW[x]c (any of the three kinds above)
     and its epilogue ``Z``: padding inlined; parallel over (batch, group of
-    ``blocks`` output channel blocks, output row); ``tile`` output columns
-    times ``blocks`` times the ``x`` lanes accumulated in registers over the
-    whole reduction, the window's loops (extent 3 or less) unrolled; the
-    epilogue applied to that tile before it is written once."""
+    ``blocks`` output channel blocks, output row), or with
+    ``channels_in_parallel=False`` over (batch, output row) only, the groups
+    in turn inside each row; ``tile`` output columns times ``blocks`` times
+    the ``x`` lanes accumulated in registers over the whole reduction, the
+    window's loops (extent 3 or less) unrolled; the epilogue applied to that
+    tile before it is written once."""
     sch = tvm.s_tir.Schedule(module)
     names = {
         sch.get(b).name_hint
@@ -307,11 +313,15 @@ def schedule_conv_nchwc(module, tile=None, blocks=1):
             "channel blocks"
         )
     b, in_blocks = sch.split(b, [None, blocks])
-    sch.reorder(b, i, in_blocks)
-    rows = sch.fuse(n, b, i)
-    sch.parallel(rows)
+    if channels_in_parallel:
+        sch.reorder(b, i, in_blocks)
+        outer = [sch.fuse(n, b, i)]
+    else:
+        sch.reorder(i, b, in_blocks)
+        outer = [sch.fuse(n, i), b]
+    sch.parallel(outer[0])
     columns, in_tile = sch.split(j, [None, tile])
-    sch.reorder(rows, columns, *reduction, in_blocks, in_tile, lane)
+    sch.reorder(*outer, columns, *reduction, in_blocks, in_tile, lane)
     sch.unroll(in_blocks)
     sch.unroll(in_tile)
     sch.vectorize(lane)
