@@ -181,8 +181,9 @@ def bind_beside_pinned_threads() -> frozenset[int]:
     thread that launches the kernels, which does the first share of every parallel loop
     itself, free to move: measured on a 2-core VM, that thread sometimes landed on the
     worker's CPU, and two kernels run back to back took twice as long as in other processes.
-    Call this after the pool has started (``check_tvm_threads`` does). Threads created later
-    inherit the binding. Where every CPU is taken, or off Linux, nothing changes."""
+    Call this after the pool has started, in a process that only times (``check_tvm_threads``
+    does, in the processes of ``run_isolated``): threads and processes created later inherit
+    the binding. Where every CPU is taken, or off Linux, nothing changes."""
     if not hasattr(os, "sched_setaffinity") or not os.path.isdir("/proc/self/task"):
         return frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else frozenset()

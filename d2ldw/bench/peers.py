@@ -46,8 +46,10 @@ OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f
 
 # Harness for chapters/performance/results.ipynb
 def check_tvm_threads(threads: int) -> None:
-    """Refuse to time TVM with a thread pool of another size than the peers'; then bind
-    the calling thread beside TVM's workers (``bind_beside_pinned_threads``).
+    """Refuse to time TVM with a thread pool of another size than the peers'; then, in a
+    process of ``run_isolated`` (never in a notebook or a test runner, whose later threads and
+    child processes would inherit it), bind the calling thread beside TVM's workers
+    (``bind_beside_pinned_threads``).
 
     TVM sizes its pool once, from ``TVM_NUM_THREADS``, when it first runs a parallel
     kernel; ``d2ldw.isolated.run_isolated`` sets that variable for the child process. TVM
@@ -62,7 +64,8 @@ def check_tvm_threads(threads: int) -> None:
         raise RuntimeError(
             f"TVM's thread pool runs {running} threads, not {threads}: set "
             f"TVM_NUM_THREADS={threads} before using TVM (run_isolated does)")
-    bind_beside_pinned_threads()
+    if os.environ.get("D2LDW_ISOLATED") == "1":  # a process of run_isolated's, for timing
+        bind_beside_pinned_threads()
 
 
 # Harness for chapters/performance/results.ipynb
