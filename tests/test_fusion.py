@@ -253,3 +253,24 @@ def test_the_calling_thread_is_bound_beside_a_pinned_worker():
         assert bound == cpus
     else:
         assert bound == cpus[:-1]
+
+
+CHECK = """
+import os
+from d2ldw.bench import check_tvm_threads
+before = sorted(os.sched_getaffinity(0))
+try:  # the pool starts here, with its default size
+    check_tvm_threads(len(before))
+except RuntimeError:  # another size than this machine's CPUs: refused, as it should be
+    pass
+print(before == sorted(os.sched_getaffinity(0)))
+"""
+
+
+def test_checking_the_pool_outside_run_isolated_leaves_the_cpus_alone():
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("D2LDW_ISOLATED", "TVM_NUM_THREADS", "TVM_BIND_THREADS")}
+    run = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
+                         timeout=120, cwd=REPO, env=environment)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["True"]

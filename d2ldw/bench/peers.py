@@ -59,7 +59,12 @@ def check_tvm_threads(threads: int) -> None:
     threads = checked_int(threads, "threads", 1)
     import tvm
 
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     running = tvm.get_global_func("runtime.NumThreads")()  # starts the pool
+    if allowed is not None and os.environ.get("D2LDW_ISOLATED") != "1":
+        # started without TVM_NUM_THREADS, the pool binds this thread to CPU 0 (measured):
+        # undone, so that a notebook or a test runner keeps its CPUs for what it starts later
+        os.sched_setaffinity(0, allowed)
     if running != threads:
         raise RuntimeError(
             f"TVM's thread pool runs {running} threads, not {threads}: set "
