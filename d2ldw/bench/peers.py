@@ -59,9 +59,10 @@ def check_tvm_threads(threads: int) -> None:
     threads = checked_int(threads, "threads", 1)
     import tvm
 
+    isolated = os.environ.get("D2LDW_ISOLATED") == "1"  # a process of run_isolated's
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     running = tvm.get_global_func("runtime.NumThreads")()  # starts the pool
-    if allowed is not None and os.environ.get("D2LDW_ISOLATED") != "1":
+    if allowed is not None and not isolated:
         # started without TVM_NUM_THREADS, the pool binds this thread to CPU 0 (measured):
         # undone, so that a notebook or a test runner keeps its CPUs for what it starts later
         os.sched_setaffinity(0, allowed)
@@ -69,7 +70,7 @@ def check_tvm_threads(threads: int) -> None:
         raise RuntimeError(
             f"TVM's thread pool runs {running} threads, not {threads}: set "
             f"TVM_NUM_THREADS={threads} before using TVM (run_isolated does)")
-    if os.environ.get("D2LDW_ISOLATED") == "1":  # a process of run_isolated's, for timing
+    if isolated:
         bind_beside_pinned_threads()
 
 

@@ -391,6 +391,7 @@ def time_mobilenet_peer(peer: str, version: str = "v1", batch: int = 1, threads:
     if peer == "TVM":
         check_tvm_threads(threads)
     image = seeded_image(batch)
+    layers = inference_layers(seeded_mobilenet(version))
     start = time.perf_counter()
     try:
         call, logits = mobilenet_peer_call(peer, version, image, threads)
@@ -400,8 +401,7 @@ def time_mobilenet_peer(peer: str, version: str = "v1", batch: int = 1, threads:
     if peer == "TVM":  # the book's network in both configurations; the faster counts
         from d2ldw import tvm as d2l_tvm
 
-        fused = d2l_tvm.CompiledNetwork(inference_layers(seeded_mobilenet(version)),
-                                        tuple(image.shape), fuse=True)
+        fused = d2l_tvm.CompiledNetwork(layers, tuple(image.shape), fuse=True)
         outputs.append(fused(image.numpy()))
         calls[TVM_CONFIGURATIONS[1]] = fused.run
     setup = time.perf_counter() - start
@@ -419,7 +419,6 @@ def time_mobilenet_peer(peer: str, version: str = "v1", batch: int = 1, threads:
                                        for name, timing in timings.items()}
     if peer in ("TVM", *GRAPH_ENGINES):  # each layer, inside the network
         report_progress(f"timing each layer inside the network, {10 * repeat} passes")
-        layers = inference_layers(seeded_mobilenet(version))
         if peer == "TVM":
             per_layer = _tvm_layer_seconds(call.__self__, 10 * repeat)
         else:
